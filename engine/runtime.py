@@ -1,0 +1,39 @@
+"""Device and ONNX Runtime provider choice, in one place.
+
+onnxruntime-gpu logs an error when its CUDA provider is requested on a machine
+without a GPU, so CUDA is asked for only when torch sees one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+import torch
+
+from engine.errors import EXIT_USAGE, FATError
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FATError("--device cuda was asked for but no CUDA GPU is visible to torch; "
+                       "use --device cpu (or auto).", EXIT_USAGE)
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise FATError(f"unknown device {device!r}; use cpu, cuda or auto.", EXIT_USAGE)
+    return torch.device(device)
+
+
+def ort_providers(device: torch.device | None = None) -> list[str]:
+    wanted_cuda = device is not None and device.type == "cuda"
+    available = ort.get_available_providers()
+    if wanted_cuda and torch.cuda.is_available() and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def ort_session(path: Path, device: torch.device | None = None) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=ort_providers(device))

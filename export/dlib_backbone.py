@@ -1,0 +1,91 @@
+"""dlib's face-recognition .dat -> canonical torch state dict -> ONNX + spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import EXIT_INPUT, FATError
+from engine.fileio import sha256_file
+from engine.models.dlib_resnet import BLOCKS, INPUT_SIZE, MEAN_RGB, SCALE, DlibResNet, tap_names
+from export.dlib_dat import DlibNet, Layer, read_dat
+
+RESIDUAL = ["marker", "con", "affine", "relu", "con", "affine", "add_prev", "relu"]
+RESIDUAL_DOWN = ["marker", "con", "affine", "relu", "con", "affine", "marker", "marker", "avg_pool",
+                 "add_prev", "relu"]
+STEM = ["input", "con", "affine", "relu", "max_pool"]
+HEAD = ["avg_pool", "fc"]
+
+
+def expected_kinds() -> list[str]:
+    kinds = list(STEM)
+    for _, _, down in BLOCKS:
+        kinds += RESIDUAL_DOWN if down else RESIDUAL
+    return kinds + HEAD
+
+
+def default_dat_path() -> Path:
+    try:
+        import face_recognition_models
+    except ImportError:
+        raise FATError("face_recognition_models is not installed; run `python3 install.py`.", EXIT_INPUT) from None
+    return Path(face_recognition_models.face_recognition_model_location())
+
+
+def _affine(layer: Layer, prefix: str) -> dict[str, np.ndarray]:
+    g, b = layer.arrays["gamma"], layer.arrays["beta"]
+    return {f"{prefix}.scale": g.reshape(1, -1, 1, 1), f"{prefix}.shift": b.reshape(1, -1, 1, 1)}
+
+
+def canonical_dlib(net: DlibNet, path: Path) -> dict[str, np.ndarray]:
+    kinds = [layer.kind for layer in net.layers]
+    if kinds != expected_kinds():
+        raise FATError(f"{path}: the network's layers do not match dlib_face_recognition_resnet_model_v1 "
+                       f"({len(kinds)} layers read, {len(expected_kinds())} expected).", EXIT_INPUT)
+    inp = net.layers[0].params
+    if tuple(inp["size"]) != (INPUT_SIZE, INPUT_SIZE) or not np.allclose(inp["mean_rgb"], MEAN_RGB, atol=1e-3):
+        raise FATError(f"{path}: unexpected input layer {inp}.", EXIT_INPUT)
+    convs = [layer for layer in net.layers if layer.kind == "con"]
+    affines = [layer for layer in net.layers if layer.kind == "affine"]
+    state = {"conv1.weight": convs[0].arrays["weight"], "conv1.bias": convs[0].arrays["bias"]}
+    state.update(_affine(affines[0], "affine1"))
+    for i in range(len(BLOCKS)):
+        for j in (1, 2):
+            c, a = convs[1 + 2 * i + j - 1], affines[1 + 2 * i + j - 1]
+            state[f"blocks.{i}.conv{j}.weight"] = c.arrays["weight"]
+            state[f"blocks.{i}.conv{j}.bias"] = c.arrays["bias"]
+            state.update(_affine(a, f"blocks.{i}.affine{j}"))
+    fc = net.layers[-1]
+    state["fc.weight"] = np.ascontiguousarray(fc.arrays["weight"].reshape(256, 128).T)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
+
+
+def load_canonical(path: Path) -> dict[str, np.ndarray]:
+    return canonical_dlib(read_dat(path), path)
+
+
+def build_model(state: dict[str, np.ndarray]) -> DlibResNet:
+    import torch
+
+    return DlibResNet.from_state_dict({k: torch.from_numpy(v) for k, v in state.items()}).eval()
+
+
+def dlib_spec(path: Path) -> dict:
+    return {
+        "backbone": "dlib-resnet",
+        "architecture": "dlib_resnet_v1",
+        "source": {"format": "dlib", "files": [{"name": path.name, "sha256": sha256_file(path)}]},
+        "input": {"name": "image", "size": [INPUT_SIZE, INPUT_SIZE], "channel_order": "RGB",
+                  "range": [0, 255], "mean": list(MEAN_RGB), "std": [1 / SCALE] * 3, "scale": SCALE,
+                  "normalisation_in_graph": True},
+        "crop_template": {"kind": "dlib_chip", "size": [INPUT_SIZE, INPUT_SIZE], "padding": 0.25},
+        "descriptor_tap": "descriptor",
+        "descriptor_distance_threshold": 0.6,
+        "identity_layers": {"descriptor": 1.0},
+        "attribute_layers": {"pool1": 1.0, "b35_3": 1.0, "b17_3": 0.5},
+    }
+
+
+def dlib_taps() -> list[str]:
+    return tap_names()

@@ -1,0 +1,61 @@
+"""VGG-Face from any published format -> canonical weights -> ONNX + spec."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.fileio import sha256_file
+from engine.models.vggface import INPUT_SIZE, MEAN_RGB, VGGFace, tap_names
+from export.canonical import canonical_vggface
+from export.formats.common import RawWeights
+
+READERS = {
+    "caffe": "export.formats.caffe",
+    "torch7": "export.formats.torch7",
+    "matconvnet": "export.formats.matconvnet",
+    "pytorch": "export.formats.pytorch_pth",
+    "keras": "export.formats.keras_h5",
+}
+
+# Loose VGG-Face crop: where eye centres, nose tip and mouth corners land, as
+# fractions of the 224x224 input (faces in the VGG-Face set fill ~60% of the crop).
+VGGFACE_TEMPLATE = {
+    "kind": "points5",
+    "size": [INPUT_SIZE, INPUT_SIZE],
+    "points": [[0.345, 0.415], [0.655, 0.415], [0.5, 0.58], [0.38, 0.72], [0.62, 0.72]],
+}
+
+
+def read_raw(fmt: str, files: list[Path]) -> RawWeights:
+    return importlib.import_module(READERS[fmt]).read(files)
+
+
+def load_canonical(fmt: str, files: list[Path]) -> dict[str, np.ndarray]:
+    return canonical_vggface(read_raw(fmt, files))
+
+
+def build_model(state: dict[str, np.ndarray]) -> VGGFace:
+    return VGGFace.from_state_dict({k: torch.from_numpy(v) for k, v in state.items()}).eval()
+
+
+def vggface_spec(fmt: str, files: list[Path], with_fc: bool) -> dict:
+    return {
+        "backbone": "vggface",
+        "architecture": "vggface16",
+        "source": {"format": fmt, "files": [{"name": f.name, "sha256": sha256_file(f)} for f in files]},
+        "input": {"name": "image", "size": [INPUT_SIZE, INPUT_SIZE], "channel_order": "RGB",
+                  "range": [0, 255], "mean": list(MEAN_RGB), "std": [1.0, 1.0, 1.0], "scale": 1.0,
+                  "normalisation_in_graph": True},
+        "crop_template": VGGFACE_TEMPLATE,
+        "descriptor_tap": "fc7" if with_fc else "pool5",
+        "identity_layers": {"relu5_3": 1.0, "relu4_3": 0.5},
+        "attribute_layers": {"relu2_2": 0.5, "relu3_3": 1.0, "relu4_3": 1.0},
+    }
+
+
+def vgg_taps(with_fc: bool) -> list[str]:
+    return tap_names(include_fc=with_fc)
