@@ -27,7 +27,7 @@ def sniff(path: Path) -> str:
         raise FATError(f"{path}: the file is empty (an interrupted download?). Download it again.", EXIT_INPUT)
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "matconvnet" if name.endswith(".mat") else "keras"
-    if head.startswith(b"MATLAB 5.0 MAT-file"):
+    if head.startswith(b"MATLAB ") or name.endswith(".mat"):  # v5, or v7.3 (HDF5 after a 512-byte header)
         return "matconvnet"
     if head.startswith(b"PK\x03\x04") or name.endswith((".pth", ".pt")):
         return "pytorch"

@@ -7,6 +7,7 @@ Layers carry no names, so convolutions and linears are named in order
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ def read(paths: list[Path]) -> RawWeights:
     try:
         model = torchfile.load(str(path))
         modules = _field(model, "modules")
-    except (AssertionError, TypeError, ValueError, EOFError, KeyError, AttributeError, OSError) as e:
+    except (AssertionError, TypeError, ValueError, EOFError, KeyError, AttributeError, OSError,
+            struct.error, torchfile.T7ReaderException) as e:
         raise bad_file(path, f"not a readable Torch7 model ({type(e).__name__}: {e})") from None
     if modules is None:
         raise bad_file(path, "is not an nn.Sequential (no 'modules' list)")

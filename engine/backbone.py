@@ -1,0 +1,155 @@
+"""A backbone = one ONNX file + its JSON spec; the engine treats all alike.
+
+The ONNX file is the single artifact: the torch module (for analytic gradients)
+is rebuilt from its initializers, and ONNX Runtime (the fast path for
+gradient-free feature extraction) runs the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError
+from engine.fileio import sha256_file
+from engine.models.dlib_resnet import DlibResNet
+from engine.models.vggface import VGGFace
+from engine.runtime import ort_session
+
+PROJECT = Path(__file__).resolve().parents[1]
+ARCHITECTURES: dict[str, Callable[[dict[str, torch.Tensor]], nn.Module]] = {
+    "vggface16": VGGFace.from_state_dict,
+    "dlib_resnet_v1": DlibResNet.from_state_dict,
+}
+KNOWN = ("vggface", "dlib-resnet")  # preference order when none is named
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("FAT_MODELS_DIR", PROJECT / "models"))
+
+
+def install_hint() -> str:
+    return "Run `python3 install.py` (or `python -m export --dlib`) to create it."
+
+
+@dataclass
+class Backbone:
+    spec: dict
+    onnx_path: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def name(self) -> str:
+        return self.spec["backbone"]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        h, w = self.spec["input"]["size"]
+        return int(h), int(w)
+
+    @property
+    def taps(self) -> list[str]:
+        return list(self.spec["taps"])
+
+    @cached_property
+    def module(self) -> nn.Module:
+        state = initializer_state(self.onnx_path, self.spec.get("initializer_prefix", "net."))
+        build = ARCHITECTURES.get(self.spec["architecture"])
+        if build is None:
+            raise FATError(f"{self.onnx_path}: unknown architecture {self.spec['architecture']!r} in its spec.",
+                           EXIT_BACKBONE)
+        try:
+            net = build(state)
+        except (RuntimeError, KeyError) as e:
+            raise FATError(f"{self.onnx_path}: weights do not fit architecture {self.spec['architecture']} "
+                           f"({str(e).splitlines()[0]}). Re-export it.", EXIT_BACKBONE) from None
+        net = net.eval().to(self.device)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net
+
+    @cached_property
+    def session(self):
+        return ort_session(self.onnx_path, self.device)
+
+    def features(self, image: torch.Tensor, taps: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Differentiable taps for RGB 0..255 images (N,3,H,W) at the input size."""
+        return self.module(image, list(taps))
+
+    def features_fast(self, image: np.ndarray, taps: Iterable[str]) -> dict[str, np.ndarray]:
+        """The same taps through ONNX Runtime, for when no gradient is needed."""
+        taps = list(taps)
+        out = self.session.run(taps, {self.spec["input"]["name"]: np.ascontiguousarray(image, dtype=np.float32)})
+        return dict(zip(taps, out, strict=True))
+
+
+def initializer_state(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+    model = onnx.load(str(path))
+    return {
+        init.name[len(prefix):]: torch.from_numpy(numpy_helper.to_array(init).copy())
+        for init in model.graph.initializer
+        if init.name.startswith(prefix)
+    }
+
+
+def read_spec(spec_path: Path, check_hash: bool = True) -> tuple[dict, Path]:
+    try:
+        spec = json.loads(Path(spec_path).read_text())
+    except FileNotFoundError:
+        raise FATError(f"{spec_path}: backbone spec not found. {install_hint()}", EXIT_BACKBONE) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FATError(f"{spec_path}: not a valid backbone spec ({e}). {install_hint()}", EXIT_BACKBONE) from None
+    required = ("backbone", "architecture", "onnx", "onnx_sha256", "input", "taps", "crop_template")
+    missing = [k for k in required if k not in spec]
+    if missing:
+        raise FATError(f"{spec_path}: backbone spec lacks {missing}. {install_hint()}", EXIT_BACKBONE)
+    onnx_path = Path(spec_path).parent / spec["onnx"]
+    if not onnx_path.exists():
+        raise FATError(f"{onnx_path}: ONNX file named by {spec_path} is missing. {install_hint()}", EXIT_BACKBONE)
+    if check_hash:
+        digest = sha256_file(onnx_path)
+        if digest != spec["onnx_sha256"]:
+            raise FATError(f"{onnx_path}: sha256 {digest[:12]}... does not match its spec "
+                           f"({spec['onnx_sha256'][:12]}...); the file was changed or damaged after export. "
+                           f"Re-export it. {install_hint()}", EXIT_BACKBONE)
+    return spec, onnx_path
+
+
+def available_backbones(directory: Path | None = None) -> list[str]:
+    directory = directory or models_dir()
+    return [n for n in KNOWN if (directory / f"{n}.json").exists()]
+
+
+def resolve_name(name: str | None, directory: Path | None = None) -> str:
+    """VGG-Face when installed, else dlib-resnet; an explicit name or spec path wins."""
+    if name:
+        return name
+    found = available_backbones(directory)
+    if not found:
+        raise FATError(f"no backbone installed in {directory or models_dir()}. {install_hint()}", EXIT_BACKBONE)
+    return found[0]
+
+
+def load_backbone(name: str | None = None, device: torch.device | None = None,
+                  directory: Path | None = None) -> Backbone:
+    """`name` is a backbone name (vggface, dlib-resnet) or a path to a spec JSON."""
+    name = resolve_name(name, directory)
+    if name.endswith(".json") or os.sep in name:
+        spec_path = Path(name)
+    elif name in KNOWN:
+        spec_path = (directory or models_dir()) / f"{name}.json"
+    else:
+        raise FATError(f"unknown backbone {name!r}; choose one of {', '.join(KNOWN)} or give a spec .json path.",
+                       EXIT_USAGE)
+    spec, onnx_path = read_spec(spec_path)
+    return Backbone(spec, onnx_path, device or torch.device("cpu"))

@@ -1,0 +1,1 @@
+"""Convert face networks from the formats people download to ONNX + a JSON spec."""

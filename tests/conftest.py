@@ -1,0 +1,44 @@
+"""Shared fixtures: real backbones exported into a temporary models folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.backbone import Backbone, load_backbone
+from export.cli import export_dlib, export_vggface
+from tests.weightfiles import random_state, write_pth
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def quiet(*_a, **_k) -> None:
+    pass
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """dlib-resnet (real weights from face_recognition_models) and a small synthetic VGG-Face."""
+    d = tmp_path_factory.mktemp("models")
+    export_dlib(None, d / "dlib-resnet.onnx", log=quiet)
+    src = write_pth(random_state(), tmp_path_factory.mktemp("weights") / "vgg_face_dag.pth")
+    export_vggface([src], d / "vggface.onnx", log=quiet)
+    return d
+
+
+@pytest.fixture(scope="session")
+def dlib_backbone(models_dir) -> Backbone:
+    return load_backbone("dlib-resnet", directory=models_dir)
+
+
+@pytest.fixture(scope="session")
+def vgg_backbone(models_dir) -> Backbone:
+    return load_backbone("vggface", directory=models_dir)
+
+
+@pytest.fixture(scope="session")
+def obama() -> np.ndarray:
+    return np.asarray(Image.open(EXAMPLES / "obama_1.jpg").convert("RGB"))

@@ -1,0 +1,108 @@
+"""Both backbones pass one suite: load, taps, shapes, parity, spec round trip."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import dlib
+import face_recognition_models as frm
+import numpy as np
+import pytest
+import torch
+
+from engine.backbone import load_backbone, read_spec, resolve_name
+from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError
+from export.dlib_dat import read_dat
+
+
+@pytest.fixture(params=["dlib-resnet", "vggface"])
+def backbone(request, models_dir):
+    return load_backbone(request.param, directory=models_dir)
+
+
+def test_loads_with_taps_and_shapes_from_spec(backbone):
+    h, w = backbone.input_size
+    x = torch.rand(2, 3, h, w) * 255
+    with torch.no_grad():
+        out = backbone.features(x, backbone.taps)
+    for tap, shape in backbone.spec["taps"].items():
+        assert list(out[tap].shape) == [2, *shape], tap
+    for layer in list(backbone.spec["identity_layers"]) + list(backbone.spec["attribute_layers"]):
+        assert layer in backbone.spec["taps"]
+
+
+def test_torch_and_onnx_runtime_agree_per_tap(backbone, obama):
+    from PIL import Image
+
+    h, w = backbone.input_size
+    real = np.asarray(Image.fromarray(obama).resize((w, h)), np.float32).transpose(2, 0, 1)[None]
+    noise = np.random.default_rng(0).uniform(0, 255, (1, 3, h, w)).astype(np.float32)
+    x = np.concatenate([real, noise])
+    fast = backbone.features_fast(x, backbone.taps)
+    with torch.no_grad():
+        slow = backbone.features(torch.from_numpy(x), backbone.taps)
+    worst = max(float(np.abs(fast[t] - slow[t].numpy()).max()) for t in backbone.taps)
+    assert worst <= 1e-4
+
+
+def test_gradients_flow_to_the_pixels(backbone):
+    h, w = backbone.input_size
+    x = (torch.rand(1, 3, h, w) * 255).requires_grad_(True)
+    tap = next(iter(backbone.spec["identity_layers"]))
+    backbone.features(x, [tap])[tap].square().sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_spec_round_trip_and_selection(backbone, models_dir):
+    spec, onnx_path = read_spec(models_dir / f"{backbone.name}.json")
+    assert spec == json.loads(json.dumps(spec))
+    assert onnx_path.exists() and spec["onnx_sha256"] == backbone.spec["onnx_sha256"]
+    assert resolve_name(None, models_dir) == "vggface"  # preferred when installed
+
+
+def test_tampered_onnx_is_refused(backbone, models_dir, tmp_path):
+    for f in (f"{backbone.name}.json", f"{backbone.name}.onnx"):
+        shutil.copy(models_dir / f, tmp_path / f)
+    with open(tmp_path / f"{backbone.name}.onnx", "r+b") as fh:
+        fh.seek(-10, 2)
+        fh.write(b"0123456789")
+    with pytest.raises(FATError) as err:
+        load_backbone(backbone.name, directory=tmp_path)
+    assert "sha256" in str(err.value) and err.value.exit_code == EXIT_BACKBONE
+
+
+def test_missing_backbone_and_unknown_name(tmp_path):
+    with pytest.raises(FATError, match="install.py") as err:
+        load_backbone(directory=tmp_path)
+    assert err.value.exit_code == EXIT_BACKBONE
+    with pytest.raises(FATError) as err:
+        load_backbone("resnet50", directory=tmp_path)
+    assert err.value.exit_code == EXIT_USAGE
+
+
+def test_dlib_resnet_matches_dlibs_own_descriptor(dlib_backbone, obama):
+    """Torch, ONNX Runtime and dlib itself on the same 150x150 chip of a real photo."""
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(frm.pose_predictor_model_location())
+    shape = predictor(obama, detector(obama, 1)[0])
+    chip = dlib.get_face_chip(obama, shape, size=150, padding=0.25)
+    ref = np.array(dlib.face_recognition_model_v1(frm.face_recognition_model_location()).compute_face_descriptor(chip))
+    x = chip.transpose(2, 0, 1)[None].astype(np.float32)
+    with torch.no_grad():
+        t = dlib_backbone.features(torch.from_numpy(x), ["descriptor"])["descriptor"][0].numpy()
+    o = dlib_backbone.features_fast(x, ["descriptor"])["descriptor"][0]
+    assert np.abs(t - ref).max() <= 1e-4
+    assert np.abs(o - ref).max() <= 1e-4
+
+
+def test_dat_reader_rejects_damaged_files(tmp_path):
+    good = frm.face_recognition_model_location()
+    data = open(good, "rb").read()
+    for name, blob in (("truncated.dat", data[: len(data) // 3]), ("garbage.dat", b"\x05hello" * 100),
+                       ("extra.dat", data + b"\x00\x01")):
+        p = tmp_path / name
+        p.write_bytes(blob)
+        with pytest.raises(FATError) as err:
+            read_dat(p)
+        assert str(p) in str(err.value)

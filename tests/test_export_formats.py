@@ -1,0 +1,176 @@
+"""Every published VGG-Face layout converts to the same canonical weights and ONNX."""
+
+from __future__ import annotations
+
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from engine.backbone import load_backbone
+from engine.errors import EXIT_INPUT, FATError
+from engine.models.vggface import tap_names
+from export.cli import export_vggface, main
+from export.detect import resolve_sources
+from export.vggface import load_canonical
+from tests.conftest import quiet
+from tests.weightfiles import WRITERS, random_state, write_caffe, write_pth
+
+STATE = random_state(seed=1)
+
+
+@pytest.mark.parametrize("layout", sorted(WRITERS))
+def test_every_format_gives_the_same_canonical_weights(layout, tmp_path):
+    fmt, files = resolve_sources(WRITERS[layout](STATE, tmp_path))
+    got = load_canonical(fmt, files)
+    assert sorted(got) == sorted(STATE)
+    for k, v in STATE.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=f"{layout}: {k}")
+
+
+@pytest.mark.parametrize("layout", ["caffe", "torch7", "matconvnet", "pytorch", "keras"])
+def test_onnx_runtime_matches_torch_per_tap(layout, tmp_path):
+    files = WRITERS[layout](STATE, tmp_path)
+    spec = export_vggface(files, tmp_path / "out" / "vggface.onnx", log=quiet)
+    assert spec["source"]["format"] == layout
+    assert set(spec["taps"]) == set(tap_names())
+    for tap, r in spec["verification"]["per_tap"].items():
+        assert r["max_abs_diff"] <= 1e-4, (tap, r)
+    # Independently of the exporter's own check: reload through the engine.
+    bb = load_backbone(str(tmp_path / "out" / "vggface.json"))
+    x = np.random.default_rng(3).uniform(0, 255, (2, 3, 224, 224)).astype(np.float32)
+    fast = bb.features_fast(x, bb.taps)
+    with torch.no_grad():
+        slow = bb.features(torch.from_numpy(x), bb.taps)
+    for tap in bb.taps:
+        assert np.abs(fast[tap] - slow[tap].numpy()).max() <= 1e-4, tap
+
+
+def test_bgr_formats_are_flipped_to_rgb(tmp_path):
+    """A red image must give the same conv1_1 response whichever format it came from."""
+    red = np.zeros((1, 3, 224, 224), np.float32)
+    red[:, 0] = 255
+    responses = []
+    for layout in ("pytorch", "caffe", "keras"):
+        d = tmp_path / layout
+        d.mkdir()
+        export_vggface(WRITERS[layout](STATE, d), d / "v.onnx", log=quiet)
+        responses.append(load_backbone(str(d / "v.json")).features_fast(red, ["conv1_1"])["conv1_1"])
+    assert np.allclose(responses[0], responses[1], atol=1e-5)
+    assert np.allclose(responses[0], responses[2], atol=1e-5)
+
+
+def test_caffe_new_style_blob_shapes(tmp_path):
+    files = write_caffe(STATE, tmp_path, new_shape_field=True)
+    got = load_canonical(*resolve_sources(files))
+    np.testing.assert_array_equal(got["fc6.weight"], STATE["fc6.weight"])
+
+
+def test_publisher_archive_is_unpacked(tmp_path):
+    files = write_caffe(STATE, tmp_path)
+    archive = tmp_path / "vgg_face_caffe.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for f in files:
+            tar.add(f, arcname=f"vgg_face_caffe/{f.name}")
+    fmt, unpacked = resolve_sources([archive], tmp_path / "x")
+    assert fmt == "caffe" and {f.name for f in unpacked} == {f.name for f in files}
+    np.testing.assert_array_equal(load_canonical(fmt, unpacked)["conv3_1.weight"], STATE["conv3_1.weight"])
+
+
+# --- bad input: clear errors naming the file, never a traceback -------------------
+
+def _wrong_classes(tmp_path):
+    bad = dict(STATE)
+    bad["fc8.weight"] = np.zeros((1000, STATE["fc8.weight"].shape[1]), np.float32)
+    bad["fc8.bias"] = np.zeros(1000, np.float32)
+    return write_pth(bad, tmp_path / "vgg_face_dag.pth")
+
+
+def _missing_layer(tmp_path):
+    return write_pth({k: v for k, v in STATE.items() if not k.startswith("conv4_2")}, tmp_path / "vgg_face_dag.pth")
+
+
+def _truncated(tmp_path):
+    p = write_pth(STATE, tmp_path / "vgg_face_dag.pth")
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    return p
+
+
+def _garbage_caffe(tmp_path):
+    p = tmp_path / "VGG_FACE.caffemodel"
+    p.write_bytes(b"\xff\xfe this is not protobuf" * 10)
+    return p
+
+
+def _truncated_t7(tmp_path):
+    p = WRITERS["torch7"](STATE, tmp_path)[0]
+    p.write_bytes(p.read_bytes()[:5000])
+    return p
+
+
+def _nan(tmp_path):
+    bad = dict(STATE)
+    bad["conv2_1.weight"] = bad["conv2_1.weight"].copy()
+    bad["conv2_1.weight"][0, 0, 0, 0] = np.nan
+    return write_pth(bad, tmp_path / "vgg_face_dag.pth")
+
+
+def _empty(tmp_path):
+    p = tmp_path / "VGG_FACE.t7"
+    p.write_bytes(b"")
+    return p
+
+
+def _unknown(tmp_path):
+    p = tmp_path / "weights.bin"
+    p.write_bytes(b"1234")
+    return p
+
+
+def _not_hdf5(tmp_path):
+    p = tmp_path / "rcmalli_vggface_tf_vgg16.h5"
+    p.write_bytes(b"<html>404 not found</html>")
+    return p
+
+
+def _broken_archive(tmp_path):
+    p = tmp_path / "vgg_face_caffe.tar.gz"
+    p.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    return p
+
+
+@pytest.mark.parametrize("make, problem", [
+    (_wrong_classes, "2622"), (_missing_layer, "conv4_2"), (_truncated, "not a loadable"),
+    (_garbage_caffe, "Caffe"), (_truncated_t7, "Torch7"), (_nan, "NaN"), (_empty, "empty"),
+    (_unknown, "unrecognised"), (_not_hdf5, "HDF5"), (_broken_archive, "archive"),
+])
+def test_bad_weights_give_clear_errors(make, problem, tmp_path, capsys):
+    path = make(tmp_path)
+    with pytest.raises(FATError) as err:
+        export_vggface([path], tmp_path / "o.onnx", log=quiet)
+    assert str(path) in str(err.value) and problem in str(err.value)
+    assert err.value.exit_code == EXIT_INPUT
+    # and through the CLI: the message and the documented exit code, no traceback
+    assert main([str(path), "--out", str(tmp_path / "o.onnx"), "--quiet"]) == EXIT_INPUT
+    stderr = capsys.readouterr().err
+    assert "error:" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_missing_file_and_no_arguments(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.pth")]) == EXIT_INPUT
+    assert "no such file" in capsys.readouterr().err
+    assert main([]) == 2
+
+
+@pytest.mark.slow
+def test_full_size_round_trip(tmp_path):
+    """The real VGG-Face size (138 M parameters) through .pth -> ONNX -> ONNX Runtime."""
+    full = random_state(widths=(64, 128, 256, 512, 512), fc_width=4096, seed=5)
+    src = write_pth(full, tmp_path / "vgg_face_dag.pth")
+    del full
+    spec = export_vggface([src], tmp_path / "vggface.onnx", log=quiet)
+    assert spec["taps"]["pool5"] == [512, 7, 7] and spec["taps"]["fc8"] == [2622]
+    worst = max(r["max_rel_diff"] for r in spec["verification"]["per_tap"].values())
+    assert worst <= 1e-4
