@@ -33,7 +33,11 @@ def ort_providers(device: torch.device | None = None) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def ort_session(path: Path, device: torch.device | None = None) -> ort.InferenceSession:
+def ort_session(path: Path, device: torch.device | None = None, lean: bool = False) -> ort.InferenceSession:
+    """`lean` trades speed for memory (no weight pre-packing, no arena): for one-off checks."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if lean:
+        opts.enable_cpu_mem_arena = False
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(str(path), sess_options=opts, providers=ort_providers(device))

@@ -15,6 +15,7 @@ from torch import nn
 from engine.errors import EXIT_BACKBONE, FATError
 from engine.fileio import atomic_write, atomic_write_json, sha256_file
 from engine.runtime import ort_session
+from export.onnx_stream import save_with_initializers
 
 OPSET = 17
 SPEC_VERSION = 1
@@ -35,17 +36,33 @@ class _Taps(nn.Module):
 
 
 def write_onnx(net: nn.Module, taps: list[str], input_size: tuple[int, int], out: Path) -> None:
-    """Export with parameter names kept as initializer names (prefixed `net.`)."""
+    """Export with parameter names kept as initializer names (prefixed `net.`).
+
+    The graph is traced without its weights (export_params=False) and the weights
+    are then added as initializers straight from the module's tensors: this keeps
+    one copy fewer of a 550 MB network in memory than a normal export.
+    """
     net = net.eval()
     dummy = torch.zeros(1, 3, *input_size)
+    wrapped = _Taps(net, taps)
+    params = {name: p.detach() for name, p in wrapped.named_parameters()}
 
     def export(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(_Taps(net, taps), dummy, str(tmp), input_names=["image"], output_names=taps,
-                              opset_version=OPSET, dynamo=False, do_constant_folding=False,
+            torch.onnx.export(wrapped, dummy, str(tmp), input_names=["image"], output_names=taps,
+                              opset_version=OPSET, dynamo=False, do_constant_folding=False, export_params=False,
                               dynamic_axes={"image": {0: "batch"}, **{t: {0: "batch"} for t in taps}})
-        onnx.checker.check_model(str(tmp))
+        model = onnx.load(str(tmp))
+        onnx.checker.check_model(model)  # the structure, with the weights still as graph inputs
+        graph_inputs = {i.name for i in model.graph.input}
+        if graph_inputs != set(params) | {"image"}:
+            raise RuntimeError(f"ONNX graph inputs and module parameters differ: {sorted(graph_inputs ^ set(params))}")
+        kept = [i for i in model.graph.input if i.name == "image"]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        with open(tmp, "wb") as f:
+            save_with_initializers(model, ((n, t.numpy()) for n, t in params.items()), f)
 
     atomic_write(out, export)
 
@@ -69,17 +86,23 @@ def verification_images(input_size: tuple[int, int], real: list[np.ndarray], see
 
 
 def verify(net: nn.Module, onnx_path: Path, taps: list[str], images: np.ndarray) -> dict[str, dict[str, float]]:
-    """Max abs and relative difference between torch and ONNX Runtime per tap."""
-    session = ort_session(onnx_path)
-    ort_out = session.run(taps, {"image": images})
-    with torch.no_grad():
-        ref = net.eval()(torch.from_numpy(images), taps)
-    report: dict[str, dict[str, float]] = {}
-    for name, o in zip(taps, ort_out, strict=True):
-        r = ref[name].numpy()
-        diff = float(np.abs(o - r).max())
-        report[name] = {"max_abs_diff": diff, "max_rel_diff": diff / max(float(np.abs(r).max()), 1e-12)}
-    return report
+    """Max abs and relative difference between torch and ONNX Runtime per tap.
+
+    One image at a time, so that a full-size VGG-Face's 36 taps stay small in memory.
+    """
+    session = ort_session(onnx_path, lean=True)
+    worst: dict[str, list[float]] = {t: [0.0, 0.0] for t in taps}
+    for i in range(len(images)):
+        x = images[i:i + 1]
+        ort_out = session.run(taps, {"image": x})
+        with torch.no_grad():
+            ref = net.eval()(torch.from_numpy(x), taps)
+        for name, o in zip(taps, ort_out, strict=True):
+            r = ref[name].numpy()
+            worst[name][0] = max(worst[name][0], float(np.abs(o - r).max()))
+            worst[name][1] = max(worst[name][1], float(np.abs(r).max()))
+        del ort_out, ref
+    return {t: {"max_abs_diff": d, "max_rel_diff": d / max(m, 1e-12)} for t, (d, m) in worst.items()}
 
 
 def export_backbone(net: nn.Module, *, taps: list[str], input_size: tuple[int, int], out: Path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import dlib
 import face_recognition_models as frm
@@ -98,7 +99,7 @@ def test_dlib_resnet_matches_dlibs_own_descriptor(dlib_backbone, obama):
 
 def test_dat_reader_rejects_damaged_files(tmp_path):
     good = frm.face_recognition_model_location()
-    data = open(good, "rb").read()
+    data = Path(good).read_bytes()
     for name, blob in (("truncated.dat", data[: len(data) // 3]), ("garbage.dat", b"\x05hello" * 100),
                        ("extra.dat", data + b"\x00\x01")):
         p = tmp_path / name

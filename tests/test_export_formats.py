@@ -174,3 +174,16 @@ def test_full_size_round_trip(tmp_path):
     assert spec["taps"]["pool5"] == [512, 7, 7] and spec["taps"]["fc8"] == [2622]
     worst = max(r["max_rel_diff"] for r in spec["verification"]["per_tap"].values())
     assert worst <= 1e-4
+
+
+def test_streamed_onnx_is_a_valid_model_with_named_initializers(tmp_path):
+    import onnx
+
+    files = WRITERS["pytorch"](STATE, tmp_path)
+    export_vggface(files, tmp_path / "v.onnx", log=quiet)
+    model = onnx.load(str(tmp_path / "v.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    names = {i.name for i in model.graph.initializer}
+    assert {f"net.{k}" for k in STATE} <= names
+    assert [i.name for i in model.graph.input] == ["image"]
+    assert model.opset_import[0].version >= 17

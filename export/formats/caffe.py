@@ -30,11 +30,16 @@ def _field(msg, name: str, number: int, ftype: int, label: int = F.LABEL_OPTIONA
         f.options.packed = True
 
 
-@lru_cache(maxsize=1)
-def messages() -> dict[str, type]:
-    """NetParameter / LayerParameter / V1LayerParameter / BlobProto subsets."""
-    fdp = descriptor_pb2.FileDescriptorProto(name="fat_caffe_subset.proto", package="fatcaffe",
-                                             syntax="proto2")
+@lru_cache(maxsize=2)
+def messages(raw_data: bool = False) -> dict[str, type]:
+    """NetParameter / LayerParameter / V1LayerParameter / BlobProto subsets.
+
+    With raw_data, BlobProto.data is declared `bytes`: a packed repeated float has
+    the same wire format, so protobuf hands over the raw little-endian floats and
+    numpy wraps them without building 138 million Python floats.
+    """
+    package = "fatcaffe_raw" if raw_data else "fatcaffe"
+    fdp = descriptor_pb2.FileDescriptorProto(name=f"{package}.proto", package=package, syntax="proto2")
     shape = fdp.message_type.add(name="BlobShape")
     _field(shape, "dim", 1, F.TYPE_INT64, F.LABEL_REPEATED, packed=True)
     blob = fdp.message_type.add(name="BlobProto")
@@ -42,25 +47,28 @@ def messages() -> dict[str, type]:
     _field(blob, "channels", 2, F.TYPE_INT32)
     _field(blob, "height", 3, F.TYPE_INT32)
     _field(blob, "width", 4, F.TYPE_INT32)
-    _field(blob, "data", 5, F.TYPE_FLOAT, F.LABEL_REPEATED, packed=True)
-    _field(blob, "shape", 7, F.TYPE_MESSAGE, type_name=".fatcaffe.BlobShape")
+    if raw_data:
+        _field(blob, "data", 5, F.TYPE_BYTES)
+    else:
+        _field(blob, "data", 5, F.TYPE_FLOAT, F.LABEL_REPEATED, packed=True)
+    _field(blob, "shape", 7, F.TYPE_MESSAGE, type_name=f".{package}.BlobShape")
     _field(blob, "double_data", 8, F.TYPE_DOUBLE, F.LABEL_REPEATED, packed=True)
     layer = fdp.message_type.add(name="LayerParameter")
     _field(layer, "name", 1, F.TYPE_STRING)
     _field(layer, "type", 2, F.TYPE_STRING)
-    _field(layer, "blobs", 7, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".fatcaffe.BlobProto")
+    _field(layer, "blobs", 7, F.TYPE_MESSAGE, F.LABEL_REPEATED, f".{package}.BlobProto")
     v1 = fdp.message_type.add(name="V1LayerParameter")
     _field(v1, "name", 4, F.TYPE_STRING)
     _field(v1, "type", 5, F.TYPE_INT32)  # enum LayerType on the wire
-    _field(v1, "blobs", 6, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".fatcaffe.BlobProto")
+    _field(v1, "blobs", 6, F.TYPE_MESSAGE, F.LABEL_REPEATED, f".{package}.BlobProto")
     net = fdp.message_type.add(name="NetParameter")
     _field(net, "name", 1, F.TYPE_STRING)
-    _field(net, "layers", 2, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".fatcaffe.V1LayerParameter")
-    _field(net, "layer", 100, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".fatcaffe.LayerParameter")
+    _field(net, "layers", 2, F.TYPE_MESSAGE, F.LABEL_REPEATED, f".{package}.V1LayerParameter")
+    _field(net, "layer", 100, F.TYPE_MESSAGE, F.LABEL_REPEATED, f".{package}.LayerParameter")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
     return {
-        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"fatcaffe.{name}"))
+        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
         for name in ("BlobShape", "BlobProto", "LayerParameter", "V1LayerParameter", "NetParameter")
     }
 
@@ -71,7 +79,12 @@ V1_INNER_PRODUCT = 14
 
 
 def blob_array(blob) -> np.ndarray:
-    data = np.asarray(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
+    if isinstance(blob.data, bytes):
+        if len(blob.data) % 4:
+            raise ValueError("blob data is not a whole number of floats")
+        data = np.frombuffer(blob.data, dtype="<f4")
+    else:
+        data = np.asarray(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
     if blob.HasField("shape"):
         dims = [int(d) for d in blob.shape.dim]
     else:
@@ -94,11 +107,16 @@ def read(paths: list[Path]) -> RawWeights:
     if model is None:
         raise bad_file(paths[0], "a Caffe prototxt alone holds no weights",
                        "Pass the .caffemodel as well (VGG_FACE.caffemodel from vgg_face_caffe.tar.gz).")
-    net = messages()["NetParameter"]()
+    payload = model.read_bytes()
+    net = messages(raw_data=True)["NetParameter"]()
     try:
-        net.ParseFromString(model.read_bytes())
+        net.ParseFromString(payload)
+        if any(not b.data and (b.num or b.shape.dim) for lay in net.layers for b in lay.blobs):
+            net = messages()["NetParameter"]()  # unpacked floats: parse them the slow way
+            net.ParseFromString(payload)
     except DecodeError as e:
         raise bad_file(model, f"not a readable Caffe model (protobuf: {e})") from None
+    del payload
     arrays: dict[str, np.ndarray] = {}
     layers = [(layer.name, list(layer.blobs)) for layer in net.layers]
     layers += [(layer.name, list(layer.blobs)) for layer in net.layer]

@@ -34,7 +34,7 @@ def read(paths: list[Path]) -> RawWeights:
     except OSError as e:
         raise bad_file(path, f"not a readable HDF5 file ({e})") from None
     with f:
-        root = f["model_weights"] if "model_weights" in f else f
+        root = f.get("model_weights", f)
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in root.attrs.get("layer_names", [])]
         names = names or list(root.keys())
         arrays: dict[str, np.ndarray] = {}

@@ -70,7 +70,7 @@ def _h5_string(f: h5py.File, ref) -> str:
 
 def _v73_layers(path: Path) -> tuple[list[dict], dict]:
     with h5py.File(path, "r") as f:
-        root = f["net"] if "net" in f else f
+        root = f.get("net", f)
         layers_ref = root["layers"]
         out = []
         for ref in np.asarray(layers_ref).reshape(-1):

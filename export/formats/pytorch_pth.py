@@ -15,7 +15,7 @@ def read(paths: list[Path]) -> RawWeights:
     path = paths[0]
     try:
         # weights_only: never run pickled code from a downloaded file.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
         raise bad_file(path, f"not a loadable PyTorch weights file ({str(e).splitlines()[0]})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

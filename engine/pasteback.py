@@ -1,0 +1,51 @@
+"""Put an edited crop back into the full-resolution photo.
+
+Only the change is moved: delta = edited crop - aligned reference crop is warped
+back through the inverse transform (bicubic) and added through the feathered
+region mask. Pixels where the mask is zero are copied, byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from engine.align import invert
+
+
+def mask_bbox(m: np.ndarray, mask: np.ndarray, size: tuple[int, int], margin: int = 4) -> tuple[int, int, int, int]:
+    """Bounding box (x0, y0, x1, y1) in the photo of the crop mask's non-zero area."""
+    ys, xs = np.nonzero(mask > 1e-4)
+    if len(xs) == 0:
+        return 0, 0, 0, 0
+    inv = invert(m)
+    corners = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.min()], [xs.min(), ys.max() + 1],
+                        [xs.max() + 1, ys.max() + 1]], float)
+    pts = corners @ inv[:, :2].T + inv[:, 2]
+    w, h = size
+    x0, y0 = (max(0, math.floor(v) - margin) for v in pts.min(0))
+    x1, y1 = pts.max(0)
+    return x0, y0, min(w, math.ceil(x1) + margin), min(h, math.ceil(y1) + margin)
+
+
+def paste_back(rgb: np.ndarray, m: np.ndarray, delta: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """rgb (H, W, 3) float 0..255; m: image->crop transform; delta (h, w, 3); mask (h, w) in 0..1."""
+    out = rgb.copy()
+    x0, y0, x1, y1 = mask_bbox(m, mask, (rgb.shape[1], rgb.shape[0]))
+    if x1 <= x0 or y1 <= y0:
+        return out
+    # Map photo pixels of the box into crop coordinates (the box's own frame: shift by x0, y0).
+    shift = np.array([[1, 0, x0], [0, 1, y0]], float)
+    m_box = m @ np.vstack([shift, [0, 0, 1]])
+    size = (x1 - x0, y1 - y0)
+    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+    d = cv2.warpAffine(delta.astype(np.float32), m_box, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
+    a = cv2.warpAffine(mask.astype(np.float32), m_box, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_CONSTANT)
+    a = np.clip(a, 0, 1)[..., None]
+    box = out[y0:y1, x0:x1]
+    edited = np.clip(box + a * d, 0, 255)
+    out[y0:y1, x0:x1] = np.where(a > 0, edited, box)
+    return out

@@ -1,0 +1,187 @@
+"""Detect, align, mask and paste back on real and synthetic photos."""
+
+from __future__ import annotations
+
+import cv2
+import dlib
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from engine.align import template_transform, transform_points, umeyama, warp_crop
+from engine.errors import EXIT_NO_FACE, EXIT_USAGE, FATError
+from engine.faces import _hog, _predictor, choose_face, detect_faces
+from engine.geometry import align_face, crop_mask
+from engine.imageio import check_output_path, load_photo, save_photo
+from engine.masks import region_mask, region_names, resample
+from engine.pasteback import paste_back
+from export.dlib_backbone import dlib_spec
+from export.vggface import VGGFACE_TEMPLATE
+from tests.conftest import EXAMPLES
+
+DLIB_TEMPLATE = {"kind": "dlib_chip", "size": [150, 150], "padding": 0.25}
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return load_photo(EXAMPLES / "obama_1.jpg")
+
+
+@pytest.fixture(scope="module")
+def aligned(photo):
+    return align_face(photo, DLIB_TEMPLATE)
+
+
+def test_landmarks_land_on_the_face(aligned):
+    left, top, right, bottom = aligned.face.box
+    pts = aligned.face.landmarks
+    assert (pts[:, 0] > left - 20).all() and (pts[:, 0] < right + 20).all()
+    assert pts[36:48, 1].mean() < pts[48:68, 1].mean()  # eyes above the mouth
+    assert 80 < aligned.face.eye_distance < 130
+
+
+def test_chip_geometry_matches_dlib(photo, aligned):
+    rgb8 = photo.rgb8()
+    ref = dlib.get_face_chip(rgb8, _predictor()(rgb8, _hog()(rgb8, 1)[0]), size=150, padding=0.25).astype(float)
+    plain = cv2.warpAffine(photo.rgb, aligned.transform, (150, 150), flags=cv2.INTER_LINEAR)
+    assert np.abs(plain - ref)[5:-5, 5:-5].mean() < 1.5  # same geometry (dlib resamples slightly differently)
+
+
+def test_both_templates_put_the_eyes_where_declared(photo, aligned):
+    m = template_transform(aligned.face.landmarks, VGGFACE_TEMPLATE)
+    eyes = transform_points(m, aligned.face.landmarks[36:48]).reshape(2, 6, 2).mean(1)
+    np.testing.assert_allclose(eyes / 224, VGGFACE_TEMPLATE["points"][:2], atol=0.03)
+    assert dlib_spec.__name__  # the dlib template is the spec's crop_template
+    chip_eyes = aligned.landmarks[36:48].reshape(2, 6, 2).mean(1)
+    assert abs(chip_eyes[0, 1] - chip_eyes[1, 1]) < 3  # level eyes after alignment
+
+
+def test_umeyama_recovers_a_similarity():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 100, (10, 2))
+    a, s, t = 0.3, 1.7, np.array([5.0, -3.0])
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    m = umeyama(src, src @ (s * rot).T + t)
+    np.testing.assert_allclose(m, np.hstack([s * rot, t[:, None]]), atol=1e-9)
+
+
+def test_masks_cover_their_region_only(aligned):
+    pts = aligned.landmarks
+    mouth = region_mask(pts, "mouth", aligned.size)
+    x, y = np.round(pts[48:68].mean(0)).astype(int)
+    assert mouth[y, x] > 0.99
+    for ex, ey in np.round(pts[36:48]).astype(int):
+        assert mouth[ey, ex] < 0.05
+    for region in region_names():
+        m = region_mask(pts, region, aligned.size)
+        assert m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1 and m.max() > 0.99
+    assert tuple(resample(__import__("torch").from_numpy(mouth), (35, 35)).shape) == (1, 1, 35, 35)
+    with pytest.raises(FATError) as err:
+        region_mask(pts, "ears", aligned.size)
+    assert err.value.exit_code == EXIT_USAGE
+
+
+def test_round_trip_without_edit_changes_nothing(photo, aligned):
+    mask = crop_mask(aligned, "mouth")
+    out = paste_back(photo.rgb, aligned.transform, aligned.crop - aligned.crop, mask)
+    assert np.array_equal(out, photo.rgb)
+
+
+def test_an_edit_lands_in_the_region_and_nowhere_else(photo, aligned):
+    mask = crop_mask(aligned, "mouth")
+    delta = np.full_like(aligned.crop, 40.0)
+    out = paste_back(photo.rgb, aligned.transform, delta, mask)
+    changed = np.abs(out - photo.rgb).max(-1) > 0
+    photo_mask = region_mask(aligned.face.landmarks, "mouth", photo.rgb.shape[:2], grow=0.7, feather=0.0)
+    assert changed.sum() > 1000
+    assert not (changed & (photo_mask == 0)).any()
+    mouth_centre = np.round(aligned.face.landmarks[48:68].mean(0)).astype(int)
+    assert out[mouth_centre[1], mouth_centre[0]].mean() > photo.rgb[mouth_centre[1], mouth_centre[0]].mean() + 30
+
+
+def _synthetic_16bit_rgba(tmp_path, photo):
+    rgb16 = (photo.rgb.astype(np.uint16) * 257 + np.random.default_rng(0).integers(0, 257, photo.rgb.shape)).astype(
+        np.uint16)
+    alpha = np.random.default_rng(1).integers(0, 65535, photo.rgb.shape[:2]).astype(np.uint16)
+    path = tmp_path / "in16.png"
+    cv2.imwrite(str(path), cv2.cvtColor(np.dstack([rgb16, alpha]), cv2.COLOR_RGBA2BGRA))
+    return path, rgb16, alpha
+
+
+def test_16bit_rgba_round_trip_keeps_depth_alpha_and_untouched_pixels(tmp_path, photo):
+    path, rgb16, alpha = _synthetic_16bit_rgba(tmp_path, photo)
+    p16 = load_photo(path)
+    assert p16.dtype == np.uint16 and p16.alpha is not None
+    a16 = align_face(p16, DLIB_TEMPLATE)
+    mask = crop_mask(a16, "mouth")
+    # no edit: byte-identical file content
+    save_photo(p16, paste_back(p16.rgb, a16.transform, np.zeros_like(a16.crop), mask), tmp_path / "same.png")
+    back = cv2.imread(str(tmp_path / "same.png"), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint16
+    assert np.array_equal(cv2.cvtColor(back, cv2.COLOR_BGRA2RGBA), np.dstack([rgb16, alpha]))
+    # an edit: alpha untouched, pixels outside the region untouched
+    out = paste_back(p16.rgb, a16.transform, np.full_like(a16.crop, 30.0), mask)
+    save_photo(p16, out, tmp_path / "edit.png")
+    back = cv2.cvtColor(cv2.imread(str(tmp_path / "edit.png"), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+    assert np.array_equal(back[..., 3], alpha)
+    far = region_mask(a16.face.landmarks, "mouth", rgb16.shape[:2], grow=0.7, feather=0.0) == 0
+    assert np.array_equal(back[..., :3][far], rgb16[far])
+    assert not np.array_equal(back[..., :3], rgb16)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    im = Image.open(EXAMPLES / "obama_1.jpg").convert("RGB")
+    rotated = im.transpose(Image.Transpose.ROTATE_90)  # stored sideways...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ...with the tag saying "rotate 90 CW to display"
+    path = tmp_path / "sideways.jpg"
+    rotated.save(path, exif=exif, quality=95)
+    p = load_photo(path)
+    assert p.size == im.size
+    assert len(detect_faces(p.rgb8())) == 1
+
+
+def test_icc_profile_is_kept(tmp_path, photo):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = tmp_path / "icc.png"
+    Image.fromarray(photo.rgb8()).save(src, icc_profile=icc)
+    p = load_photo(src)
+    assert p.icc == icc
+    save_photo(p, p.rgb, tmp_path / "out.png")
+    assert Image.open(tmp_path / "out.png").info.get("icc_profile") == icc
+    path16, _, _ = _synthetic_16bit_rgba(tmp_path, photo)
+    p16 = load_photo(path16)
+    p16.icc = icc
+    save_photo(p16, p16.rgb, tmp_path / "out16.png")
+    assert Image.open(tmp_path / "out16.png").info.get("icc_profile") == icc
+
+
+def test_no_face_small_face_and_bad_index_are_clear_errors(photo):
+    with pytest.raises(FATError, match="no face") as err:
+        choose_face(detect_faces(np.full((300, 300, 3), 128, np.uint8)))
+    assert err.value.exit_code == EXIT_NO_FACE
+    small = cv2.resize(photo.rgb8(), None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA)
+    with pytest.raises(FATError, match="too small"):
+        choose_face(detect_faces(small))
+    with pytest.raises(FATError, match="face index 3"):
+        choose_face(detect_faces(photo.rgb8()), index=3)
+
+
+def test_several_faces_largest_by_default_or_by_box():
+    group = load_photo(EXAMPLES / "obama_1.jpg").rgb8()
+    two = np.hstack([group, group])
+    faces = detect_faces(two)
+    assert len(faces) == 2
+    right = choose_face(faces, box=(group.shape[1], 0, two.shape[1], two.shape[0]))
+    assert right.landmarks[:, 0].min() > group.shape[1]
+    assert choose_face(faces) is faces[0]
+
+
+def test_outputs_never_overwrite_inputs(tmp_path):
+    with pytest.raises(FATError, match="overwrite"):
+        check_output_path(tmp_path / "a.png", [tmp_path / "b.png", tmp_path / "a.png"])
+
+
+def test_warp_crop_antialiases_large_faces(photo, aligned):
+    crop = warp_crop(photo.rgb, aligned.transform, (150, 150))
+    assert crop.shape == (150, 150, 3) and np.isfinite(crop).all()
