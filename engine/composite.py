@@ -1,0 +1,47 @@
+"""Classic compositing of the guide's region into the reference: the initial image
+for the optimisation, and the baselines it is measured against."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def colour_match(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Shift src's Lab mean/std inside the mask to dst's (float 0..255 RGB in, out)."""
+    m = mask > 0.5
+    if m.sum() < 10:
+        return src.copy()
+    s_lab = cv2.cvtColor(np.clip(src, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    d_lab = cv2.cvtColor(np.clip(dst, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    out = s_lab.copy()
+    for c in range(3):
+        s_mu, s_sd = s_lab[..., c][m].mean(), s_lab[..., c][m].std() + 1e-6
+        d_mu, d_sd = d_lab[..., c][m].mean(), d_lab[..., c][m].std() + 1e-6
+        # keep the guide's contrast on L (teeth vs lips), move its mean; match chroma fully
+        gain = 1.0 if c == 0 else float(np.clip(d_sd / s_sd, 0.5, 2.0))
+        out[..., c] = (s_lab[..., c] - s_mu) * gain + d_mu
+    return np.clip(cv2.cvtColor(out, cv2.COLOR_Lab2RGB) * 255.0, 0, 255)
+
+
+def feathered_paste(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    a = mask[..., None]
+    return reference * (1 - a) + colour_match(guide, reference, mask) * a
+
+
+def seamless_clone(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """OpenCV's Poisson blending of the colour-matched guide region, then feathered."""
+    hard = (mask > 0.05).astype(np.uint8) * 255
+    ys, xs = np.nonzero(hard)
+    if len(xs) == 0:
+        return reference.copy()
+    h, w = hard.shape
+    # seamlessClone needs the region strictly inside the image
+    hard[:2], hard[-2:], hard[:, :2], hard[:, -2:] = 0, 0, 0, 0
+    ys, xs = np.nonzero(hard)
+    centre = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
+    src = np.clip(colour_match(guide, reference, mask), 0, 255).astype(np.uint8)
+    dst = np.clip(reference, 0, 255).astype(np.uint8)
+    cloned = cv2.seamlessClone(src, dst, hard, centre, cv2.NORMAL_CLONE).astype(np.float32)
+    a = mask[..., None]
+    return reference * (1 - a) + cloned * a

@@ -1,0 +1,173 @@
+"""The optimisation loop: find crop pixels whose backbone features keep the
+reference's identity and take the guide's attribute inside the region.
+
+The image is parametrised as x = init + mask * (upsample(luma) + upsample(chroma)):
+only the region can change; brightness changes live on a grid coarser than the
+network's input (so no pixel-level adversarial speckle) and colour changes on a
+grid coarser still (the network barely constrains colour), while the fine detail of
+the high-resolution initial image is kept. The network sees x area-averaged
+down to its input size, so one step costs one forward and one backward pass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from engine.backbone import Backbone
+from engine.errors import EXIT_CANCELLED, FATError
+from engine.losses import attribute_loss, attribute_target, colour_anchor, gram_loss, identity_loss, total_variation
+
+
+@dataclass
+class Weights:
+    identity: float = 1.0
+    attribute: float = 1.0
+    tv: float = 0.02
+    colour: float = 4.0
+    gram: float = 0.0
+
+
+@dataclass
+class Progress:
+    step: int
+    total: int
+    losses: dict[str, float]
+    elapsed: float
+
+
+class CancelToken:
+    """Set from any thread (a GUI's cancel button); the loop stops at the next step."""
+
+    def __init__(self) -> None:
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+
+@dataclass
+class Problem:
+    backbone: Backbone
+    init: torch.Tensor  # (1,3,H,W) work-resolution initial image, 0..255
+    mask: torch.Tensor  # (H,W) work-resolution region mask, 0..1
+    reference_features: dict[str, torch.Tensor]
+    attribute_features: dict[str, torch.Tensor]  # target features (already moved by strength)
+    identity_layers: dict[str, float]
+    attribute_layers: dict[str, float]
+    weights: Weights = field(default_factory=Weights)
+
+
+def to_network(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def features_of(backbone: Backbone, x: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+    return backbone.features(to_network(x, backbone.input_size), layers)
+
+
+def targets(backbone: Backbone, reference: torch.Tensor, guide: torch.Tensor, identity_layers: dict[str, float],
+            attribute_layers: dict[str, float], strength: float) -> tuple[dict, dict]:
+    with torch.no_grad():
+        layers = set(identity_layers) | set(attribute_layers)
+        ref = features_of(backbone, reference, layers)
+        gui = features_of(backbone, guide, attribute_layers)
+    return ref, attribute_target({k: ref[k] for k in attribute_layers}, gui, strength)
+
+
+LUMA_UNIT, CHROMA_UNIT = 32.0, 8.0  # pixel units per unit of the variables (keeps gradients O(1))
+CHROMA_GRID = 1 / 8  # colour changes on a grid 1/8 of the network's input
+
+
+def render(problem: Problem, luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+    size = problem.init.shape[-2:]
+    up = F.interpolate(luma * LUMA_UNIT, size=size, mode="bicubic", align_corners=False)
+    up = up + F.interpolate(chroma * CHROMA_UNIT, size=size, mode="bilinear", align_corners=False)
+    return (problem.init + problem.mask * up).clamp(0, 255)
+
+
+def loss_terms(problem: Problem, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    layers = set(problem.identity_layers) | set(problem.attribute_layers)
+    f = features_of(problem.backbone, x, layers)
+    w = problem.weights
+    terms = {
+        "identity": w.identity * identity_loss(f, problem.reference_features, problem.identity_layers),
+        "attribute": w.attribute * attribute_loss(f, problem.attribute_features, problem.attribute_layers,
+                                                  problem.mask),
+        "tv": w.tv * total_variation(to_network(x, problem.backbone.input_size),
+                                     to_network(problem.mask[None, None], problem.backbone.input_size)[0, 0]),
+        "colour": w.colour * colour_anchor(x, problem.init, problem.mask),
+    }
+    if w.gram:
+        terms["gram"] = w.gram * gram_loss(f, problem.attribute_features, problem.attribute_layers, problem.mask)
+    return terms
+
+
+def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed: int = 0,
+             progress: Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
+             stages: tuple[float, ...] = (0.25, 0.5), tolerance: float = 1e-5) -> tuple[torch.Tensor, list[dict]]:
+    """Coarse-to-fine: the brightness change lives at stage * network size; returns (x, history)."""
+    torch.manual_seed(seed)
+    h, w = problem.backbone.input_size
+    device = problem.init.device
+    chroma = torch.zeros(1, 3, max(2, round(h * CHROMA_GRID)), max(2, round(w * CHROMA_GRID)), device=device)
+    luma = None
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    per_stage = [max(1, iterations // len(stages))] * len(stages)
+    per_stage[-1] += iterations - sum(per_stage)
+    step = 0
+    for scale, n in zip(stages, per_stage, strict=True):
+        size = (max(4, round(h * scale)), max(4, round(w * scale)))
+        if luma is None:
+            luma = torch.zeros(1, 1, *size, device=device)
+        else:
+            luma = F.interpolate(luma.detach(), size=size, mode="bilinear", align_corners=False)
+        luma = luma.detach().requires_grad_(True)
+        chroma = chroma.detach().requires_grad_(True)
+        params = [luma, chroma]
+        # One "iteration" = one evaluation (a forward and a backward pass), whichever optimiser.
+        budget = {"left": n}
+
+        def closure():
+            if cancel is not None and cancel.cancelled:
+                raise FATError("cancelled.", EXIT_CANCELLED)
+            nonlocal step
+            opt.zero_grad()
+            terms = loss_terms(problem, render(problem, luma, chroma))
+            total = sum(terms.values())
+            total.backward()
+            record = {**{k: float(v.detach()) for k, v in terms.items()}, "total": float(total.detach())}
+            history.append(record)
+            step += 1
+            budget["left"] -= 1
+            if progress is not None:
+                progress(Progress(step, iterations, record, time.perf_counter() - t0))
+            return total
+
+        if method == "lbfgs":
+            opt = torch.optim.LBFGS(params, lr=1.0, max_iter=n, max_eval=n, history_size=20,
+                                    line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=tolerance * 1e-3)
+            opt.step(closure)
+        elif method == "adam":
+            opt = torch.optim.Adam(params, lr=0.05)
+            last = None
+            while budget["left"] > 0:
+                total = float(opt.step(closure))
+                if last is not None and abs(last - total) < tolerance * max(1.0, abs(last)):
+                    break
+                last = total
+        else:
+            raise FATError(f"unknown optimiser {method!r}; use lbfgs or adam.")
+    with torch.no_grad():
+        return render(problem, luma, chroma), history

@@ -1,0 +1,175 @@
+"""The optimisation engine: losses, determinism, cancel, API and CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine import edit
+from engine.cli import main as cli_main
+from engine.errors import EXIT_CANCELLED, EXIT_INPUT, EXIT_NO_FACE, EXIT_USAGE, FATError
+from engine.losses import (attribute_loss, attribute_target, colour_anchor, feature_distance, gram_loss,
+                           identity_loss, total_variation)
+from engine.optimise import CancelToken
+from tests.conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def small_pair(tmp_path_factory):
+    """The examples at ~500 px: quick to detect, still real photos."""
+    d = tmp_path_factory.mktemp("pair")
+    out = []
+    for name in ("biden_2.jpg", "obama_1.jpg"):
+        im = Image.open(EXAMPLES / name).convert("RGB")
+        im.thumbnail((520, 520))
+        out.append(d / name.replace(".jpg", ".png"))
+        im.save(out[-1])
+    return out
+
+
+# --- losses: analytic gradients against finite differences on a tiny net ----------
+
+class TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1 = torch.nn.Conv2d(3, 4, 3, padding=1).double()
+        self.c2 = torch.nn.Conv2d(4, 5, 3, stride=2, padding=1).double()
+
+    def forward(self, x):
+        a = torch.tanh(self.c1(x))
+        b = torch.tanh(self.c2(a))
+        return {"a": a, "b": b, "v": b.mean(dim=(2, 3))}
+
+
+def test_loss_gradients_match_finite_differences():
+    net = TinyNet()
+    torch.manual_seed(1)
+    ref = {k: v.detach() for k, v in net(torch.rand(1, 3, 8, 8, dtype=torch.float64)).items()}
+    guide = {k: v.detach() for k, v in net(torch.rand(1, 3, 8, 8, dtype=torch.float64)).items()}
+    target = attribute_target(ref, guide, 0.7)
+    mask = torch.rand(8, 8, dtype=torch.float64)
+    anchor = torch.rand(1, 3, 8, 8, dtype=torch.float64) * 255
+
+    def total(x):
+        f = net(x)
+        return (identity_loss(f, ref, {"v": 1.0, "b": 0.5}) + attribute_loss(f, target, {"a": 1.0, "b": 0.3}, mask)
+                + total_variation(x * 255, mask) + colour_anchor(x * 255, anchor, mask, factor=2)
+                + gram_loss(f, target, {"a": 0.2}, mask))
+
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(total, (x,), eps=1e-6, atol=1e-5)
+
+
+def test_feature_distance_is_zero_at_target_and_masked():
+    f = torch.rand(1, 4, 6, 6)
+    assert float(feature_distance(f, f)) == 0.0
+    g = f.clone()
+    g[..., :3, :] += 1.0  # differ only in the top half
+    bottom = torch.zeros(6, 6)
+    bottom[3:] = 1
+    assert float(feature_distance(g, f, bottom)) == pytest.approx(0.0, abs=1e-7)
+    assert float(feature_distance(g, f, 1 - bottom)) > 0.1
+
+
+def test_strength_moves_the_target_linearly():
+    ref, guide = {"a": torch.zeros(3)}, {"a": torch.ones(3)}
+    assert torch.equal(attribute_target(ref, guide, 0.0)["a"], ref["a"])
+    assert torch.allclose(attribute_target(ref, guide, 2.0)["a"], torch.full((3,), 2.0))
+
+
+# --- the engine end to end on real photos -----------------------------------------
+
+def test_edit_opens_the_mouth_region_only_and_is_deterministic(small_pair, dlib_backbone):
+    ref, guide = small_pair
+    a = edit(ref, guide=guide, region="mouth", iterations=8, backbone=dlib_backbone, seed=3)
+    b = edit(ref, guide=guide, region="mouth", iterations=8, backbone=dlib_backbone, seed=3)
+    assert np.array_equal(a.image, b.image)
+    assert a.history and a.history[-1]["total"] < a.history[0]["total"]
+    before = np.asarray(Image.open(ref).convert("RGB")).astype(np.float32)
+    changed = np.abs(a.image - before).max(-1) > 0.5
+    ys, xs = np.nonzero(changed)
+    assert changed.sum() > 500
+    h = before.shape[0]
+    assert ys.min() > 0.3 * h  # nothing changed above the nose: forehead and eyes are untouched
+    assert 0 <= a.descriptor_distance < 0.6  # still the same person for dlib
+
+
+def test_api_takes_arrays_and_pil_images(small_pair, dlib_backbone):
+    ref, guide = small_pair
+    r = edit(np.asarray(Image.open(ref)), guide=Image.open(guide), iterations=0, backbone=dlib_backbone)
+    assert r.image.shape[:2] == np.asarray(Image.open(ref)).shape[:2]
+    assert r.settings["iterations"] == 0
+
+
+def test_cancel_stops_the_optimisation(small_pair, dlib_backbone):
+    token = CancelToken()
+    steps = []
+
+    def progress(p):
+        steps.append(p.step)
+        if p.step == 2:
+            token.cancel()
+
+    with pytest.raises(FATError) as err:
+        edit(small_pair[0], guide=small_pair[1], iterations=50, backbone=dlib_backbone, progress=progress,
+             cancel=token)
+    assert err.value.exit_code == EXIT_CANCELLED and max(steps) <= 3
+
+
+def test_progress_reports_every_step_and_finishes(small_pair, dlib_backbone):
+    seen = []
+    edit(small_pair[0], guide=small_pair[1], iterations=6, backbone=dlib_backbone, progress=seen.append)
+    assert [p.step for p in seen][:3] == [1, 2, 3] and seen[-1].step == seen[-1].total == 6
+    assert {"identity", "attribute", "tv", "colour", "total"} <= set(seen[1].losses)
+
+
+def test_cli_edit_end_to_end_with_both_backbones(small_pair, models_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FAT_MODELS_DIR", str(models_dir))
+    ref, guide = small_pair
+    out = tmp_path / "out.png"
+    assert cli_main(["edit", str(ref), "--guide", str(guide), "-o", str(out), "--iterations", "4", "--quiet",
+                     "--backbone", "dlib-resnet", "--debug-dir", str(tmp_path / "dbg")]) == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["settings"]["backbone"] == "dlib-resnet" and "dlib_descriptor_distance_reference_to_result" in side
+    assert Image.open(out).size == Image.open(ref).size
+    assert (tmp_path / "dbg" / "crops.png").exists() and (tmp_path / "dbg" / "before-after.png").exists()
+    # VGG-Face (synthetic weights: mechanics only), chosen by default when installed
+    out2 = tmp_path / "vgg.png"
+    assert cli_main(["edit", str(ref), "--guide", str(guide), "-o", str(out2), "--iterations", "3",
+                     "--json-progress"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert lines[0]["event"] == "progress" and lines[-1]["event"] == "done"
+    assert json.loads(out2.with_suffix(".json").read_text())["settings"]["backbone"] == "vggface"
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--region", "ears"], EXIT_USAGE, "invalid choice"),
+    (["--strength", "3"], EXIT_USAGE, "strength"),
+    (["--device", "cuda"], EXIT_USAGE, "CUDA"),
+    (["--guide", "MISSING"], EXIT_INPUT, "no such image"),
+    (["--guide", "BLANK"], EXIT_NO_FACE, "no face found in the guide"),
+    (["-o", "REF"], EXIT_USAGE, "overwrite"),
+])
+def test_cli_errors_are_clear(args, code, text, small_pair, models_dir, tmp_path, monkeypatch, capsys):
+    if "--device" in args:
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+    monkeypatch.setenv("FAT_MODELS_DIR", str(models_dir))
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (300, 300), (120, 120, 120)).save(blank)
+    subst = {"MISSING": str(tmp_path / "missing.png"), "BLANK": str(blank), "REF": str(small_pair[0])}
+    base = {"--guide": str(small_pair[1]), "-o": str(tmp_path / "o.png")}
+    for i in range(0, len(args), 2):
+        base[args[i]] = subst.get(args[i + 1], args[i + 1])
+    argv = ["edit", str(small_pair[0]), "--iterations", "2", "--quiet", "--backbone", "dlib-resnet"]
+    for k, v in base.items():
+        argv += [k, v]
+    assert cli_main(argv) == code
+    err = capsys.readouterr().err
+    assert text in err and "Traceback" not in err
+    assert not (tmp_path / "o.png").exists()
