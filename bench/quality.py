@@ -24,6 +24,7 @@ import numpy as np
 from engine.api import edit
 from engine.backbone import load_backbone
 from engine.debug import side_by_side, write_png
+from engine.optimise import Weights
 
 PAIRS = [
     ("biden_1.jpg", "obama_1.jpg"),
@@ -56,12 +57,13 @@ def judge(eval_dir: Path, pairs: list[tuple[Path, Path]]) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
-def pick(rec: dict, *path, default=float("nan")):
+def pick(rec, *path, default=float("nan")):
     for p in path:
-        if not isinstance(rec, dict) or p not in rec:
+        try:
+            rec = rec[p]
+        except (KeyError, IndexError, TypeError):
             return default
-        rec = rec[p]
-    return rec
+    return default if rec is None else rec
 
 
 def main() -> None:
@@ -71,16 +73,20 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("out/quality"))
     p.add_argument("--methods", nargs="*", default=list(METHODS))
     p.add_argument("--pairs", type=int, default=len(PAIRS))
+    p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="override loss weights for the optimised methods, e.g. colour=20 tv=0.1")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     backbone = load_backbone()
+    overrides = {k: float(v) for k, v in (kv.split("=") for kv in args.set)}
     rows, jobs, times = [], [], {}
     for ref_name, guide_name in PAIRS[: args.pairs]:
         ref, guide = args.faces / ref_name, args.faces / guide_name
         tiles = []
         for method in args.methods:
             t0 = time.perf_counter()
-            r = edit(ref, guide=guide, region="mouth", backbone=backbone, **METHODS[method])
+            r = edit(ref, guide=guide, region="mouth", backbone=backbone, weights=Weights(**overrides),
+                     **METHODS[method])
             times[(ref_name, method)] = time.perf_counter() - t0
             out = args.out / f"{Path(ref_name).stem}__{method}.png"
             r.save(out, sidecar=False)
@@ -108,8 +114,8 @@ def main() -> None:
         }
         table[method].append(row)
         print(f"{ref_name:28s} {method:15s} {row['mobileface']:10.3f} {row['faceres']:8.2f} "
-              f"{row['open_before']:7.3f}->{row['open_after']:6.3f} {row['happy_before']:5.2f}->{row['happy_after']:5.2f} "
-              f"{row['time']:7.1f}")
+              f"{row['open_before']:7.3f}->{row['open_after']:6.3f} "
+              f"{row['happy_before']:5.2f}->{row['happy_after']:5.2f} {row['time']:7.1f}")
     print("\nsummary (mean over pairs; opened = mouth_open > 0.08 after and < 0.05 before)")
     summary = {}
     for m, rs in table.items():

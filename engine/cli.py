@@ -12,7 +12,6 @@ from engine.errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_USAGE, FATError
 from engine.masks import region_names
 
 
-
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # exit code 2 with our wording, via FATError
         raise FATError(f"{message}. See `python -m engine {self.prog.split()[-1]} --help`.", EXIT_USAGE)
@@ -116,12 +115,17 @@ def cmd_edit(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bridge"]:  # the GIMP plug-in's JSON protocol (engine/bridge.py)
+        from engine.bridge import main as bridge_main
+
+        return bridge_main(argv[1:])
     try:
         args = parser().parse_args(argv)
         return {"edit": cmd_edit}[args.command](args)
     except FATError as e:
         print(f"error: {e}", file=sys.stderr)
-        if "--json-progress" in (argv if argv is not None else sys.argv):
+        if "--json-progress" in argv:
             print(json.dumps({"event": "error", "exit_code": e.exit_code, "message": str(e)}), flush=True)
         return e.exit_code
     except KeyboardInterrupt:

@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from engine.backbone import Backbone
-from engine.errors import EXIT_CANCELLED, FATError
+from engine.errors import EXIT_CANCELLED, EXIT_USAGE, FATError
 from engine.losses import attribute_loss, attribute_target, colour_anchor, gram_loss, identity_loss, total_variation
 
 
@@ -30,6 +30,7 @@ class Weights:
     tv: float = 0.02
     colour: float = 4.0
     gram: float = 0.0
+    change: float = 0.0  # L2 on the change itself: stay near the initial image unless a loss needs otherwise
 
 
 @dataclass
@@ -108,15 +109,65 @@ def loss_terms(problem: Problem, x: torch.Tensor) -> dict[str, torch.Tensor]:
                                      to_network(problem.mask[None, None], problem.backbone.input_size)[0, 0]),
         "colour": w.colour * colour_anchor(x, problem.init, problem.mask),
     }
+    if w.change:
+        m = problem.mask[None, None]
+        terms["change"] = w.change * ((x - problem.init).square() * m).sum() / (m.sum() * 3 * 255.0**2 + 1e-8)
     if w.gram:
         terms["gram"] = w.gram * gram_loss(f, problem.attribute_features, problem.attribute_layers, problem.mask)
     return terms
 
 
+class _Stage:
+    """One coarse-to-fine stage: `n` evaluations of the losses over (luma, chroma)."""
+
+    def __init__(self, problem: Problem, luma: torch.Tensor, chroma: torch.Tensor, n: int, method: str,
+                 history: list[dict], on_step: Callable[[dict], None], cancel: CancelToken | None) -> None:
+        self.problem, self.n, self.history, self.on_step, self.cancel = problem, n, history, on_step, cancel
+        self.luma = luma.detach().requires_grad_(True)
+        self.chroma = chroma.detach().requires_grad_(True)
+        self.left = n
+        params = [self.luma, self.chroma]
+        if method == "lbfgs":
+            self.opt = torch.optim.LBFGS(params, lr=1.0, max_iter=n, max_eval=n, history_size=20,
+                                         line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-9)
+        elif method == "adam":
+            self.opt = torch.optim.Adam(params, lr=0.05)
+        else:
+            raise FATError(f"unknown optimiser {method!r}; use lbfgs or adam.", EXIT_USAGE)
+        self.method = method
+
+    def closure(self) -> torch.Tensor:
+        if self.cancel is not None and self.cancel.cancelled:
+            raise FATError("cancelled.", EXIT_CANCELLED)
+        self.opt.zero_grad()
+        terms = loss_terms(self.problem, render(self.problem, self.luma, self.chroma))
+        total = sum(terms.values())
+        total.backward()
+        record = {**{k: float(v.detach()) for k, v in terms.items()}, "total": float(total.detach())}
+        self.history.append(record)
+        self.left -= 1
+        self.on_step(record)
+        return total
+
+    def run(self, tolerance: float) -> None:
+        if self.method == "lbfgs":
+            self.opt.step(self.closure)  # L-BFGS counts evaluations itself (max_eval)
+            return
+        last = None
+        while self.left > 0:
+            total = float(self.opt.step(self.closure))
+            if last is not None and abs(last - total) < tolerance * max(1.0, abs(last)):
+                break
+            last = total
+
+
 def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed: int = 0,
              progress: Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
              stages: tuple[float, ...] = (0.25, 0.5), tolerance: float = 1e-5) -> tuple[torch.Tensor, list[dict]]:
-    """Coarse-to-fine: the brightness change lives at stage * network size; returns (x, history)."""
+    """Coarse-to-fine: the brightness change lives at stage * network size; returns (x, history).
+
+    One iteration is one evaluation (a forward and a backward pass), whichever optimiser.
+    """
     torch.manual_seed(seed)
     h, w = problem.backbone.input_size
     device = problem.init.device
@@ -124,50 +175,21 @@ def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed
     luma = None
     history: list[dict] = []
     t0 = time.perf_counter()
+
+    def on_step(record: dict) -> None:
+        if progress is not None:
+            progress(Progress(len(history), iterations, record, time.perf_counter() - t0))
+
     per_stage = [max(1, iterations // len(stages))] * len(stages)
     per_stage[-1] += iterations - sum(per_stage)
-    step = 0
     for scale, n in zip(stages, per_stage, strict=True):
         size = (max(4, round(h * scale)), max(4, round(w * scale)))
         if luma is None:
             luma = torch.zeros(1, 1, *size, device=device)
         else:
             luma = F.interpolate(luma.detach(), size=size, mode="bilinear", align_corners=False)
-        luma = luma.detach().requires_grad_(True)
-        chroma = chroma.detach().requires_grad_(True)
-        params = [luma, chroma]
-        # One "iteration" = one evaluation (a forward and a backward pass), whichever optimiser.
-        budget = {"left": n}
-
-        def closure():
-            if cancel is not None and cancel.cancelled:
-                raise FATError("cancelled.", EXIT_CANCELLED)
-            nonlocal step
-            opt.zero_grad()
-            terms = loss_terms(problem, render(problem, luma, chroma))
-            total = sum(terms.values())
-            total.backward()
-            record = {**{k: float(v.detach()) for k, v in terms.items()}, "total": float(total.detach())}
-            history.append(record)
-            step += 1
-            budget["left"] -= 1
-            if progress is not None:
-                progress(Progress(step, iterations, record, time.perf_counter() - t0))
-            return total
-
-        if method == "lbfgs":
-            opt = torch.optim.LBFGS(params, lr=1.0, max_iter=n, max_eval=n, history_size=20,
-                                    line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=tolerance * 1e-3)
-            opt.step(closure)
-        elif method == "adam":
-            opt = torch.optim.Adam(params, lr=0.05)
-            last = None
-            while budget["left"] > 0:
-                total = float(opt.step(closure))
-                if last is not None and abs(last - total) < tolerance * max(1.0, abs(last)):
-                    break
-                last = total
-        else:
-            raise FATError(f"unknown optimiser {method!r}; use lbfgs or adam.")
+        stage = _Stage(problem, luma, chroma, n, method, history, on_step, cancel)
+        stage.run(tolerance)
+        luma, chroma = stage.luma, stage.chroma
     with torch.no_grad():
         return render(problem, luma, chroma), history

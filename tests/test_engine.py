@@ -12,8 +12,15 @@ from PIL import Image
 from engine import edit
 from engine.cli import main as cli_main
 from engine.errors import EXIT_CANCELLED, EXIT_INPUT, EXIT_NO_FACE, EXIT_USAGE, FATError
-from engine.losses import (attribute_loss, attribute_target, colour_anchor, feature_distance, gram_loss,
-                           identity_loss, total_variation)
+from engine.losses import (
+    attribute_loss,
+    attribute_target,
+    colour_anchor,
+    feature_distance,
+    gram_loss,
+    identity_loss,
+    total_variation,
+)
 from engine.optimise import CancelToken
 from tests.conftest import EXAMPLES
 
@@ -156,9 +163,8 @@ def test_cli_edit_end_to_end_with_both_backbones(small_pair, models_dir, tmp_pat
     (["-o", "REF"], EXIT_USAGE, "overwrite"),
 ])
 def test_cli_errors_are_clear(args, code, text, small_pair, models_dir, tmp_path, monkeypatch, capsys):
-    if "--device" in args:
-        if torch.cuda.is_available():
-            pytest.skip("a GPU is present")
+    if "--device" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
     monkeypatch.setenv("FAT_MODELS_DIR", str(models_dir))
     blank = tmp_path / "blank.png"
     Image.new("RGB", (300, 300), (120, 120, 120)).save(blank)
