@@ -90,11 +90,10 @@ def _to_image(t: torch.Tensor) -> np.ndarray:
 def dlib_descriptor_distance(a: np.ndarray, b: np.ndarray, landmarks: np.ndarray) -> float:
     """dlib's own descriptor distance between two photos at the same face position."""
     import dlib
-    import face_recognition_models as frm
 
-    from engine.faces import _predictor  # noqa: F401  (keeps the model cache warm)
+    from engine import dlib_models
 
-    net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+    net = dlib.face_recognition_model_v1(str(dlib_models.recognition_resnet()))
     shape = dlib.full_object_detection(dlib.rectangle(0, 0, 1, 1),
                                        [dlib.point(int(round(x)), int(round(y))) for x, y in landmarks])
     da = np.array(net.compute_face_descriptor(np.ascontiguousarray(a), shape))

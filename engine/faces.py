@@ -12,6 +12,7 @@ from functools import lru_cache
 import dlib
 import numpy as np
 
+from engine import dlib_models
 from engine.errors import EXIT_NO_FACE, EXIT_USAGE, FATError
 
 MIN_EYE_DISTANCE = 40.0  # px between eye centres; smaller faces cannot be edited well
@@ -41,16 +42,12 @@ def _hog():
 
 @lru_cache(maxsize=1)
 def _cnn():
-    import face_recognition_models as frm
-
-    return dlib.cnn_face_detection_model_v1(frm.cnn_face_detector_model_location())
+    return dlib.cnn_face_detection_model_v1(str(dlib_models.cnn_detector()))
 
 
 @lru_cache(maxsize=1)
 def _predictor():
-    import face_recognition_models as frm
-
-    return dlib.shape_predictor(frm.pose_predictor_model_location())
+    return dlib.shape_predictor(str(dlib_models.landmarks_68()))
 
 
 def _scaled(rgb8: np.ndarray) -> tuple[np.ndarray, float]:

@@ -26,11 +26,9 @@ def expected_kinds() -> list[str]:
 
 
 def default_dat_path() -> Path:
-    try:
-        import face_recognition_models
-    except ImportError:
-        raise FATError("face_recognition_models is not installed; run `python3 install.py`.", EXIT_INPUT) from None
-    return Path(face_recognition_models.face_recognition_model_location())
+    from engine import dlib_models
+
+    return dlib_models.recognition_resnet()
 
 
 def _affine(layer: Layer, prefix: str) -> dict[str, np.ndarray]:
