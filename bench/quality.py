@@ -42,7 +42,8 @@ PAIRS = [
 METHODS = {
     "default": {},
     "reference-init": {"init": "reference"},
-    "seamlessclone": {"init": "composite", "iterations": 0},
+    "composite-only": {"init": "composite", "iterations": 0},
+    "seamlessclone": {"init": "seamless", "iterations": 0},
     "feathered": {"init": "feathered", "iterations": 0},
 }
 

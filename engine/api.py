@@ -15,7 +15,7 @@ import torch
 
 from engine.align import scale_of, transform_points, warp_crop
 from engine.backbone import Backbone, load_backbone
-from engine.composite import feathered_paste, seamless_clone
+from engine.composite import composite, feathered_paste, seamless_clone
 from engine.errors import EXIT_USAGE, FATError
 from engine.faces import find_face
 from engine.fileio import atomic_write_json
@@ -25,7 +25,7 @@ from engine.optimise import CancelToken, Problem, Progress, Weights, optimise, t
 from engine.pasteback import paste_back
 from engine.runtime import resolve_device
 
-INITS = ("composite", "feathered", "reference", "noise")
+INITS = ("composite", "seamless", "feathered", "reference", "noise")
 MAX_WORK_FACTOR = 4
 
 
@@ -103,6 +103,8 @@ def dlib_descriptor_distance(a: np.ndarray, b: np.ndarray, landmarks: np.ndarray
 
 def initial_image(kind: str, ref: np.ndarray, guide: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
     if kind == "composite":
+        return composite(guide, ref, mask)
+    if kind == "seamless":
         return seamless_clone(guide, ref, mask)
     if kind == "feathered":
         return feathered_paste(guide, ref, mask)

@@ -25,12 +25,15 @@ from engine.losses import attribute_loss, attribute_target, colour_anchor, gram_
 
 @dataclass
 class Weights:
-    identity: float = 1.0
+    """Loss weights and the change grid; defaults tuned on the dlib backbone with bench/quality.py."""
+
+    identity: float = 10.0
     attribute: float = 1.0
-    tv: float = 0.02
-    colour: float = 4.0
+    tv: float = 0.2
+    colour: float = 60.0
     gram: float = 0.0
-    change: float = 0.0  # L2 on the change itself: stay near the initial image unless a loss needs otherwise
+    change: float = 20.0  # L2 on the change itself: stay near the initial image unless a loss needs otherwise
+    luma_grid: float = 0.125  # finest brightness-change grid, as a fraction of the network input (coarse-to-fine)
 
 
 @dataclass
@@ -163,12 +166,13 @@ class _Stage:
 
 def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed: int = 0,
              progress: Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
-             stages: tuple[float, ...] = (0.25, 0.5), tolerance: float = 1e-5) -> tuple[torch.Tensor, list[dict]]:
+             stages: tuple[float, ...] | None = None, tolerance: float = 1e-5) -> tuple[torch.Tensor, list[dict]]:
     """Coarse-to-fine: the brightness change lives at stage * network size; returns (x, history).
 
     One iteration is one evaluation (a forward and a backward pass), whichever optimiser.
     """
     torch.manual_seed(seed)
+    stages = stages or (problem.weights.luma_grid / 2, problem.weights.luma_grid)
     h, w = problem.backbone.input_size
     device = problem.init.device
     chroma = torch.zeros(1, 3, max(2, round(h * CHROMA_GRID)), max(2, round(w * CHROMA_GRID)), device=device)
