@@ -185,7 +185,8 @@ def install_gimp_plugin(uninstall: bool = False) -> None:
     for t in targets:
         dest = t / GIMP_PLUGIN
         dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / f"{GIMP_PLUGIN}.py", dest / f"{GIMP_PLUGIN}.py")
+        for f in src.glob("*.py"):
+            shutil.copy2(f, dest / f.name)
         os.chmod(dest / f"{GIMP_PLUGIN}.py", 0o755)
         (dest / "config.json").write_text(json.dumps({"python": str(venv_python()), "project": str(ROOT)}) + "\n")
         step(f"installed GIMP plug-in into {dest}")

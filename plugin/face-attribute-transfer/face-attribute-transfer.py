@@ -11,8 +11,6 @@
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 
@@ -28,6 +26,8 @@ REGIONS = [("mouth", "Mouth"), ("eyes", "Eyes"), ("eyebrows", "Eyebrows"), ("nos
            ("selection", "Selection")]
 DEVICES = [("auto", "Automatic"), ("cpu", "CPU"), ("cuda", "CUDA GPU")]
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import engine_process  # noqa: E402  (beside this file: the gi-free subprocess part)
 
 
 def engine_command():
@@ -80,58 +80,16 @@ def write_raw(folder, name, data):
 def run_engine(request, workdir):
     """Run the engine, driving GIMP's progress bar; returns (ok, message)."""
     python, project = engine_command()
-    if not os.path.exists(python):
-        return False, (f"The face-attribute-transfer engine was not found at {python}. Run `python3 install.py` in the "
-                       "project folder, which also installs this plug-in.")
     request_path = os.path.join(workdir, "request.json")
     with open(request_path, "w") as f:
         json.dump(request, f)
 
-    def die_with_parent():  # the engine must not outlive a cancelled or crashed plug-in
-        try:
-            import ctypes
+    def on_progress(step, total):
+        Gimp.progress_update(min(1.0, float(step) / total))
+        Gimp.progress_set_text(f"Optimising {step}/{total}")
 
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    env.pop("PYTHONHOME", None)
-    proc = subprocess.Popen([python, "-m", "engine", "bridge", request_path], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=die_with_parent)
-    last_error, done = None, None
-    try:
-        for line in proc.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "progress":
-                total = max(1, int(event.get("total") or 1))
-                Gimp.progress_update(min(1.0, float(event["step"]) / total))
-                Gimp.progress_set_text("Optimising {}/{}".format(event["step"], total))
-            elif event.get("event") == "error":
-                last_error = event.get("message")
-            elif event.get("event") == "done":
-                done = event
-        proc.wait()
-    except BaseException:
-        proc.kill()
-        raise
-    if done is not None and proc.returncode == 0:
-        distance = done.get("descriptor_distance", 0)
-        return True, "backbone {}, identity distance {:.3f}".format(done.get("backbone"), distance)
-    stderr = proc.stderr.read().strip().splitlines()
-    return False, last_error or ("The engine failed (exit {}): {}".format(proc.returncode, " ".join(stderr[-3:])))
-
-
-def find_layer(image, layer_id):
-    for item in (image.get_layers() or []):
-        if item.get_id() == layer_id:
-            return item
-    return None
+    ok, message, _ = engine_process.run_engine_process(python, project, request_path, on_progress)
+    return ok, message
 
 
 def attribute_transfer(procedure, run_mode, image, drawables, config, data):

@@ -1,0 +1,103 @@
+"""The plug-in's engine subprocess outside GIMP: protocol, errors, and dying with the plug-in."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import EXAMPLES
+from tests.gimp_env import PROJECT
+
+PLUGIN_DIR = PROJECT / "plugin" / "face-attribute-transfer"
+
+
+@pytest.fixture(scope="module")
+def engine_process():
+    spec = importlib.util.spec_from_file_location("engine_process", PLUGIN_DIR / "engine_process.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _raw(path, array):
+    path.write_bytes(np.ascontiguousarray(array).tobytes())
+    return str(path)
+
+
+def _request(tmp_path, reference, guide, iterations=3):
+    req = {
+        "reference": {"raw": _raw(tmp_path / "ref.raw", reference), "width": reference.shape[1],
+                      "height": reference.shape[0], "format": "RGBA8"},
+        "guide": {"raw": _raw(tmp_path / "guide.raw", guide), "width": guide.shape[1], "height": guide.shape[0],
+                  "format": "RGBA8"},
+        "region": "mouth", "iterations": iterations, "backbone": "dlib-resnet", "output": str(tmp_path / "out.raw"),
+    }
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(req))
+    return path
+
+
+def _rgba(name, size=520):
+    im = Image.open(EXAMPLES / name).convert("RGBA")
+    im.thumbnail((size, size))
+    return np.asarray(im)
+
+
+def test_progress_and_result_through_the_bridge(engine_process, models_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAT_MODELS_DIR", str(models_dir))
+    ref, guide = _rgba("biden_2.jpg"), _rgba("obama_1.jpg")
+    steps = []
+    ok, message, done = engine_process.run_engine_process(sys.executable, str(PROJECT),
+                                                          str(_request(tmp_path, ref, guide)),
+                                                          lambda s, t: steps.append((s, t)))
+    assert ok, message
+    assert steps[0] == (1, 3) and steps[-1] == (3, 3)
+    out = np.fromfile(tmp_path / "out.raw", np.uint8).reshape(ref.shape)
+    assert (out[..., 3] == ref[..., 3]).all() and not np.array_equal(out, ref)
+    assert done["backbone"] == "dlib-resnet"
+
+
+def test_engine_errors_reach_the_plugin_as_text(engine_process, models_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAT_MODELS_DIR", str(models_dir))
+    blank = np.full((200, 200, 4), 128, np.uint8)
+    ok, message, _ = engine_process.run_engine_process(sys.executable, str(PROJECT),
+                                                       str(_request(tmp_path, blank, _rgba("obama_1.jpg"))),
+                                                       lambda s, t: None)
+    assert not ok and "no face found in the reference" in message
+    ok, message, _ = engine_process.run_engine_process(str(tmp_path / "no-python"), str(PROJECT), "x", print)
+    assert not ok and "install.py" in message
+
+
+def _state(pid: int) -> str:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return "gone"
+    return next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "?")
+
+
+def test_engine_dies_when_the_plugin_is_killed(engine_process):
+    """GIMP kills a plug-in whose progress is cancelled: the engine must not run on."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); import engine_process; "
+         "p = engine_process.start([sys.executable, '-c', 'import time; time.sleep(120)'], '.'); "
+         "print(p.pid, flush=True); time.sleep(120)", str(PLUGIN_DIR)],
+        stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    assert _state(child) in ("S", "R")
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and _state(child) not in ("gone", "Z"):
+        time.sleep(0.1)
+    assert _state(child) in ("gone", "Z")
