@@ -156,6 +156,7 @@ def edit(reference, guide=None, region: str = "mouth", strength: float = 1.0, *,
     m_guide = template_transform(guide_face_obj.landmarks, template) * k
     ref_crop = warp_crop(ref_photo.rgb, m_ref, (h, w))
     guide_crop = warp_crop(guide_photo.rgb, m_guide, (h, w))
+    full = None
     if mask is not None:
         import cv2
 
@@ -184,6 +185,9 @@ def edit(reference, guide=None, region: str = "mouth", strength: float = 1.0, *,
 
     t = time.perf_counter()
     image = paste_back(ref_photo.rgb, m_ref, result_crop - ref_crop, crop_m)
+    if full is not None:  # a user's mask is a hard promise: nothing changes outside it
+        a = full[..., None]
+        image = np.where(a > 0, ref_photo.rgb + a * (image - ref_photo.rgb), ref_photo.rgb)
     timings["paste_back"] = time.perf_counter() - t
     t = time.perf_counter()
     distance = dlib_descriptor_distance(ref_photo.rgb8(), np.clip(np.rint(image), 0, 255).astype(np.uint8),

@@ -49,12 +49,16 @@ def run(request_path: Path) -> int:
     guide = read_raw(req["guide"])
     mask = read_raw(req["mask"]) if req.get("mask") else None
     region = req.get("region", "mouth")
-    if region == "selection":
-        if mask is None or not mask.any():
+    box = None
+    if mask is not None and mask.any():
+        ys, xs = np.nonzero(mask)  # a selection picks the face inside it...
+        box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    if region == "selection":  # ...and, as the region, is the edit mask itself
+        if box is None:
             raise FATError("region 'selection' was chosen but the image has no selection over this layer.",
                            EXIT_INPUT)
         region = "face"
-    elif region != "selection":
+    else:
         mask = None
 
     def progress(p) -> None:
@@ -63,7 +67,7 @@ def run(request_path: Path) -> int:
     result = edit(reference, guide=guide[..., :3], region=region, strength=float(req.get("strength", 1.0)),
                   iterations=int(req.get("iterations", 60)), init=req.get("init", "composite"),
                   face=req.get("face"), device=req.get("device"), seed=int(req.get("seed", 0)),
-                  backbone=req.get("backbone"), mask=mask, progress=progress)
+                  backbone=req.get("backbone"), mask=mask, box=box, progress=progress)
     write_raw(Path(req["output"]), to_native(result.photo, result.image))
     emit({"event": "done", "output": req["output"], "backbone": result.settings["backbone"],
           "descriptor_distance": result.descriptor_distance})

@@ -81,19 +81,22 @@ def detect_faces(rgb8: np.ndarray, detector: str = "hog") -> list[Face]:
     return sorted(faces, key=lambda f: -f.area)
 
 
-def _inside(face: Face, box: tuple[float, float, float, float]) -> bool:
-    cx, cy = face.landmarks[27:36].mean(0)
-    return box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
+def _overlap(face: Face, box: tuple[float, float, float, float]) -> float:
+    """Area shared by the face's box and `box` (a user's box or the bounds of a selection)."""
+    left, top, right, bottom = face.box
+    w = min(right, box[2]) - max(left, box[0])
+    h = min(bottom, box[3]) - max(top, box[1])
+    return max(0.0, w) * max(0.0, h)
 
 
 def choose_face(faces: list[Face], index: int | None = None,
                 box: tuple[float, float, float, float] | None = None, what: str = "image") -> Face:
-    """The largest face, or face `index` (0 = largest), or the one inside `box`."""
+    """The largest face, or face `index` (0 = largest), or the one `box` covers most."""
     if not faces:
         raise FATError(f"no face found in the {what}. Use a photo with a clearly visible, roughly frontal "
                        "face (or try --detector cnn).", EXIT_NO_FACE)
-    if box is not None:
-        inside = [f for f in faces if _inside(f, box)]
+    if box is not None:  # the faces the box touches, most covered first
+        inside = sorted((f for f in faces if _overlap(f, box) > 0), key=lambda f: -_overlap(f, box))
         if not inside:
             raise FATError(f"no face found inside the given box/selection in the {what}.", EXIT_NO_FACE)
         faces = inside

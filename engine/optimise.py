@@ -34,6 +34,7 @@ class Weights:
     gram: float = 0.0
     change: float = 20.0  # L2 on the change itself: stay near the initial image unless a loss needs otherwise
     luma_grid: float = 0.125  # finest brightness-change grid, as a fraction of the network input (coarse-to-fine)
+    chroma_grid: float = 0.0  # colour-change grid (same units); 0 (default) keeps the initial image's colours
 
 
 @dataclass
@@ -90,13 +91,13 @@ def targets(backbone: Backbone, reference: torch.Tensor, guide: torch.Tensor, id
 
 
 LUMA_UNIT, CHROMA_UNIT = 32.0, 8.0  # pixel units per unit of the variables (keeps gradients O(1))
-CHROMA_GRID = 1 / 8  # colour changes on a grid 1/8 of the network's input
 
 
 def render(problem: Problem, luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
     size = problem.init.shape[-2:]
     up = F.interpolate(luma * LUMA_UNIT, size=size, mode="bicubic", align_corners=False)
-    up = up + F.interpolate(chroma * CHROMA_UNIT, size=size, mode="bilinear", align_corners=False)
+    if problem.weights.chroma_grid > 0:
+        up = up + F.interpolate(chroma * CHROMA_UNIT, size=size, mode="bilinear", align_corners=False)
     return (problem.init + problem.mask * up).clamp(0, 255)
 
 
@@ -175,7 +176,8 @@ def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed
     stages = stages or (problem.weights.luma_grid / 2, problem.weights.luma_grid)
     h, w = problem.backbone.input_size
     device = problem.init.device
-    chroma = torch.zeros(1, 3, max(2, round(h * CHROMA_GRID)), max(2, round(w * CHROMA_GRID)), device=device)
+    cg = problem.weights.chroma_grid
+    chroma = torch.zeros(1, 3, max(2, round(h * cg)), max(2, round(w * cg)), device=device)
     luma = None
     history: list[dict] = []
     t0 = time.perf_counter()

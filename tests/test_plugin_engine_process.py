@@ -101,3 +101,26 @@ def test_engine_dies_when_the_plugin_is_killed(engine_process):
     while time.time() < deadline and _state(child) not in ("gone", "Z"):
         time.sleep(0.1)
     assert _state(child) in ("gone", "Z")
+
+
+def test_selection_picks_the_face_and_can_be_the_region(engine_process, models_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAT_MODELS_DIR", str(models_dir))
+    one = _rgba("biden_2.jpg")
+    two = np.concatenate([one, one], axis=1)  # two faces; the selection covers the right one
+    path = _request(tmp_path, two, _rgba("obama_1.jpg"))
+    req = json.loads(path.read_text())
+    mask = np.zeros(two.shape[:2], np.uint8)
+    h, w = one.shape[:2]
+    mask[int(h * 0.55):int(h * 0.8), w + int(w * 0.3):w + int(w * 0.7)] = 255  # around the right face's mouth
+    req["mask"] = {"raw": _raw(tmp_path / "mask.raw", mask), "width": two.shape[1], "height": two.shape[0],
+                   "format": "Y8"}
+    for region in ("mouth", "selection"):
+        req["region"] = region
+        path.write_text(json.dumps(req))
+        ok, message, _ = engine_process.run_engine_process(sys.executable, str(PROJECT), str(path), lambda s, t: None)
+        assert ok, message
+        out = np.fromfile(tmp_path / "out.raw", np.uint8).reshape(two.shape)
+        changed = np.abs(out.astype(int) - two.astype(int)).max(-1) > 0
+        assert changed[:, w:].sum() > 100 and changed[:, :w].sum() == 0  # only the selected face was edited
+        if region == "selection":
+            assert not changed[mask == 0].any()  # and only inside the selection
