@@ -20,7 +20,7 @@ from engine.errors import EXIT_USAGE, FATError
 from engine.faces import find_face
 from engine.fileio import atomic_write_json
 from engine.imageio import Photo, check_output_path, load_photo, save_photo
-from engine.masks import region_mask, user_mask
+from engine.masks import inner_mouth_mask, region_mask, user_mask
 from engine.optimise import CancelToken, Problem, Progress, Weights, optimise, targets
 from engine.pasteback import paste_back
 from engine.runtime import resolve_device
@@ -172,8 +172,12 @@ def edit(reference, guide=None, region: str = "mouth", strength: float = 1.0, *,
     id_layers = dict(bb.spec["identity_layers"])
     attr_layers = dict(bb.spec["attribute_layers"])
     ref_f, attr_f = targets(bb, ref_t, guide_t, id_layers, attr_layers, strength)
+    keep = None
+    if region == "mouth" and mask is None:  # the opening itself (the guide's inner lips) should survive
+        keep = inner_mouth_mask(transform_points(m_guide, guide_face_obj.landmarks), (h, w))
+        keep = torch.from_numpy(keep * crop_m).to(dev)
     problem = Problem(bb, init_t, torch.from_numpy(crop_m).to(dev), ref_f, attr_f, id_layers, attr_layers,
-                      settings.weights)
+                      settings.weights, keep)
     if iterations > 0:
         result_t, history = optimise(problem, iterations, optimizer, seed, progress, cancel)
     else:

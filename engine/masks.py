@@ -62,6 +62,15 @@ def region_mask(landmarks: np.ndarray, region: str, size: tuple[int, int],
                             iod * (default_feather if feather is None else feather))
 
 
+def inner_mouth_mask(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The opening between the lips (points 60-67), slightly grown and feathered."""
+    iod = eye_distance(landmarks)
+    hard = np.zeros(size, np.uint8)
+    hull = cv2.convexHull(np.round(np.asarray(landmarks, float)[60:68] * 16).astype(np.int32))
+    cv2.fillConvexPoly(hard, hull, 255, lineType=cv2.LINE_AA, shift=4)
+    return grow_and_feather(hard.astype(np.float32) / 255.0, 0.05 * iod, 0.08 * iod)
+
+
 def grow_and_feather(mask: np.ndarray, grow_px: float, feather_px: float) -> np.ndarray:
     out = mask.astype(np.float32)
     r = int(round(grow_px))

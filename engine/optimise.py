@@ -34,6 +34,7 @@ class Weights:
     gram: float = 0.0
     change: float = 20.0  # L2 on the change itself: stay near the initial image unless a loss needs otherwise
     luma_grid: float = 0.125  # finest brightness-change grid, as a fraction of the network input (coarse-to-fine)
+    keep: float = 10.0  # extra change cost where the guide's attribute itself is (inner mouth for region mouth)
     chroma_grid: float = 0.0  # colour-change grid (same units); 0 (default) keeps the initial image's colours
 
 
@@ -69,6 +70,7 @@ class Problem:
     identity_layers: dict[str, float]
     attribute_layers: dict[str, float]
     weights: Weights = field(default_factory=Weights)
+    keep: torch.Tensor | None = None  # (H,W) 0..1: where the attribute itself is (the opening); change costs more
 
 
 def to_network(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -115,7 +117,8 @@ def loss_terms(problem: Problem, x: torch.Tensor) -> dict[str, torch.Tensor]:
     }
     if w.change:
         m = problem.mask[None, None]
-        terms["change"] = w.change * ((x - problem.init).square() * m).sum() / (m.sum() * 3 * 255.0**2 + 1e-8)
+        cost = m if problem.keep is None else m * (1 + w.keep * problem.keep[None, None])
+        terms["change"] = w.change * ((x - problem.init).square() * cost).sum() / (m.sum() * 3 * 255.0**2 + 1e-8)
     if w.gram:
         terms["gram"] = w.gram * gram_loss(f, problem.attribute_features, problem.attribute_layers, problem.mask)
     return terms

@@ -1,0 +1,1 @@
+"""Plain torch definitions of the backbones the engine knows (one file each)."""
