@@ -179,3 +179,27 @@ def test_cli_errors_are_clear(args, code, text, small_pair, models_dir, tmp_path
     err = capsys.readouterr().err
     assert text in err and "Traceback" not in err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_keep_mask_makes_changing_the_opening_cost_more(dlib_backbone):
+    from engine.optimise import Problem, Weights, loss_terms
+
+    init = torch.full((1, 3, 150, 150), 120.0)
+    mask = torch.ones(150, 150)
+    feats = {k: v.detach() for k, v in dlib_backbone.features(init, ["descriptor", "pool1"]).items()}
+    args = (dlib_backbone, init, mask, feats, {"pool1": feats["pool1"]}, {"descriptor": 1.0}, {"pool1": 1.0},
+            Weights(change=1.0, keep=10.0))
+    x = init + 10
+    plain = float(loss_terms(Problem(*args), x)["change"])
+    kept = float(loss_terms(Problem(*args, keep=torch.ones(150, 150)), x)["change"])
+    assert kept == pytest.approx(11 * plain, rel=1e-5)
+
+
+def test_inner_mouth_mask_covers_the_opening(obama):
+    from engine.faces import detect_faces
+    from engine.masks import inner_mouth_mask
+
+    pts = detect_faces(obama)[0].landmarks
+    m = inner_mouth_mask(pts, obama.shape[:2])
+    x, y = np.round(pts[60:68].mean(0)).astype(int)
+    assert m[y, x] > 0.9 and m[int(pts[33, 1]), int(pts[33, 0])] == 0  # not the nose
