@@ -39,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--guide-face", type=int, help="which face in the guide (0 = largest)")
     e.add_argument("--box", type=float, nargs=4, metavar=("L", "T", "R", "B"), help="edit the face inside this box")
     e.add_argument("--detector", default="hog", choices=["hog", "cnn"])
+    e.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override an optimisation weight (identity, attribute, tv, colour, gram, change, keep, "
+                        "luma_grid, chroma_grid); repeatable")
     e.add_argument("--debug-dir", type=Path, help="write overlays and side-by-sides here")
     e.add_argument("--no-sidecar", action="store_true", help="do not write OUTPUT.json")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -85,6 +88,26 @@ def write_debug(result, out_dir: Path) -> None:
     write_png(out_dir / "before-after.png", side_by_side([result.photo.rgb8(), result.rgb8()], 720))
 
 
+def parse_weights(items: list[str]):
+    from dataclasses import fields
+
+    from engine.optimise import Weights
+
+    names = {f.name for f in fields(Weights)}
+    values: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in names:
+            raise FATError(f"--set {item}: unknown weight {name!r}; known: {', '.join(sorted(names))}.", EXIT_USAGE)
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise FATError(f"--set {item}: {value!r} is not a number.", EXIT_USAGE) from None
+        if values[name] < 0:
+            raise FATError(f"--set {item}: weights must be >= 0.", EXIT_USAGE)
+    return Weights(**values)
+
+
 def cmd_edit(args) -> int:
     from engine.api import edit
     from engine.imageio import check_output_path
@@ -98,7 +121,7 @@ def cmd_edit(args) -> int:
                       iterations=args.iterations, optimizer=args.optimizer, seed=args.seed, backbone=args.backbone,
                       device=args.device, face=args.face, guide_face=args.guide_face,
                       box=tuple(args.box) if args.box else None, mask=args.mask, detector=args.detector,
-                      progress=progress, log=log)
+                      weights=parse_weights(args.set), progress=progress, log=log)
     finally:
         if bar is not None:
             bar.close()

@@ -161,6 +161,8 @@ def test_cli_edit_end_to_end_with_both_backbones(small_pair, models_dir, tmp_pat
     (["--guide", "MISSING"], EXIT_INPUT, "no such image"),
     (["--guide", "BLANK"], EXIT_NO_FACE, "no face found in the guide"),
     (["-o", "REF"], EXIT_USAGE, "overwrite"),
+    (["--set", "identitty=3"], EXIT_USAGE, "unknown weight"),
+    (["--set", "tv=abc"], EXIT_USAGE, "not a number"),
 ])
 def test_cli_errors_are_clear(args, code, text, small_pair, models_dir, tmp_path, monkeypatch, capsys):
     if "--device" in args and torch.cuda.is_available():
