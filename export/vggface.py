@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,11 @@ def load_canonical(fmt: str, files: list[Path]) -> dict[str, np.ndarray]:
 
 
 def build_model(state: dict[str, np.ndarray]) -> VGGFace:
-    return VGGFace.from_state_dict({k: torch.from_numpy(v) for k, v in state.items()}).eval()
+    """Wraps the arrays without copying (550 MB at full size); some readers give read-only
+    views of the file's bytes, which is fine: export never writes to the weights."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return VGGFace.from_state_dict({k: torch.from_numpy(v) for k, v in state.items()}).eval()
 
 
 def vggface_spec(fmt: str, files: list[Path], with_fc: bool) -> dict:

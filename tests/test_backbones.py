@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import dlib
-import face_recognition_models as frm
 import numpy as np
 import pytest
 import torch
 
+from engine import dlib_models
 from engine.backbone import load_backbone, read_spec, resolve_name
 from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError
 from export.dlib_dat import read_dat
@@ -85,10 +85,10 @@ def test_missing_backbone_and_unknown_name(tmp_path):
 def test_dlib_resnet_matches_dlibs_own_descriptor(dlib_backbone, obama):
     """Torch, ONNX Runtime and dlib itself on the same 150x150 chip of a real photo."""
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(frm.pose_predictor_model_location())
+    predictor = dlib.shape_predictor(str(dlib_models.landmarks_68()))
     shape = predictor(obama, detector(obama, 1)[0])
     chip = dlib.get_face_chip(obama, shape, size=150, padding=0.25)
-    ref = np.array(dlib.face_recognition_model_v1(frm.face_recognition_model_location()).compute_face_descriptor(chip))
+    ref = np.array(dlib.face_recognition_model_v1(str(dlib_models.recognition_resnet())).compute_face_descriptor(chip))
     x = chip.transpose(2, 0, 1)[None].astype(np.float32)
     with torch.no_grad():
         t = dlib_backbone.features(torch.from_numpy(x), ["descriptor"])["descriptor"][0].numpy()
@@ -98,7 +98,7 @@ def test_dlib_resnet_matches_dlibs_own_descriptor(dlib_backbone, obama):
 
 
 def test_dat_reader_rejects_damaged_files(tmp_path):
-    good = frm.face_recognition_model_location()
+    good = dlib_models.recognition_resnet()
     data = Path(good).read_bytes()
     for name, blob in (("truncated.dat", data[: len(data) // 3]), ("garbage.dat", b"\x05hello" * 100),
                        ("extra.dat", data + b"\x00\x01")):
