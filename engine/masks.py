@@ -25,11 +25,11 @@ MOUTH = list(range(48, 68))
 REGIONS: dict[str, tuple[list[list[int]], float, float]] = {
     "mouth": ([MOUTH], 0.22, 0.18),
     "eyes": ([list(range(36, 42)), list(range(42, 48))], 0.22, 0.15),
-    "eyebrows": ([list(range(17, 22)), list(range(22, 27))], 0.18, 0.15),
+    "eyebrows": ([list(range(17, 22)), list(range(22, 27))], 0.08, 0.08),
     "nose": ([NOSE], 0.15, 0.15),
     "upper_face": ([BROWS + EYES + [27, 28]], 0.25, 0.2),
-    "lower_face": ([JAW[3:14] + NOSE[4:] + MOUTH], 0.1, 0.2),
-    "face": ([JAW + BROWS], 0.05, 0.2),
+    "lower_face": ([JAW[3:14] + NOSE[4:] + MOUTH], 0.0, 0.2),
+    "face": ([JAW + BROWS], 0.0, 0.2),
 }
 
 
@@ -56,6 +56,9 @@ def region_mask(landmarks: np.ndarray, region: str, size: tuple[int, int],
             top = pts[len(JAW):].copy()
             top[:, 1] -= 0.45 * iod
             pts = np.vstack([pts, top])
+        if region in ("face", "lower_face"):  # keep the feathered edge inside the face outline
+            centre = pts.mean(0)
+            pts = centre + (pts - centre) * 0.88
         hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))
         cv2.fillConvexPoly(hard, hull, 255, lineType=cv2.LINE_AA, shift=4)
     return grow_and_feather(hard.astype(np.float32) / 255.0, iod * (default_grow if grow is None else grow),

@@ -185,3 +185,15 @@ def test_outputs_never_overwrite_inputs(tmp_path):
 def test_warp_crop_antialiases_large_faces(photo, aligned):
     crop = warp_crop(photo.rgb, aligned.transform, (150, 150))
     assert crop.shape == (150, 150, 3) and np.isfinite(crop).all()
+
+
+def test_eyebrow_and_eye_masks_do_not_spill_into_each_other(aligned):
+    pts = aligned.landmarks
+    brows = region_mask(pts, "eyebrows", aligned.size)
+    eyes = region_mask(pts, "eyes", aligned.size)
+    for x, y in np.round(np.vstack([pts[36:42].mean(0), pts[42:48].mean(0)])).astype(int):
+        assert brows[y, x] < 0.05 and eyes[y, x] > 0.99
+    mouth = region_mask(pts, "mouth", aligned.size)
+    x, y = np.round(pts[30]).astype(int)  # nose tip: neither eyes nor mouth
+    assert eyes[y, x] == 0
+    assert mouth[y, x] < 0.5
