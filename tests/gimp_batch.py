@@ -60,6 +60,19 @@ def run_case(name, reference, guide, pad):
         case.update(raw=raw, width=new.get_width(), height=new.get_height(), offsets=list(new.get_offsets()[1:]),
                     position=image.get_item_position(new), reference_position=image.get_item_position(layer),
                     name=new.get_name())
+        # and export the image as a user would, with only the new layer visible
+        for other in image.get_layers():
+            other.set_visible(other.get_id() == new.get_id())
+        png = os.path.join(P["scratch"], name + "-export.png")
+        export = Gimp.get_pdb().lookup_procedure("file-png-export")
+        econfig = export.create_config()
+        econfig.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+        econfig.set_property("image", image)
+        econfig.set_property("file", Gio.File.new_for_path(png))
+        econfig.set_property("save-transparent", True)
+        eresult = export.run(econfig)
+        case["export_success"] = eresult.index(0) == Gimp.PDBStatusType.SUCCESS
+        case["export"] = png
     OUT["cases"][name] = case
 
 

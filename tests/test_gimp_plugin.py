@@ -81,6 +81,11 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, tmp_path, mon
     cli = np.asarray(Image.open(out).convert("RGB")).astype(int)
     diff = np.abs(layer[..., :3].astype(int) - cli)
     assert diff.max() <= 1, f"plug-in and CLI differ by up to {diff.max()}/255"
+    assert edit["export_success"]  # GIMP's own PNG export: the layer sits at its offsets on the canvas
+    exported = np.asarray(Image.open(edit["export"]).convert("RGBA")).astype(int)
+    assert exported.shape[:2] == (h + 30, w + 40)
+    assert (exported[:30, :, 3] == 0).all() and (exported[:, :40, 3] == 0).all()
+    assert np.abs(exported[30:, 40:, :3] - cli).max() <= 1
     assert (np.abs(cli - np.asarray(Image.open(ref)).astype(int)).max(-1) > 0).sum() > 200  # it did edit
 
     noface = cases["noface"]
