@@ -168,6 +168,9 @@ def edit(reference, guide=None, region: str = "mouth", strength: float = 1.0, *,
 
     t = time.perf_counter()
     init_crop = initial_image(init, ref_crop, guide_crop, crop_m, seed)
+    # Strength acts on the start as well as on the feature target: 0.5 pastes half of the guide's region,
+    # 0 leaves the reference as it is; above 1 only the target moves further (extrapolation).
+    init_crop = ref_crop + min(1.0, strength) * (init_crop - ref_crop)
     ref_t, guide_t, init_t = _to_tensor(ref_crop).to(dev), _to_tensor(guide_crop).to(dev), _to_tensor(init_crop).to(dev)
     id_layers = dict(bb.spec["identity_layers"])
     attr_layers = dict(bb.spec["attribute_layers"])

@@ -27,7 +27,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--region", default="mouth", choices=region_names(), help="face region to change (default mouth)")
     e.add_argument("--mask", type=Path, help="PNG mask the size of REF (white = edit); overrides --region")
     e.add_argument("-o", "--output", type=Path, required=True, help="result image (.png, .jpg, .tif, .webp)")
-    e.add_argument("--strength", type=float, default=1.0, help="0..2: how far towards the guide (default 1)")
+    e.add_argument("--strength", type=float, default=1.0,
+                   help="0..2: 0 = unchanged, 0.5 = halfway, 1 = the guide's (default), >1 pushes the features further")
     e.add_argument("--init", default="composite", choices=["composite", "seamless", "feathered", "reference", "noise"],
                    help="starting image (default composite: the guide's region, Poisson-blended at its edge)")
     e.add_argument("--iterations", type=int, default=60, help="optimisation steps (0 = composite only)")

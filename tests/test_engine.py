@@ -205,3 +205,13 @@ def test_inner_mouth_mask_covers_the_opening(obama):
     m = inner_mouth_mask(pts, obama.shape[:2])
     x, y = np.round(pts[60:68].mean(0)).astype(int)
     assert m[y, x] > 0.9 and m[int(pts[33, 1]), int(pts[33, 0])] == 0  # not the nose
+
+
+def test_strength_scales_the_visible_change(small_pair, dlib_backbone):
+    ref, guide = small_pair
+    before = np.asarray(Image.open(ref).convert("RGB")).astype(np.float32)
+    change = {}
+    for s in (0.0, 0.5, 1.0):
+        r = edit(ref, guide=guide, strength=s, iterations=0, backbone=dlib_backbone)
+        change[s] = float(np.abs(r.image - before).mean())
+    assert change[0.0] == 0.0 and 0 < change[0.5] < change[1.0]
