@@ -77,7 +77,7 @@ def gram(f: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
 
 def gram_loss(features: dict[str, torch.Tensor], target: dict[str, torch.Tensor], weights: dict[str, float],
               mask: torch.Tensor) -> torch.Tensor:
-    total = torch.zeros(())
+    total = torch.zeros((), device=mask.device)
     for k, w in weights.items():
         if features[k].dim() == 4:
             g, t = gram(features[k], mask), gram(target[k], mask)
