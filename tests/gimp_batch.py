@@ -20,9 +20,12 @@ def pixels(drawable):
     return bytes(drawable.get_buffer().get(rect, 1.0, "R'G'B'A u8", Gegl.AbyssPolicy.CLAMP))
 
 
-def run_case(name, reference, guide, pad):
+def run_case(name, reference, guide, pad, precision16=False):
     case = {}
     image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(reference))
+    if precision16:  # a 16-bit image: the plug-in must pass 16-bit pixels through
+        image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+    case["precision"] = str(image.get_precision())
     layer = image.get_layers()[0]
     if pad:  # a larger canvas, so the layer has offsets the plug-in must respect
         image.resize(image.get_width() + pad[0], image.get_height() + pad[1], pad[0], pad[1])
@@ -78,7 +81,7 @@ def run_case(name, reference, guide, pad):
 
 for name, spec in P["cases"].items():
     try:
-        run_case(name, spec["reference"], spec["guide"], spec.get("pad"))
+        run_case(name, spec["reference"], spec["guide"], spec.get("pad"), spec.get("precision16", False))
     except Exception as e:  # report, so the test can show what broke inside GIMP
         OUT["cases"][name] = {"exception": f"{type(e).__name__}: {e}"}
 with open(P["result"], "w") as f:

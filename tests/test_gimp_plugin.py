@@ -49,6 +49,7 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, tmp_path, mon
     params = {
         **SETTINGS, "scratch": str(scratch), "result": str(scratch / "result.json"),
         "cases": {"edit": {"reference": str(ref), "guide": str(guide), "pad": [40, 30]},
+                  "edit16": {"reference": str(ref), "guide": str(guide), "precision16": True},
                   "noface": {"reference": str(blank), "guide": str(guide)}},
     }
     (scratch / "params.json").write_text(json.dumps(params))
@@ -87,6 +88,12 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, tmp_path, mon
     assert (exported[:30, :, 3] == 0).all() and (exported[:, :40, 3] == 0).all()
     assert np.abs(exported[30:, 40:, :3] - cli).max() <= 1
     assert (np.abs(cli - np.asarray(Image.open(ref)).astype(int)).max(-1) > 0).sum() > 200  # it did edit
+
+    edit16 = cases["edit16"]
+    assert edit16.get("success"), edit16
+    assert "U16" in edit16["precision"]
+    layer16 = np.frombuffer(Path(edit16["raw"]).read_bytes(), np.uint8).reshape(h, w, 4)
+    assert np.abs(layer16[..., :3].astype(int) - cli).max() <= 2  # 16-bit path, read back at 8 bits
 
     noface = cases["noface"]
     assert "exception" not in noface, noface
