@@ -10,14 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-from engine.align import scale_of, transform_points, warp_crop
+from engine.align import scale_of, template_transform, transform_points, warp_crop
 from engine.backbone import Backbone, load_backbone
 from engine.composite import composite, feathered_paste, seamless_clone
 from engine.errors import EXIT_USAGE, FATError
-from engine.faces import find_face
+from engine.faces import Face, find_face
 from engine.fileio import atomic_write_json
 from engine.imageio import Photo, check_output_path, load_photo, save_photo
 from engine.masks import inner_mouth_mask, region_mask, user_mask
@@ -115,6 +116,63 @@ def initial_image(kind: str, ref: np.ndarray, guide: np.ndarray, mask: np.ndarra
     return ref.copy()
 
 
+@dataclass
+class Frames:
+    """Both faces in one canonical frame at the work resolution (photo -> crop transforms)."""
+
+    ref_face: Face
+    guide_face: Face
+    m_ref: np.ndarray
+    m_guide: np.ndarray
+    work_factor: int
+    size: tuple[int, int]
+    ref_crop: np.ndarray
+    guide_crop: np.ndarray
+    mask: np.ndarray  # crop-frame region mask
+    user_mask: np.ndarray | None  # photo-frame mask given by the user (a hard limit), if any
+
+
+def align_pair(ref_photo: Photo, guide_photo: Photo, template: dict, settings: Settings,
+               box: tuple[float, float, float, float] | None, mask) -> Frames:
+    ref_face, _ = find_face(ref_photo.rgb8(), settings.detector, settings.face, box, "reference")
+    guide_face, _ = find_face(guide_photo.rgb8(), settings.detector, settings.guide_face, None, "guide")
+    m_net = template_transform(ref_face.landmarks, template)
+    # Work at the face's own resolution (up to 4x the network's input), so paste-back is not a blurry upscale.
+    k = int(np.clip(round(1.0 / max(scale_of(m_net), 1e-6)), 1, MAX_WORK_FACTOR))
+    h, w = (int(v) * k for v in template["size"])
+    m_ref = m_net * k
+    m_guide = template_transform(guide_face.landmarks, template) * k
+    full = None
+    if mask is not None:
+        full = user_mask(mask, ref_photo.rgb.shape[:2])
+        crop_m = np.clip(cv2.warpAffine(full.astype(np.float32), m_ref, (w, h), flags=cv2.INTER_LINEAR), 0, 1)
+    else:
+        crop_m = region_mask(transform_points(m_ref, ref_face.landmarks), settings.region, (h, w))
+    return Frames(ref_face, guide_face, m_ref, m_guide, k, (h, w), warp_crop(ref_photo.rgb, m_ref, (h, w)),
+                  warp_crop(guide_photo.rgb, m_guide, (h, w)), crop_m, full)
+
+
+def start_image(frames: Frames, settings: Settings) -> np.ndarray:
+    """The optimisation's start. Strength acts here as well as on the feature target: 0.5 pastes half
+    of the guide's region, 0 leaves the reference as it is; above 1 only the target moves further."""
+    init = initial_image(settings.init, frames.ref_crop, frames.guide_crop, frames.mask, settings.seed)
+    return frames.ref_crop + min(1.0, settings.strength) * (init - frames.ref_crop)
+
+
+def build_problem(bb: Backbone, frames: Frames, init_crop: np.ndarray, settings: Settings,
+                  dev: torch.device) -> Problem:
+    ref_t, guide_t = _to_tensor(frames.ref_crop).to(dev), _to_tensor(frames.guide_crop).to(dev)
+    id_layers = dict(bb.spec["identity_layers"])
+    attr_layers = dict(bb.spec["attribute_layers"])
+    ref_f, attr_f = targets(bb, ref_t, guide_t, id_layers, attr_layers, settings.strength)
+    keep = None
+    if settings.region == "mouth" and frames.user_mask is None:  # the guide's opening itself should survive
+        keep = inner_mouth_mask(transform_points(frames.m_guide, frames.guide_face.landmarks), frames.size)
+        keep = torch.from_numpy(keep * frames.mask).to(dev)
+    return Problem(bb, _to_tensor(init_crop).to(dev), torch.from_numpy(frames.mask).to(dev), ref_f, attr_f,
+                   id_layers, attr_layers, settings.weights, keep)
+
+
 def edit(reference, guide=None, region: str = "mouth", strength: float = 1.0, *, init: str = "composite",
          iterations: int = 60, optimizer: str = "lbfgs", seed: int = 0, backbone: str | Backbone | None = None,
          device: str | None = None, face: int | None = None, guide_face: int | None = None,
@@ -143,66 +201,35 @@ def edit(reference, guide=None, region: str = "mouth", strength: float = 1.0, *,
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    template = bb.spec["crop_template"]
-    ref_face, _ = find_face(ref_photo.rgb8(), detector, face, box, "reference")
-    guide_face_obj, _ = find_face(guide_photo.rgb8(), detector, guide_face, None, "guide")
-    from engine.align import template_transform
-
-    m_net = template_transform(ref_face.landmarks, template)
-    # Work at the face's own resolution (up to 4x the network's input), so paste-back is not a blurry upscale.
-    k = int(np.clip(round(1.0 / max(scale_of(m_net), 1e-6)), 1, MAX_WORK_FACTOR))
-    h, w = (int(v) * k for v in template["size"])
-    m_ref = m_net * k
-    m_guide = template_transform(guide_face_obj.landmarks, template) * k
-    ref_crop = warp_crop(ref_photo.rgb, m_ref, (h, w))
-    guide_crop = warp_crop(guide_photo.rgb, m_guide, (h, w))
-    full = None
-    if mask is not None:
-        import cv2
-
-        full = user_mask(mask, ref_photo.rgb.shape[:2])
-        crop_m = np.clip(cv2.warpAffine(full.astype(np.float32), m_ref, (w, h), flags=cv2.INTER_LINEAR), 0, 1)
-    else:
-        crop_m = region_mask(transform_points(m_ref, ref_face.landmarks), region, (h, w))
+    frames = align_pair(ref_photo, guide_photo, bb.spec["crop_template"], settings, box, mask)
     timings["align"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    init_crop = initial_image(init, ref_crop, guide_crop, crop_m, seed)
-    # Strength acts on the start as well as on the feature target: 0.5 pastes half of the guide's region,
-    # 0 leaves the reference as it is; above 1 only the target moves further (extrapolation).
-    init_crop = ref_crop + min(1.0, strength) * (init_crop - ref_crop)
-    ref_t, guide_t, init_t = _to_tensor(ref_crop).to(dev), _to_tensor(guide_crop).to(dev), _to_tensor(init_crop).to(dev)
-    id_layers = dict(bb.spec["identity_layers"])
-    attr_layers = dict(bb.spec["attribute_layers"])
-    ref_f, attr_f = targets(bb, ref_t, guide_t, id_layers, attr_layers, strength)
-    keep = None
-    if region == "mouth" and mask is None:  # the opening itself (the guide's inner lips) should survive
-        keep = inner_mouth_mask(transform_points(m_guide, guide_face_obj.landmarks), (h, w))
-        keep = torch.from_numpy(keep * crop_m).to(dev)
-    problem = Problem(bb, init_t, torch.from_numpy(crop_m).to(dev), ref_f, attr_f, id_layers, attr_layers,
-                      settings.weights, keep)
+    init_crop = start_image(frames, settings)
+    problem = build_problem(bb, frames, init_crop, settings, dev)
     if iterations > 0:
         result_t, history = optimise(problem, iterations, optimizer, seed, progress, cancel)
     else:
-        result_t, history = init_t, []
+        result_t, history = problem.init, []
     if progress is not None:
         progress(Progress(iterations, iterations, history[-1] if history else {}, time.perf_counter() - t))
     result_crop = _to_image(result_t)
     timings["optimise"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    image = paste_back(ref_photo.rgb, m_ref, result_crop - ref_crop, crop_m)
-    if full is not None:  # a user's mask is a hard promise: nothing changes outside it
-        a = full[..., None]
+    image = paste_back(ref_photo.rgb, frames.m_ref, result_crop - frames.ref_crop, frames.mask)
+    if frames.user_mask is not None:  # a user's mask is a hard promise: nothing changes outside it
+        a = frames.user_mask[..., None]
         image = np.where(a > 0, ref_photo.rgb + a * (image - ref_photo.rgb), ref_photo.rgb)
     timings["paste_back"] = time.perf_counter() - t
     t = time.perf_counter()
     distance = dlib_descriptor_distance(ref_photo.rgb8(), np.clip(np.rint(image), 0, 255).astype(np.uint8),
-                                        ref_face.landmarks)
+                                        frames.ref_face.landmarks)
     timings["descriptor"] = time.perf_counter() - t
     summary = {k: v for k, v in settings.__dict__.items() if k != "weights"}
-    summary.update(weights=settings.weights.__dict__, backbone=bb.name, work_factor=k, crop_size=[h, w],
+    summary.update(weights=settings.weights.__dict__, backbone=bb.name, work_factor=frames.work_factor,
+                   crop_size=list(frames.size),
                    reference=str(ref_photo.path) if ref_photo.path else None,
                    guide=str(guide_photo.path) if guide_photo.path else None)
-    return Result(image, ref_photo, {"reference": ref_crop, "guide": guide_crop, "init": init_crop,
-                                     "result": result_crop}, crop_m, summary, timings, distance, history)
+    crops = {"reference": frames.ref_crop, "guide": frames.guide_crop, "init": init_crop, "result": result_crop}
+    return Result(image, ref_photo, crops, frames.mask, summary, timings, distance, history)
