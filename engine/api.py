@@ -55,6 +55,22 @@ class Settings:
 
 
 @dataclass
+class Frames:
+    """Both faces in one canonical frame at the work resolution (photo -> crop transforms)."""
+
+    ref_face: Face
+    guide_face: Face
+    m_ref: np.ndarray
+    m_guide: np.ndarray
+    work_factor: int
+    size: tuple[int, int]
+    ref_crop: np.ndarray
+    guide_crop: np.ndarray
+    mask: np.ndarray  # crop-frame region mask
+    user_mask: np.ndarray | None  # photo-frame mask given by the user (a hard limit), if any
+
+
+@dataclass
 class Result:
     image: np.ndarray  # float32 H x W x 3, 0..255, full resolution
     photo: Photo  # the reference as loaded (depth, alpha, ICC for saving)
@@ -64,6 +80,7 @@ class Result:
     timings: dict[str, float]
     descriptor_distance: float
     history: list[dict]
+    frames: Frames | None = None  # faces, transforms and masks, for debug pictures
 
     def rgb8(self) -> np.ndarray:
         return np.clip(np.rint(self.image), 0, 255).astype(np.uint8)
@@ -114,22 +131,6 @@ def initial_image(kind: str, ref: np.ndarray, guide: np.ndarray, mask: np.ndarra
         noise = rng.uniform(0, 255, ref.shape).astype(np.float32)
         return ref * (1 - mask[..., None]) + noise * mask[..., None]
     return ref.copy()
-
-
-@dataclass
-class Frames:
-    """Both faces in one canonical frame at the work resolution (photo -> crop transforms)."""
-
-    ref_face: Face
-    guide_face: Face
-    m_ref: np.ndarray
-    m_guide: np.ndarray
-    work_factor: int
-    size: tuple[int, int]
-    ref_crop: np.ndarray
-    guide_crop: np.ndarray
-    mask: np.ndarray  # crop-frame region mask
-    user_mask: np.ndarray | None  # photo-frame mask given by the user (a hard limit), if any
 
 
 def align_pair(ref_photo: Photo, guide_photo: Photo, template: dict, settings: Settings,
@@ -232,4 +233,4 @@ def edit(reference, guide=None, region: str = "mouth", strength: float = 1.0, *,
                    reference=str(ref_photo.path) if ref_photo.path else None,
                    guide=str(guide_photo.path) if guide_photo.path else None)
     crops = {"reference": frames.ref_crop, "guide": frames.guide_crop, "init": init_crop, "result": result_crop}
-    return Result(image, ref_photo, crops, frames.mask, summary, timings, distance, history)
+    return Result(image, ref_photo, crops, frames.mask, summary, timings, distance, history, frames)

@@ -144,7 +144,9 @@ def test_cli_edit_end_to_end_with_both_backbones(small_pair, models_dir, tmp_pat
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["settings"]["backbone"] == "dlib-resnet" and "dlib_descriptor_distance_reference_to_result" in side
     assert Image.open(out).size == Image.open(ref).size
-    assert (tmp_path / "dbg" / "crops.png").exists() and (tmp_path / "dbg" / "before-after.png").exists()
+    for name in ("crops.png", "before-after.png", "reference-overlay.png", "guide-overlay.png"):
+        assert (tmp_path / "dbg" / name).exists(), name
+    assert Image.open(tmp_path / "dbg" / "reference-overlay.png").size == Image.open(ref).size
     # VGG-Face (synthetic weights: mechanics only), chosen by default when installed
     out2 = tmp_path / "vgg.png"
     assert cli_main(["edit", str(ref), "--guide", str(guide), "-o", str(out2), "--iterations", "3",
