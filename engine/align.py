@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from engine.errors import EXIT_BACKBONE, FATError
+from engine.faces import dlib_shape
 
 
 def five_points(landmarks: np.ndarray) -> np.ndarray:
@@ -37,10 +38,7 @@ def dlib_chip_transform(landmarks: np.ndarray, size: int, padding: float) -> np.
     """The same mapping dlib.get_face_chip uses (get_face_chip_details + get_mapping_to_chip)."""
     import dlib
 
-    shape = dlib.full_object_detection(dlib.rectangle(0, 0, 1, 1), [dlib.point(int(round(x)), int(round(y)))
-                                                                   for x, y in landmarks])
-    # dlib wants integer landmark positions; detect_faces gives integers already.
-    det = dlib.get_face_chip_details(shape, size, padding)
+    det = dlib.get_face_chip_details(dlib_shape(landmarks), size, padding)
     r = det.rect
     cx, cy = (r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2
     c, s = math.cos(det.angle), math.sin(det.angle)

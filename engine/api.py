@@ -10,24 +10,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from engine.align import scale_of, template_transform, transform_points, warp_crop
 from engine.backbone import Backbone, load_backbone
 from engine.composite import composite, feathered_paste, seamless_clone
 from engine.errors import EXIT_USAGE, FATError
-from engine.faces import Face, find_face
+from engine.faces import descriptor_distance
 from engine.fileio import atomic_write_json
+from engine.geometry import AlignedFace, align_face, crop_mask
 from engine.imageio import Photo, check_output_path, load_photo, save_photo
-from engine.masks import inner_mouth_mask, region_mask, user_mask
+from engine.masks import inner_mouth_mask, user_mask
 from engine.optimise import CancelToken, Problem, Progress, Weights, optimise, targets
 from engine.pasteback import paste_back
 from engine.runtime import resolve_device
 
 INITS = ("composite", "seamless", "feathered", "reference", "noise")
-MAX_WORK_FACTOR = 4
 
 
 @dataclass
@@ -56,16 +54,10 @@ class Settings:
 
 @dataclass
 class Frames:
-    """Both faces in one canonical frame at the work resolution (photo -> crop transforms)."""
+    """Both faces in one canonical frame at the reference's work resolution."""
 
-    ref_face: Face
-    guide_face: Face
-    m_ref: np.ndarray
-    m_guide: np.ndarray
-    work_factor: int
-    size: tuple[int, int]
-    ref_crop: np.ndarray
-    guide_crop: np.ndarray
+    ref: AlignedFace
+    guide: AlignedFace
     mask: np.ndarray  # crop-frame region mask
     user_mask: np.ndarray | None  # photo-frame mask given by the user (a hard limit), if any
 
@@ -81,6 +73,7 @@ class Result:
     descriptor_distance: float
     history: list[dict]
     frames: Frames | None = None  # faces, transforms and masks, for debug pictures
+    guide: Photo | None = None
 
     def rgb8(self) -> np.ndarray:
         return np.clip(np.rint(self.image), 0, 255).astype(np.uint8)
@@ -105,20 +98,6 @@ def _to_image(t: torch.Tensor) -> np.ndarray:
     return t[0].detach().cpu().numpy().transpose(1, 2, 0)
 
 
-def dlib_descriptor_distance(a: np.ndarray, b: np.ndarray, landmarks: np.ndarray) -> float:
-    """dlib's own descriptor distance between two photos at the same face position."""
-    import dlib
-
-    from engine import dlib_models
-
-    net = dlib.face_recognition_model_v1(str(dlib_models.recognition_resnet()))
-    shape = dlib.full_object_detection(dlib.rectangle(0, 0, 1, 1),
-                                       [dlib.point(int(round(x)), int(round(y))) for x, y in landmarks])
-    da = np.array(net.compute_face_descriptor(np.ascontiguousarray(a), shape))
-    db = np.array(net.compute_face_descriptor(np.ascontiguousarray(b), shape))
-    return float(np.linalg.norm(da - db))
-
-
 def initial_image(kind: str, ref: np.ndarray, guide: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
     if kind == "composite":
         return composite(guide, ref, mask)
@@ -135,40 +114,30 @@ def initial_image(kind: str, ref: np.ndarray, guide: np.ndarray, mask: np.ndarra
 
 def align_pair(ref_photo: Photo, guide_photo: Photo, template: dict, settings: Settings,
                box: tuple[float, float, float, float] | None, mask) -> Frames:
-    ref_face, _ = find_face(ref_photo.rgb8(), settings.detector, settings.face, box, "reference")
-    guide_face, _ = find_face(guide_photo.rgb8(), settings.detector, settings.guide_face, None, "guide")
-    m_net = template_transform(ref_face.landmarks, template)
-    # Work at the face's own resolution (up to 4x the network's input), so paste-back is not a blurry upscale.
-    k = int(np.clip(round(1.0 / max(scale_of(m_net), 1e-6)), 1, MAX_WORK_FACTOR))
-    h, w = (int(v) * k for v in template["size"])
-    m_ref = m_net * k
-    m_guide = template_transform(guide_face.landmarks, template) * k
-    full = None
-    if mask is not None:
-        full = user_mask(mask, ref_photo.rgb.shape[:2])
-        crop_m = np.clip(cv2.warpAffine(full.astype(np.float32), m_ref, (w, h), flags=cv2.INTER_LINEAR), 0, 1)
-    else:
-        crop_m = region_mask(transform_points(m_ref, ref_face.landmarks), settings.region, (h, w))
-    return Frames(ref_face, guide_face, m_ref, m_guide, k, (h, w), warp_crop(ref_photo.rgb, m_ref, (h, w)),
-                  warp_crop(guide_photo.rgb, m_guide, (h, w)), crop_m, full)
+    ref = align_face(ref_photo, template, settings.detector, settings.face, box, "reference", factor=None)
+    guide = align_face(guide_photo, template, settings.detector, settings.guide_face, None, "guide",
+                       factor=ref.factor)
+    full = None if mask is None else user_mask(mask, ref_photo.rgb.shape[:2])
+    return Frames(ref, guide, crop_mask(ref, settings.region, full), full)
 
 
 def start_image(frames: Frames, settings: Settings) -> np.ndarray:
     """The optimisation's start. Strength acts here as well as on the feature target: 0.5 pastes half
     of the guide's region, 0 leaves the reference as it is; above 1 only the target moves further."""
-    init = initial_image(settings.init, frames.ref_crop, frames.guide_crop, frames.mask, settings.seed)
-    return frames.ref_crop + min(1.0, settings.strength) * (init - frames.ref_crop)
+    ref = frames.ref.crop
+    init = initial_image(settings.init, ref, frames.guide.crop, frames.mask, settings.seed)
+    return ref + min(1.0, settings.strength) * (init - ref)
 
 
 def build_problem(bb: Backbone, frames: Frames, init_crop: np.ndarray, settings: Settings,
                   dev: torch.device) -> Problem:
-    ref_t, guide_t = _to_tensor(frames.ref_crop).to(dev), _to_tensor(frames.guide_crop).to(dev)
+    ref_t, guide_t = _to_tensor(frames.ref.crop).to(dev), _to_tensor(frames.guide.crop).to(dev)
     id_layers = dict(bb.spec["identity_layers"])
     attr_layers = dict(bb.spec["attribute_layers"])
     ref_f, attr_f = targets(bb, ref_t, guide_t, id_layers, attr_layers, settings.strength)
     keep = None
     if settings.region == "mouth" and frames.user_mask is None:  # the guide's opening itself should survive
-        keep = inner_mouth_mask(transform_points(frames.m_guide, frames.guide_face.landmarks), frames.size)
+        keep = inner_mouth_mask(frames.guide.landmarks, frames.ref.size)
         keep = torch.from_numpy(keep * frames.mask).to(dev)
     return Problem(bb, _to_tensor(init_crop).to(dev), torch.from_numpy(frames.mask).to(dev), ref_f, attr_f,
                    id_layers, attr_layers, settings.weights, keep)
@@ -218,19 +187,19 @@ def edit(reference, guide=None, region: str = "mouth", strength: float = 1.0, *,
     timings["optimise"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    image = paste_back(ref_photo.rgb, frames.m_ref, result_crop - frames.ref_crop, frames.mask)
+    image = paste_back(ref_photo.rgb, frames.ref.transform, result_crop - frames.ref.crop, frames.mask)
     if frames.user_mask is not None:  # a user's mask is a hard promise: nothing changes outside it
         a = frames.user_mask[..., None]
         image = np.where(a > 0, ref_photo.rgb + a * (image - ref_photo.rgb), ref_photo.rgb)
     timings["paste_back"] = time.perf_counter() - t
     t = time.perf_counter()
-    distance = dlib_descriptor_distance(ref_photo.rgb8(), np.clip(np.rint(image), 0, 255).astype(np.uint8),
-                                        frames.ref_face.landmarks)
+    distance = descriptor_distance(ref_photo.rgb8(), np.clip(np.rint(image), 0, 255).astype(np.uint8),
+                                        frames.ref.face.landmarks)
     timings["descriptor"] = time.perf_counter() - t
     summary = {k: v for k, v in settings.__dict__.items() if k != "weights"}
-    summary.update(weights=settings.weights.__dict__, backbone=bb.name, work_factor=frames.work_factor,
-                   crop_size=list(frames.size),
+    summary.update(weights=settings.weights.__dict__, backbone=bb.name, work_factor=frames.ref.factor,
+                   crop_size=list(frames.ref.size),
                    reference=str(ref_photo.path) if ref_photo.path else None,
                    guide=str(guide_photo.path) if guide_photo.path else None)
-    crops = {"reference": frames.ref_crop, "guide": frames.guide_crop, "init": init_crop, "result": result_crop}
-    return Result(image, ref_photo, crops, frames.mask, summary, timings, distance, history, frames)
+    crops = {"reference": frames.ref.crop, "guide": frames.guide.crop, "init": init_crop, "result": result_crop}
+    return Result(image, ref_photo, crops, frames.mask, summary, timings, distance, history, frames, guide_photo)

@@ -78,20 +78,18 @@ def _progress_printer(args, total: int):
     return update, Closer()
 
 
-def write_debug(result, out_dir: Path, guide_path: Path) -> None:
+def write_debug(result, out_dir: Path) -> None:
     import cv2
     import numpy as np
 
     from engine.debug import overlay, side_by_side, write_png
-    from engine.imageio import load_photo
 
     f = result.frames
     h, w = result.photo.rgb.shape[:2]
-    photo_mask = cv2.warpAffine(f.mask, f.m_ref, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-    write_png(out_dir / "reference-overlay.png", overlay(result.photo.rgb8(), f.ref_face.box, f.ref_face.landmarks,
+    photo_mask = cv2.warpAffine(f.mask, f.ref.transform, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    write_png(out_dir / "reference-overlay.png", overlay(result.photo.rgb8(), f.ref.face.box, f.ref.face.landmarks,
                                                          photo_mask))
-    guide = load_photo(guide_path)
-    write_png(out_dir / "guide-overlay.png", overlay(guide.rgb8(), f.guide_face.box, f.guide_face.landmarks))
+    write_png(out_dir / "guide-overlay.png", overlay(result.guide.rgb8(), f.guide.face.box, f.guide.face.landmarks))
     c = result.crops
     mask_rgb = np.repeat(result.mask[..., None] * 255, 3, axis=2)
     write_png(out_dir / "crops.png", side_by_side([c["reference"], c["guide"], c["init"], c["result"], mask_rgb]))
@@ -137,7 +135,7 @@ def cmd_edit(args) -> int:
             bar.close()
     result.save(args.output, sidecar=not args.no_sidecar)
     if args.debug_dir:
-        write_debug(result, args.debug_dir, args.guide)
+        write_debug(result, args.debug_dir)
     msg = (f"wrote {args.output} in {time.perf_counter() - t0:.1f} s (backbone {result.settings['backbone']}, "
            f"dlib identity distance reference->result {result.descriptor_distance:.3f})")
     if args.json_progress:

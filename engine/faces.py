@@ -50,6 +50,25 @@ def _predictor():
     return dlib.shape_predictor(str(dlib_models.landmarks_68()))
 
 
+@lru_cache(maxsize=1)
+def _recognizer():
+    return dlib.face_recognition_model_v1(str(dlib_models.recognition_resnet()))
+
+
+def dlib_shape(landmarks: np.ndarray) -> dlib.full_object_detection:
+    """68 landmarks as dlib's own type (dlib wants integer positions; ours are integers already)."""
+    return dlib.full_object_detection(dlib.rectangle(0, 0, 1, 1),
+                                      [dlib.point(int(round(x)), int(round(y))) for x, y in landmarks])
+
+
+def descriptor_distance(a: np.ndarray, b: np.ndarray, landmarks: np.ndarray) -> float:
+    """dlib's own descriptor distance between two RGB uint8 photos at the same face position."""
+    shape = dlib_shape(landmarks)
+    da = np.array(_recognizer().compute_face_descriptor(np.ascontiguousarray(a), shape))
+    db = np.array(_recognizer().compute_face_descriptor(np.ascontiguousarray(b), shape))
+    return float(np.linalg.norm(da - db))
+
+
 def _scaled(rgb8: np.ndarray) -> tuple[np.ndarray, float]:
     side = max(rgb8.shape[:2])
     if side <= DETECT_MAX_SIDE:
