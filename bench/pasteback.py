@@ -23,13 +23,19 @@ TARGET_S = 1.0
 
 
 def main() -> None:
-    small = load_photo(EXAMPLE)
-    big = cv2.resize(small.rgb, (6000, 4000), interpolation=cv2.INTER_CUBIC)  # 24 MP
-    small.rgb = big
+    photo = load_photo(EXAMPLE)
+    # 24 MP without distorting the face: upscale to 4000 px high, then pad the sides to 6000 px wide.
+    s = 4000 / photo.rgb.shape[0]
+    tall = cv2.resize(photo.rgb, (round(photo.rgb.shape[1] * s), 4000), interpolation=cv2.INTER_CUBIC)
+    pad = 6000 - tall.shape[1]
+    big = cv2.copyMakeBorder(tall, 0, 0, pad // 2, pad - pad // 2, cv2.BORDER_REFLECT101)
+    photo.rgb = big
     t0 = time.perf_counter()
-    aligned = align_face(small, {"kind": "dlib_chip", "size": [150, 150], "padding": 0.25})
+    # the edit's own setting: the crop at the face's resolution (factor None)
+    aligned = align_face(photo, {"kind": "dlib_chip", "size": [150, 150], "padding": 0.25}, factor=None)
     t_align = time.perf_counter() - t0
-    mask = crop_mask(aligned, "mouth")
+    print(f"{big.shape[1]}x{big.shape[0]} photo, {aligned.face.eye_distance:.0f} px between the eyes, "
+          f"work crop {aligned.size[1]} px")
     delta = np.full_like(aligned.crop, 10.0)
     for region in ("mouth", "face"):
         mask = crop_mask(aligned, region)
