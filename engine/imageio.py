@@ -57,12 +57,13 @@ def from_array(a: np.ndarray) -> Photo:
     return Photo((a[..., :3].astype(np.float32) / scale), alpha, np.dtype(dtype))
 
 
-def _orientation(path: Path) -> int:
+def _orientation_and_icc(path: Path) -> tuple[int, bytes | None]:
+    """EXIF orientation and ICC profile from the file's header (one open, pixels not decoded)."""
     try:
         with Image.open(path) as im:
-            return int(im.getexif().get(ORIENTATION_TAG, 1))
+            return int(im.getexif().get(ORIENTATION_TAG, 1)), im.info.get("icc_profile")
     except (UnidentifiedImageError, OSError, ValueError):
-        return 1
+        return 1, None
 
 
 def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
@@ -104,13 +105,9 @@ def load_photo(source: str | Path | np.ndarray | Image.Image) -> Photo:
         raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGBA)
     else:
         raw = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
-    photo = from_array(_apply_orientation(raw, _orientation(path)))
-    photo.path = path
-    try:
-        with Image.open(path) as im:
-            photo.icc = im.info.get("icc_profile")
-    except (UnidentifiedImageError, OSError):
-        pass
+    orientation, icc = _orientation_and_icc(path)
+    photo = from_array(_apply_orientation(raw, orientation))
+    photo.path, photo.icc = path, icc
     return photo
 
 
