@@ -61,8 +61,12 @@ def _orientation_and_icc(path: Path) -> tuple[int, bytes | None]:
     """EXIF orientation and ICC profile from the file's header (one open, pixels not decoded)."""
     try:
         with Image.open(path) as im:
-            return int(im.getexif().get(ORIENTATION_TAG, 1)), im.info.get("icc_profile")
-    except (UnidentifiedImageError, OSError, ValueError):
+            icc = im.info.get("icc_profile")
+            try:
+                return int(im.getexif().get(ORIENTATION_TAG, 1)), icc
+            except ValueError:  # damaged EXIF: keep the profile, assume upright
+                return 1, icc
+    except (UnidentifiedImageError, OSError):
         return 1, None
 
 
