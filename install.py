@@ -22,6 +22,8 @@ import urllib.request
 import venv
 from pathlib import Path
 
+from engine.fileio import sha256_file  # standard library only, like this script
+
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 MODELS = ROOT / "models"
@@ -73,12 +75,7 @@ def export_ok(name: str) -> bool:
     spec_path = MODELS / f"{name}.json"
     try:
         spec = json.loads(spec_path.read_text())
-        onnx_path = MODELS / spec["onnx"]
-        h = hashlib.sha256()
-        with open(onnx_path, "rb") as f:
-            while block := f.read(1 << 22):
-                h.update(block)
-        return h.hexdigest() == spec["onnx_sha256"]
+        return sha256_file(MODELS / spec["onnx"]) == spec["onnx_sha256"]
     except (OSError, ValueError, KeyError):
         return False
 
