@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch.nn import functional as F
@@ -72,6 +73,20 @@ class Problem:
     weights: Weights = field(default_factory=Weights)
     keep: torch.Tensor | None = None  # (H,W) 0..1: where the attribute itself is (the opening); change costs more
 
+    # Constant per problem; computed once here rather than at every evaluation of the losses.
+    @cached_property
+    def layers(self) -> set[str]:
+        return set(self.identity_layers) | set(self.attribute_layers)
+
+    @cached_property
+    def network_mask(self) -> torch.Tensor:
+        return to_network(self.mask[None, None], self.backbone.input_size)[0, 0]
+
+    @cached_property
+    def change_cost(self) -> torch.Tensor:
+        m = self.mask[None, None]
+        return m if self.keep is None else m * (1 + self.weights.keep * self.keep[None, None])
+
 
 def to_network(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
@@ -104,21 +119,19 @@ def render(problem: Problem, luma: torch.Tensor, chroma: torch.Tensor) -> torch.
 
 
 def loss_terms(problem: Problem, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    layers = set(problem.identity_layers) | set(problem.attribute_layers)
-    f = features_of(problem.backbone, x, layers)
+    x_net = to_network(x, problem.backbone.input_size)
+    f = problem.backbone.features(x_net, problem.layers)
     w = problem.weights
     terms = {
         "identity": w.identity * identity_loss(f, problem.reference_features, problem.identity_layers),
         "attribute": w.attribute * attribute_loss(f, problem.attribute_features, problem.attribute_layers,
                                                   problem.mask),
-        "tv": w.tv * total_variation(to_network(x, problem.backbone.input_size),
-                                     to_network(problem.mask[None, None], problem.backbone.input_size)[0, 0]),
+        "tv": w.tv * total_variation(x_net, problem.network_mask),
         "colour": w.colour * colour_anchor(x, problem.init, problem.mask),
     }
     if w.change:
-        m = problem.mask[None, None]
-        cost = m if problem.keep is None else m * (1 + w.keep * problem.keep[None, None])
-        terms["change"] = w.change * ((x - problem.init).square() * cost).sum() / (m.sum() * 3 * 255.0**2 + 1e-8)
+        terms["change"] = w.change * ((x - problem.init).square() * problem.change_cost).sum() / (
+            problem.mask.sum() * 3 * 255.0**2 + 1e-8)
     if w.gram:
         terms["gram"] = w.gram * gram_loss(f, problem.attribute_features, problem.attribute_layers, problem.mask)
     return terms
