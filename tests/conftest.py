@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,14 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def quiet(*_a, **_k) -> None:
     pass
+
+
+def load_module(name: str, path: Path):
+    """Import a file that is not in a package (install.py, the plug-in's helpers)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

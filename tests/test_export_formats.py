@@ -97,16 +97,19 @@ def _truncated(tmp_path):
     return p
 
 
-def _garbage_caffe(tmp_path):
-    p = tmp_path / "VGG_FACE.caffemodel"
-    p.write_bytes(b"\xff\xfe this is not protobuf" * 10)
-    return p
-
-
 def _truncated_t7(tmp_path):
     p = WRITERS["torch7"](STATE, tmp_path)[0]
     p.write_bytes(p.read_bytes()[:5000])
     return p
+
+
+def _file(name: str, data: bytes):
+    """A maker of a file with these bytes (a damaged download, a wrong file)."""
+    def make(tmp_path):
+        p = tmp_path / name
+        p.write_bytes(data)
+        return p
+    return make
 
 
 def _nan(tmp_path):
@@ -116,34 +119,12 @@ def _nan(tmp_path):
     return write_pth(bad, tmp_path / "vgg_face_dag.pth")
 
 
-def _empty(tmp_path):
-    p = tmp_path / "VGG_FACE.t7"
-    p.write_bytes(b"")
-    return p
-
-
-def _unknown(tmp_path):
-    p = tmp_path / "weights.bin"
-    p.write_bytes(b"1234")
-    return p
-
-
-def _not_hdf5(tmp_path):
-    p = tmp_path / "rcmalli_vggface_tf_vgg16.h5"
-    p.write_bytes(b"<html>404 not found</html>")
-    return p
-
-
-def _broken_archive(tmp_path):
-    p = tmp_path / "vgg_face_caffe.tar.gz"
-    p.write_bytes(b"\x1f\x8b\x08\x00garbage")
-    return p
-
-
 @pytest.mark.parametrize("make, problem", [
     (_wrong_classes, "2622"), (_missing_layer, "conv4_2"), (_truncated, "not a loadable"),
-    (_garbage_caffe, "Caffe"), (_truncated_t7, "Torch7"), (_nan, "NaN"), (_empty, "empty"),
-    (_unknown, "unrecognised"), (_not_hdf5, "HDF5"), (_broken_archive, "archive"),
+    (_file("VGG_FACE.caffemodel", b"\xff\xfe this is not protobuf" * 10), "Caffe"), (_truncated_t7, "Torch7"),
+    (_nan, "NaN"), (_file("VGG_FACE.t7", b""), "empty"), (_file("weights.bin", b"1234"), "unrecognised"),
+    (_file("rcmalli_vggface_tf_vgg16.h5", b"<html>404 not found</html>"), "HDF5"),
+    (_file("vgg_face_caffe.tar.gz", b"\x1f\x8b\x08\x00garbage"), "archive"),
 ])
 def test_bad_weights_give_clear_errors(make, problem, tmp_path, capsys):
     path = make(tmp_path)

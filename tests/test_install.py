@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
+from tests.conftest import load_module
 from tests.gimp_env import PROJECT
 
 
 def load_install():
-    spec = importlib.util.spec_from_file_location("fat_install", PROJECT / "install.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("fat_install", PROJECT / "install.py")
 
 
 def test_gimp_plugin_install_and_uninstall(tmp_path, monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, load_module
 from tests.gimp_env import PROJECT
 
 PLUGIN_DIR = PROJECT / "plugin" / "face-attribute-transfer"
@@ -23,10 +22,7 @@ PLUGIN_DIR = PROJECT / "plugin" / "face-attribute-transfer"
 
 @pytest.fixture(scope="module")
 def engine_process():
-    spec = importlib.util.spec_from_file_location("engine_process", PLUGIN_DIR / "engine_process.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("engine_process", PLUGIN_DIR / "engine_process.py")
 
 
 def _raw(path, array):
