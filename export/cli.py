@@ -75,12 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         is_dat = len(args.sources) == 1 and args.sources[0].suffix == ".dat"
         if args.dlib or is_dat:
-            spec = export_dlib(args.sources[0] if args.sources else None,
-                               args.out or DEFAULT_MODELS / "dlib-resnet.onnx", log)
+            export_dlib(args.sources[0] if args.sources else None, args.out or DEFAULT_MODELS / "dlib-resnet.onnx", log)
         elif args.sources:
             if len(args.sources) > 2:
                 raise FATError("give one weights file (two for Caffe: .caffemodel and .prototxt).", EXIT_USAGE)
-            spec = export_vggface(args.sources, args.out or DEFAULT_MODELS / "vggface.onnx", not args.no_fc, log)
+            export_vggface(args.sources, args.out or DEFAULT_MODELS / "vggface.onnx", not args.no_fc, log)
         else:
             parser().print_usage(sys.stderr)
             raise FATError("nothing to export: give a VGG-Face weights file, or --dlib.", EXIT_USAGE)
@@ -90,6 +89,4 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print("error: out of memory while converting; close other programs and retry.", file=sys.stderr)
         return EXIT_INTERNAL
-    out = args.out or DEFAULT_MODELS / ("dlib-resnet.onnx" if spec["backbone"] == "dlib-resnet" else "vggface.onnx")
-    log(f"  spec: {out.with_suffix('.json')}")
     return 0

@@ -132,6 +132,7 @@ def export_backbone(net: nn.Module, *, taps: list[str], input_size: tuple[int, i
         "verification": {"images": 2 + len(real_images), "per_tap": report},
     }
     atomic_write_json(spec_path_for(out), full)
+    log(f"  spec: {spec_path_for(out)}")
     return full
 
 
