@@ -47,9 +47,8 @@ def region_mask(landmarks: np.ndarray, region: str, size: tuple[int, int],
     if region not in REGIONS:
         raise FATError(f"unknown region {region!r}; choose one of {', '.join(REGIONS)}.", EXIT_USAGE)
     groups, default_grow, default_feather = REGIONS[region]
-    h, w = size
     iod = eye_distance(landmarks)
-    hard = np.zeros((h, w), np.uint8)
+    hulls = []
     for group in groups:
         pts = np.asarray(landmarks, float)[group]
         if region == "face":  # extend the hull up to the forehead
@@ -59,19 +58,24 @@ def region_mask(landmarks: np.ndarray, region: str, size: tuple[int, int],
         if region in ("face", "lower_face"):  # keep the feathered edge inside the face outline
             centre = pts.mean(0)
             pts = centre + (pts - centre) * 0.88
-        hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))
-        cv2.fillConvexPoly(hard, hull, 255, lineType=cv2.LINE_AA, shift=4)
-    return grow_and_feather(hard.astype(np.float32) / 255.0, iod * (default_grow if grow is None else grow),
+        hulls.append(pts)
+    return grow_and_feather(filled_hulls(hulls, size), iod * (default_grow if grow is None else grow),
                             iod * (default_feather if feather is None else feather))
 
 
 def inner_mouth_mask(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The opening between the lips (points 60-67), slightly grown and feathered."""
     iod = eye_distance(landmarks)
+    return grow_and_feather(filled_hulls([np.asarray(landmarks, float)[60:68]], size), 0.05 * iod, 0.08 * iod)
+
+
+def filled_hulls(point_sets: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """The convex hull of each point set, filled and anti-aliased (1/16 px precision), as 0..1."""
     hard = np.zeros(size, np.uint8)
-    hull = cv2.convexHull(np.round(np.asarray(landmarks, float)[60:68] * 16).astype(np.int32))
-    cv2.fillConvexPoly(hard, hull, 255, lineType=cv2.LINE_AA, shift=4)
-    return grow_and_feather(hard.astype(np.float32) / 255.0, 0.05 * iod, 0.08 * iod)
+    for pts in point_sets:
+        hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))
+        cv2.fillConvexPoly(hard, hull, 255, lineType=cv2.LINE_AA, shift=4)
+    return hard.astype(np.float32) / 255.0
 
 
 def grow_and_feather(mask: np.ndarray, grow_px: float, feather_px: float) -> np.ndarray:
