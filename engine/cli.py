@@ -50,7 +50,29 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class ProgressBar:
+    """tqdm bar created at the first step, so that face finding and alignment are not counted in it."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.bar = None
+
+    def __call__(self, p) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc="optimising", unit="step", file=sys.stderr, leave=False)
+        self.bar.n = min(p.step, self.total)
+        self.bar.set_postfix(loss=f"{p.losses.get('total', 0):.4f}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _progress_printer(args, total: int):
+    """(callback, closer): JSON lines, a progress bar, or nothing."""
     if args.json_progress:
         def emit(p):
             print(json.dumps({"event": "progress", "step": p.step, "total": p.total,
@@ -58,24 +80,8 @@ def _progress_printer(args, total: int):
         return emit, None
     if args.quiet or total == 0:
         return None, None
-    from tqdm import tqdm
-
-    bars: list = []
-
-    def update(p):
-        if not bars:  # created at the first step, so faces/alignment time is not counted in it
-            bars.append(tqdm(total=total, desc="optimising", unit="step", file=sys.stderr, leave=False))
-        bar = bars[0]
-        bar.n = min(p.step, total)
-        bar.set_postfix(loss=f"{p.losses.get('total', 0):.4f}", refresh=False)
-        bar.refresh()
-
-    class Closer:
-        def close(self):
-            for b in bars:
-                b.close()
-
-    return update, Closer()
+    bar = ProgressBar(total)
+    return bar, bar
 
 
 def write_debug(result, out_dir: Path) -> None:
