@@ -22,7 +22,7 @@ import urllib.request
 import venv
 from pathlib import Path
 
-from engine.fileio import sha256_file  # standard library only, like this script
+from engine.io.files import sha256_file  # standard library only, like this script
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"

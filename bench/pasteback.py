@@ -14,9 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.geometry import align_face, crop_mask
-from engine.imageio import load_photo
-from engine.pasteback import paste_back
+from engine.face.frame import align_face
+from engine.face.masks import region_mask
+from engine.face.pasteback import paste_back
+from engine.io.images import load_photo
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "obama_1.jpg"
 TARGET_S = 1.0
@@ -38,7 +39,7 @@ def main() -> None:
           f"work crop {aligned.size[1]} px")
     delta = np.full_like(aligned.crop, 10.0)
     for region in ("mouth", "face"):
-        mask = crop_mask(aligned, region)
+        mask = region_mask(aligned.landmarks, region, aligned.size)
         times = []
         for _ in range(3):
             t0 = time.perf_counter()

@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.api import edit
-from engine.backbone import load_backbone
-from engine.debug import side_by_side, write_png
-from engine.optimise import Weights
+from engine.io.debug import side_by_side, write_png
+from engine.models.backbone import load_backbone
 
 PAIRS = [
     ("biden_1.jpg", "obama_1.jpg"),
@@ -75,7 +74,7 @@ def main() -> None:
     p.add_argument("--methods", nargs="*", default=list(METHODS))
     p.add_argument("--pairs", type=int, default=len(PAIRS))
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
-                   help="override loss weights for the optimised methods, e.g. colour=20 tv=0.1")
+                   help="override recipe numbers for the optimised methods, e.g. colour=20 tv=0.1")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     backbone = load_backbone()
@@ -86,8 +85,7 @@ def main() -> None:
         tiles = []
         for method in args.methods:
             t0 = time.perf_counter()
-            r = edit(ref, guide=guide, region="mouth", backbone=backbone, weights=Weights(**overrides),
-                     **METHODS[method])
+            r = edit(ref, guide=guide, region="mouth", backbone=backbone, overrides=overrides, **METHODS[method])
             times[(ref_name, method)] = time.perf_counter() - t0
             out = args.out / f"{Path(ref_name).stem}__{method}.png"
             r.save(out, sidecar=False)

@@ -1,5 +1,5 @@
 import sys
 
-from engine.cli import main
+from engine.frontends.cli import main
 
 sys.exit(main())

@@ -1,65 +1,31 @@
 """The Python API: `edit(reference, guide=..., region=...) -> Result`.
 
-Data flows one way: load -> detect/align -> optimise -> paste back -> save.
+Data flows one way: check options -> load -> detect/align (the face frame) ->
+start image -> optimise -> paste back -> save.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine.backbone import Backbone, load_backbone
-from engine.composite import composite, feathered_paste, seamless_clone
 from engine.errors import EXIT_USAGE, FATError
-from engine.faces import descriptor_distance
-from engine.fileio import atomic_write_json
-from engine.geometry import AlignedFace, align_face, crop_mask
-from engine.imageio import Photo, check_output_path, load_photo, save_photo
-from engine.masks import inner_mouth_mask, user_mask
-from engine.optimise import CancelToken, Problem, Progress, Weights, optimise, targets
-from engine.pasteback import paste_back
-from engine.runtime import resolve_device
-
-INITS = ("composite", "seamless", "feathered", "reference", "noise")
-
-
-@dataclass
-class Settings:
-    region: str = "mouth"
-    strength: float = 1.0
-    init: str = "composite"
-    iterations: int = 60
-    optimizer: str = "lbfgs"
-    seed: int = 0
-    backbone: str | None = None
-    device: str | None = None
-    face: int | None = None
-    guide_face: int | None = None
-    detector: str = "hog"
-    weights: Weights = field(default_factory=Weights)
-
-    def check(self) -> None:
-        if not 0.0 <= self.strength <= 2.0:
-            raise FATError(f"strength {self.strength} is outside [0, 2].", EXIT_USAGE)
-        if self.init not in INITS:
-            raise FATError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}.", EXIT_USAGE)
-        if not 0 <= self.iterations <= 5000:
-            raise FATError(f"iterations {self.iterations} must be between 0 and 5000.", EXIT_USAGE)
-
-
-@dataclass
-class Frames:
-    """Both faces in one canonical frame at the reference's work resolution."""
-
-    ref: AlignedFace
-    guide: AlignedFace
-    mask: np.ndarray  # crop-frame region mask
-    user_mask: np.ndarray | None  # photo-frame mask given by the user (a hard limit), if any
+from engine.face.detect import descriptor_distance
+from engine.face.frame import FaceFrame, frame_faces
+from engine.io.files import atomic_write_json
+from engine.io.images import Photo, load_photo, save_photo
+from engine.io.paths import check_output_path
+from engine.models.backbone import Backbone, load_backbone, read_spec, resolve_path
+from engine.models.runtime import resolve_device
+from engine.objective.composite import start_image
+from engine.objective.optimise import CancelToken, Problem, Progress, optimise, targets
+from engine.objective.recipes import Recipe, as_dict, fit_to_backbone, recipe_for, with_overrides
+from engine.options import EditOptions
 
 
 @dataclass
@@ -72,7 +38,7 @@ class Result:
     timings: dict[str, float]
     descriptor_distance: float
     history: list[dict]
-    frames: Frames | None = None  # faces, transforms and masks, for debug pictures
+    frame: FaceFrame | None = None  # faces, transforms and masks, for debug pictures
     guide: Photo | None = None
 
     def rgb8(self) -> np.ndarray:
@@ -98,87 +64,80 @@ def _to_image(t: torch.Tensor) -> np.ndarray:
     return t[0].detach().cpu().numpy().transpose(1, 2, 0)
 
 
-def initial_image(kind: str, ref: np.ndarray, guide: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
-    if kind == "composite":
-        return composite(guide, ref, mask)
-    if kind == "seamless":
-        return seamless_clone(guide, ref, mask)
-    if kind == "feathered":
-        return feathered_paste(guide, ref, mask)
-    if kind == "noise":
-        rng = np.random.default_rng(seed)
-        noise = rng.uniform(0, 255, ref.shape).astype(np.float32)
-        return ref * (1 - mask[..., None]) + noise * mask[..., None]
-    return ref.copy()
+def edit_options(options: EditOptions | None, values: dict, has_mask: bool) -> EditOptions:
+    """One EditOptions from either an object or keyword values (not both), validated."""
+    if options is not None and values:
+        raise FATError(f"give either options=EditOptions(...) or keyword options, not both ({', '.join(values)}).",
+                       EXIT_USAGE)
+    options = EditOptions.from_mapping(values, "edit()") if options is None else options.validate()
+    return options.with_mask(has_mask)
 
 
-def align_pair(ref_photo: Photo, guide_photo: Photo, template: dict, settings: Settings,
-               box: tuple[float, float, float, float] | None, mask) -> Frames:
-    ref = align_face(ref_photo, template, settings.detector, settings.face, box, "reference", factor=None)
-    guide = align_face(guide_photo, template, settings.detector, settings.guide_face, None, "guide",
-                       factor=ref.factor)
-    full = None if mask is None else user_mask(mask, ref_photo.rgb.shape[:2])
-    return Frames(ref, guide, crop_mask(ref, settings.region, full), full)
+def backbone_recipe(options: EditOptions, backbone: Backbone | None) -> tuple[dict, Recipe]:
+    """The backbone's spec and its recipe with `--set` applied: checked before any model loads."""
+    if backbone is not None:
+        spec = backbone.spec
+    else:
+        spec, _ = read_spec(resolve_path(options.backbone), check_hash=False)
+    recipe = fit_to_backbone(recipe_for(spec["backbone"]), spec)
+    return spec, with_overrides(recipe, options.overrides)
 
 
-def start_image(frames: Frames, settings: Settings) -> np.ndarray:
+def start_crop(frame: FaceFrame, options: EditOptions, recipe: Recipe) -> np.ndarray:
     """The optimisation's start. Strength acts here as well as on the feature target: 0.5 pastes half
     of the guide's region, 0 leaves the reference as it is; above 1 only the target moves further."""
-    ref = frames.ref.crop
-    init = initial_image(settings.init, ref, frames.guide.crop, frames.mask, settings.seed)
-    return ref + min(1.0, settings.strength) * (init - ref)
+    ref = frame.ref.crop
+    init = start_image(options.init, ref, frame.guide.crop, frame.mask, options.seed, recipe)
+    return ref + min(1.0, options.strength) * (init - ref)
 
 
-def build_problem(bb: Backbone, frames: Frames, init_crop: np.ndarray, settings: Settings,
+def build_problem(bb: Backbone, frame: FaceFrame, init_crop: np.ndarray, options: EditOptions, recipe: Recipe,
                   dev: torch.device) -> Problem:
-    ref_t, guide_t = _to_tensor(frames.ref.crop).to(dev), _to_tensor(frames.guide.crop).to(dev)
-    id_layers = dict(bb.spec["identity_layers"])
-    attr_layers = dict(bb.spec["attribute_layers"])
-    ref_f, attr_f = targets(bb, ref_t, guide_t, id_layers, attr_layers, settings.strength)
-    keep = None
-    if settings.region == "mouth" and frames.user_mask is None:  # the guide's opening itself should survive
-        keep = inner_mouth_mask(frames.guide.landmarks, frames.ref.size)
-        keep = torch.from_numpy(keep * frames.mask).to(dev)
-    return Problem(bb, _to_tensor(init_crop).to(dev), torch.from_numpy(frames.mask).to(dev), ref_f, attr_f,
-                   id_layers, attr_layers, settings.weights, keep)
+    ref_t, guide_t = _to_tensor(frame.ref.crop).to(dev), _to_tensor(frame.guide.crop).to(dev)
+    ref_f, attr_f = targets(bb, ref_t, guide_t, recipe, options.strength)
+    keep = None if frame.keep is None else torch.from_numpy(frame.keep).to(dev)
+    return Problem(bb, _to_tensor(init_crop).to(dev), torch.from_numpy(frame.mask).to(dev), ref_f, attr_f,
+                   recipe, keep)
 
 
-def edit(reference, guide=None, region: str = "mouth", strength: float = 1.0, *, init: str = "composite",
-         iterations: int = 60, optimizer: str = "lbfgs", seed: int = 0, backbone: str | Backbone | None = None,
-         device: str | None = None, face: int | None = None, guide_face: int | None = None,
-         box: tuple[float, float, float, float] | None = None, mask=None, detector: str = "hog",
-         weights: Weights | None = None, progress: Callable[[Progress], None] | None = None,
-         cancel: CancelToken | None = None, log: Callable[[str], None] | None = None) -> Result:
-    """Give the reference face the guide's `region` (mouth, eyes, ...); see README for the options.
+def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None,
+         backbone: Backbone | None = None, progress: Callable[[Progress], None] | None = None,
+         cancel: CancelToken | None = None, log: Callable[[str], None] | None = None, **values) -> Result:
+    """Give the reference face the guide's `region` (mouth, eyes, ...); options as in engine/options.py,
+    either as `options=EditOptions(...)` or as keywords (`region="eyes", strength=0.5`).
 
     reference / guide: file paths, PIL images or H x W x 3 arrays. `mask` (same size as the
-    reference, white = edit) overrides the landmark region.
+    reference, white = edit) is the region ('selection'). `backbone` may be a loaded Backbone.
     """
-    settings = Settings(region, strength, init, iterations, optimizer, seed,
-                        backbone if isinstance(backbone, str) or backbone is None else backbone.name,
-                        device, face, guide_face, detector, weights or Weights())
-    settings.check()
+    if isinstance(values.get("backbone"), Backbone):  # a loaded backbone passed by keyword name
+        backbone = values.pop("backbone")
+    options = edit_options(options, values, mask is not None)
+    if backbone is not None:
+        options.backbone = backbone.name
     if guide is None:
         raise FATError("a guide image is needed (--guide): the face whose attribute to transfer.", EXIT_USAGE)
+    spec, recipe = backbone_recipe(options, backbone)
     log = log or (lambda _m: None)
-    torch.manual_seed(seed)
+    torch.manual_seed(options.seed)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    dev = resolve_device(device)
-    bb = backbone if isinstance(backbone, Backbone) else load_backbone(backbone, dev)
+    dev = resolve_device(options.device)
+    bb = backbone if backbone is not None else load_backbone(options.backbone, dev)
     log(f"backbone: {bb.name} ({bb.onnx_path})")
     ref_photo, guide_photo = load_photo(reference), load_photo(guide)
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    frames = align_pair(ref_photo, guide_photo, bb.spec["crop_template"], settings, box, mask)
+    frame = frame_faces(ref_photo, guide_photo, spec["crop_template"], options.region, options.detector,
+                        options.face, options.guide_face, options.box, mask)
     timings["align"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    init_crop = start_image(frames, settings)
-    problem = build_problem(bb, frames, init_crop, settings, dev)
+    init_crop = start_crop(frame, options, recipe)
+    problem = build_problem(bb, frame, init_crop, options, recipe, dev)
+    iterations = options.iterations
     if iterations > 0:
-        result_t, history = optimise(problem, iterations, optimizer, seed, progress, cancel)
+        result_t, history = optimise(problem, iterations, options.optimizer, options.seed, progress, cancel)
     else:
         result_t, history = problem.init, []
     if progress is not None:
@@ -187,19 +146,16 @@ def edit(reference, guide=None, region: str = "mouth", strength: float = 1.0, *,
     timings["optimise"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    image = paste_back(ref_photo.rgb, frames.ref.transform, result_crop - frames.ref.crop, frames.mask)
-    if frames.user_mask is not None:  # a user's mask is a hard promise: nothing changes outside it
-        a = frames.user_mask[..., None]
-        image = np.where(a > 0, ref_photo.rgb + a * (image - ref_photo.rgb), ref_photo.rgb)
+    image = frame.paste(ref_photo.rgb, result_crop)
     timings["paste_back"] = time.perf_counter() - t
     t = time.perf_counter()
     distance = descriptor_distance(ref_photo.rgb8(), np.clip(np.rint(image), 0, 255).astype(np.uint8),
-                                        frames.ref.face.landmarks)
+                                   frame.ref.face.landmarks)
     timings["descriptor"] = time.perf_counter() - t
-    summary = {k: v for k, v in settings.__dict__.items() if k != "weights"}
-    summary.update(weights=settings.weights.__dict__, backbone=bb.name, work_factor=frames.ref.factor,
-                   crop_size=list(frames.ref.size),
-                   reference=str(ref_photo.path) if ref_photo.path else None,
-                   guide=str(guide_photo.path) if guide_photo.path else None)
-    crops = {"reference": frames.ref.crop, "guide": frames.guide.crop, "init": init_crop, "result": result_crop}
-    return Result(image, ref_photo, crops, frames.mask, summary, timings, distance, history, frames, guide_photo)
+    summary = {**options.to_dict(), "backbone": bb.name, "recipe": as_dict(recipe), "work_factor": frame.ref.factor,
+               "crop_size": list(frame.ref.size),
+               "reference": str(ref_photo.path) if ref_photo.path else None,
+               "guide": str(guide_photo.path) if guide_photo.path else None,
+               "mask": str(mask) if isinstance(mask, (str, Path)) else None}
+    crops = {"reference": frame.ref.crop, "guide": frame.guide.crop, "init": init_crop, "result": result_crop}
+    return Result(image, ref_photo, crops, frame.mask, summary, timings, distance, history, frame, guide_photo)

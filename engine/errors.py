@@ -1,4 +1,5 @@
-"""The project's one exception type and its documented exit codes.
+"""The project's one exception type, its documented exit codes, and the catch-all
+that turns a bug into one line and exit 70 instead of a traceback.
 
 Every error a user can cause (bad file, no face, wrong option) is raised as
 FATError with a message that says what was wrong and what to do; the CLIs turn
@@ -7,8 +8,14 @@ it into that message on stderr and the exit code below, never a traceback.
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
 # Exit codes (documented in README.md).
-EXIT_OK = 0
 EXIT_USAGE = 2  # bad command-line usage / option values
 EXIT_INPUT = 3  # unreadable, corrupt or wrong-shaped input file
 EXIT_NO_FACE = 4  # no usable face found / ambiguous face choice
@@ -27,3 +34,42 @@ class FATError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def log_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "face-attribute-transfer" / "logs"
+
+
+def internal_error_message(exc: BaseException, verbose: bool = False) -> str:
+    """One line for an unexpected exception; the traceback goes to stderr with --verbose, else to a log file."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    where = ""
+    if verbose:
+        print(text, file=sys.stderr, end="")
+    else:
+        try:
+            folder = log_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, path = tempfile.mkstemp(prefix=time.strftime("internal-error-%Y%m%d-%H%M%S-"), suffix=".log",
+                                        dir=folder)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            where = f"; details in {path}"
+        except OSError:
+            where = "; rerun with --verbose for details"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    ask = "the traceback above" if verbose else "that file"
+    return (f"internal error ({type(exc).__name__}{': ' + first if first else ''}){where}. "
+            f"This is a bug: please report it with {ask}.")
+
+
+def describe_failure(exc: BaseException, verbose: bool = False) -> tuple[int, str]:
+    """(exit code, one-line message) for anything a front door catches."""
+    if isinstance(exc, FATError):
+        return exc.exit_code, str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_CANCELLED, "cancelled."
+    if isinstance(exc, MemoryError):
+        return EXIT_INTERNAL, "out of memory; use a smaller image or fewer iterations."
+    return EXIT_INTERNAL, internal_error_message(exc, verbose)

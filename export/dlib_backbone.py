@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import EXIT_INPUT, FATError
-from engine.fileio import sha256_file
+from engine.io.files import sha256_file
 from engine.models.dlib_resnet import BLOCKS, INPUT_SIZE, MEAN_RGB, SCALE, DlibResNet, tap_names
 from export.dlib_dat import DlibNet, Layer, read_dat
 
@@ -26,7 +26,7 @@ def expected_kinds() -> list[str]:
 
 
 def default_dat_path() -> Path:
-    from engine import dlib_models
+    from engine.face import dlib_files as dlib_models
 
     return dlib_models.recognition_resnet()
 
@@ -79,9 +79,6 @@ def dlib_spec(path: Path) -> dict:
                   "normalisation_in_graph": True},
         "crop_template": {"kind": "dlib_chip", "size": [INPUT_SIZE, INPUT_SIZE], "padding": 0.25},
         "descriptor_tap": "descriptor",
-        "descriptor_distance_threshold": 0.6,
-        "identity_layers": {"descriptor": 1.0},
-        "attribute_layers": {"pool1": 1.0, "b35_3": 1.0, "b17_3": 0.5},
     }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.fileio import sha256_file
+from engine.io.files import sha256_file
 from engine.models.vggface import INPUT_SIZE, MEAN_RGB, VGGFace, tap_names
 from export.canonical import canonical_vggface
 from export.formats.common import RawWeights
@@ -57,10 +57,6 @@ def vggface_spec(fmt: str, files: list[Path], with_fc: bool) -> dict:
                   "normalisation_in_graph": True},
         "crop_template": VGGFACE_TEMPLATE,
         "descriptor_tap": "fc7" if with_fc else "pool5",
-        # Identity on the descriptor, not on deep spatial maps: those encode the closed mouth and
-        # fight the edit (seen with dlib's 4x4/2x2 maps); attribute on finer maps than dlib has.
-        "identity_layers": {"fc7": 1.0} if with_fc else {"pool5": 1.0},
-        "attribute_layers": {"relu2_2": 0.5, "relu3_3": 1.0, "relu4_3": 1.0},
     }
 
 

@@ -38,6 +38,11 @@ def run_case(name, reference, guide, pad, precision16=False):
     case["found"] = proc is not None
     config = proc.create_config()
     case["config_properties"] = [p.name for p in config.list_properties()]
+    case["config_defaults"] = {}
+    for p in config.list_properties():
+        value = config.get_property(p.name)
+        if isinstance(value, (int, float, str)) or value is None:
+            case["config_defaults"][p.name] = value
     config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
     config.set_property("image", image)
     config.set_core_object_array("drawables", [layer])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.composite import colour_match, composite, feathered_paste, seamless_clone
+from engine.objective.composite import colour_match, composite, feathered_paste, seamless_clone
+from engine.objective.recipes import DLIB_RESNET as RECIPE
 
 
 def _images():
@@ -19,7 +20,7 @@ def _images():
 
 def test_colour_match_moves_the_region_towards_the_reference():
     ref, guide, mask = _images()
-    matched = colour_match(guide, ref, mask)
+    matched = colour_match(guide, ref, mask, RECIPE)
     m = mask > 0.5
     assert np.abs(matched[m].mean(0) - ref[m].mean(0)).max() < np.abs(guide[m].mean(0) - ref[m].mean(0)).max() / 4
 
@@ -27,9 +28,9 @@ def test_colour_match_moves_the_region_towards_the_reference():
 def test_blends_change_only_the_masked_area_and_keep_the_detail():
     ref, guide, mask = _images()
     for blend in (feathered_paste, seamless_clone, composite):
-        out = blend(guide, ref, mask)
+        out = blend(guide, ref, mask, RECIPE)
         assert out.shape == ref.shape and np.isfinite(out).all()
         assert np.array_equal(out[mask == 0], ref[mask == 0])
         assert out[60, 60].mean() > out[40, 20].mean() + 20  # the bright detail survives
-    core = composite(guide, ref, mask)
-    assert np.allclose(core[60, 60], feathered_paste(guide, ref, mask)[60, 60])  # solid core = the guide itself
+    core = composite(guide, ref, mask, RECIPE)
+    assert np.allclose(core[60, 60], feathered_paste(guide, ref, mask, RECIPE)[60, 60])  # solid core = the guide itself

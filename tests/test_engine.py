@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,9 +11,9 @@ import torch
 from PIL import Image
 
 from engine import edit
-from engine.cli import main as cli_main
 from engine.errors import EXIT_CANCELLED, EXIT_INPUT, EXIT_NO_FACE, EXIT_USAGE, FATError
-from engine.losses import (
+from engine.frontends.cli import main as cli_main
+from engine.objective.losses import (
     attribute_loss,
     attribute_target,
     colour_anchor,
@@ -21,7 +22,7 @@ from engine.losses import (
     identity_loss,
     total_variation,
 )
-from engine.optimise import CancelToken
+from engine.objective.optimise import CancelToken
 from tests.conftest import EXAMPLES
 
 
@@ -157,14 +158,24 @@ def test_cli_edit_end_to_end_with_both_backbones(small_pair, models_dir, tmp_pat
 
 
 @pytest.mark.parametrize("args, code, text", [
-    (["--region", "ears"], EXIT_USAGE, "invalid choice"),
+    (["--region", "ears"], EXIT_USAGE, "choose one of"),
+    (["--region", "selection"], EXIT_USAGE, "needs a mask"),
+    (["--strength", "nan"], EXIT_USAGE, "finite"),
+    (["--iterations", "-1"], EXIT_USAGE, "between 0 and 5000"),
+    (["--optimizer", "sgd"], EXIT_USAGE, "choose one of"),
+    (["--detector", "x"], EXIT_USAGE, "choose one of"),
+    (["--seed", "-1"], EXIT_USAGE, "--seed"),
+    (["--backbone", "vgg"], EXIT_USAGE, "--backbone"),
+    (["-o", "OUT.gif"], EXIT_USAGE, "unsupported output type"),
     (["--strength", "3"], EXIT_USAGE, "strength"),
     (["--device", "cuda"], EXIT_USAGE, "CUDA"),
-    (["--guide", "MISSING"], EXIT_INPUT, "no such image"),
+    (["--guide", "MISSING"], EXIT_INPUT, "no such file"),
     (["--guide", "BLANK"], EXIT_NO_FACE, "no face found in the guide"),
     (["-o", "REF"], EXIT_USAGE, "overwrite"),
-    (["--set", "identitty=3"], EXIT_USAGE, "unknown weight"),
+    (["--set", "identitty=3"], EXIT_USAGE, "unknown name"),
     (["--set", "tv=abc"], EXIT_USAGE, "not a number"),
+    (["--set", "identity=inf"], EXIT_USAGE, "between 0 and"),
+    (["--set", "attribute_layers.nope=1"], EXIT_USAGE, "no layer"),
 ])
 def test_cli_errors_are_clear(args, code, text, small_pair, models_dir, tmp_path, monkeypatch, capsys):
     if "--device" in args and torch.cuda.is_available():
@@ -172,7 +183,8 @@ def test_cli_errors_are_clear(args, code, text, small_pair, models_dir, tmp_path
     monkeypatch.setenv("FAT_MODELS_DIR", str(models_dir))
     blank = tmp_path / "blank.png"
     Image.new("RGB", (300, 300), (120, 120, 120)).save(blank)
-    subst = {"MISSING": str(tmp_path / "missing.png"), "BLANK": str(blank), "REF": str(small_pair[0])}
+    subst = {"MISSING": str(tmp_path / "missing.png"), "BLANK": str(blank), "REF": str(small_pair[0]),
+             "OUT.gif": str(tmp_path / "o.gif")}
     base = {"--guide": str(small_pair[1]), "-o": str(tmp_path / "o.png")}
     for i in range(0, len(args), 2):
         base[args[i]] = subst.get(args[i + 1], args[i + 1])
@@ -186,13 +198,15 @@ def test_cli_errors_are_clear(args, code, text, small_pair, models_dir, tmp_path
 
 
 def test_keep_mask_makes_changing_the_opening_cost_more(dlib_backbone):
-    from engine.optimise import Problem, Weights, loss_terms
+    from engine.objective.optimise import Problem, loss_terms
+    from engine.objective.recipes import DLIB_RESNET
 
     init = torch.full((1, 3, 150, 150), 120.0)
     mask = torch.ones(150, 150)
     feats = {k: v.detach() for k, v in dlib_backbone.features(init, ["descriptor", "pool1"]).items()}
-    args = (dlib_backbone, init, mask, feats, {"pool1": feats["pool1"]}, {"descriptor": 1.0}, {"pool1": 1.0},
-            Weights(change=1.0, keep=10.0))
+    recipe = replace(DLIB_RESNET, weights={"change": 1.0}, identity_layers={"descriptor": 1.0},
+                     attribute_layers={"pool1": 1.0}, keep=10.0)
+    args = (dlib_backbone, init, mask, feats, {"pool1": feats["pool1"]}, recipe)
     x = init + 10
     plain = float(loss_terms(Problem(*args), x)["change"])
     kept = float(loss_terms(Problem(*args, keep=torch.ones(150, 150)), x)["change"])
@@ -200,11 +214,11 @@ def test_keep_mask_makes_changing_the_opening_cost_more(dlib_backbone):
 
 
 def test_inner_mouth_mask_covers_the_opening(obama):
-    from engine.faces import detect_faces
-    from engine.masks import inner_mouth_mask
+    from engine.face.detect import detect_faces
+    from engine.face.masks import region_mask
 
     pts = detect_faces(obama)[0].landmarks
-    m = inner_mouth_mask(pts, obama.shape[:2])
+    m = region_mask(pts, "inner_mouth", obama.shape[:2])
     x, y = np.round(pts[60:68].mean(0)).astype(int)
     assert m[y, x] > 0.9 and m[int(pts[33, 1]), int(pts[33, 0])] == 0  # not the nose
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cli import main as cli_main
+from engine.frontends.cli import main as cli_main
+from engine.options import schema
 from tests.conftest import EXAMPLES
 from tests.gimp_env import PROJECT, find_gimp, meaningful
 
@@ -64,7 +65,14 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, tmp_path, mon
     edit = cases["edit"]
     assert "exception" not in edit, edit
     assert edit["found"] and edit["success"], (edit.get("error"), meaningful(proc.stdout + proc.stderr)[-3000:])
-    assert {"guide-layer", "region", "strength", "iterations", "face-index", "device"} <= set(edit["config_properties"])
+    # the dialog is generated from the options schema: same names, defaults and ranges
+    assert {"guide-layer", "guide-file"} <= set(edit["config_properties"])
+    for o in schema():
+        prop = o["name"].replace("_", "-")
+        assert (prop in edit["config_properties"]) == o["gimp"], prop
+        if o["gimp"]:
+            assert edit["config_defaults"][prop] == (o["default"] if o["default"] is not None else
+                                                     "automatic" if o["choices"] else o["low"] - 1), prop
     assert edit["layers_after"] == edit["layers_before"] + 1
     assert edit["reference_untouched"]
     assert edit["offsets"] == edit["reference_offsets"] == [40, 30]

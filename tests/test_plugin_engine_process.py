@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.frontends.protocol import make_request, raw_image
 from tests.conftest import EXAMPLES, load_module
 from tests.gimp_env import PROJECT
 
@@ -30,14 +31,13 @@ def _raw(path, array):
     return str(path)
 
 
-def _request(tmp_path, reference, guide, iterations=3):
-    req = {
-        "reference": {"raw": _raw(tmp_path / "ref.raw", reference), "width": reference.shape[1],
-                      "height": reference.shape[0], "format": "RGBA8"},
-        "guide": {"raw": _raw(tmp_path / "guide.raw", guide), "width": guide.shape[1], "height": guide.shape[0],
-                  "format": "RGBA8"},
-        "region": "mouth", "iterations": iterations, "backbone": "dlib-resnet", "output": str(tmp_path / "out.raw"),
-    }
+def _request(tmp_path, reference, guide, iterations=3, region="mouth", mask=None):
+    """The request as the plug-in builds it: with the engine's own protocol module."""
+    raw = [raw_image(_raw(tmp_path / f"{name}.raw", a), a.shape[1], a.shape[0], fmt)
+           for name, a, fmt in (("ref", reference, "RGBA8"), ("guide", guide, "RGBA8"), ("mask", mask, "Y8"))
+           if a is not None]
+    options = {"region": region, "iterations": iterations, "backbone": "dlib-resnet"}
+    req = make_request(raw[0], raw[1], str(tmp_path / "out.raw"), options, raw[2] if mask is not None else None)
     path = tmp_path / "request.json"
     path.write_text(json.dumps(req))
     return path
@@ -103,16 +103,11 @@ def test_selection_picks_the_face_and_can_be_the_region(engine_process, models_d
     monkeypatch.setenv("FAT_MODELS_DIR", str(models_dir))
     one = _rgba("biden_2.jpg")
     two = np.concatenate([one, one], axis=1)  # two faces; the selection covers the right one
-    path = _request(tmp_path, two, _rgba("obama_1.jpg"))
-    req = json.loads(path.read_text())
     mask = np.zeros(two.shape[:2], np.uint8)
     h, w = one.shape[:2]
     mask[int(h * 0.55):int(h * 0.8), w + int(w * 0.3):w + int(w * 0.7)] = 255  # around the right face's mouth
-    req["mask"] = {"raw": _raw(tmp_path / "mask.raw", mask), "width": two.shape[1], "height": two.shape[0],
-                   "format": "Y8"}
     for region in ("mouth", "selection"):
-        req["region"] = region
-        path.write_text(json.dumps(req))
+        path = _request(tmp_path, two, _rgba("obama_1.jpg"), region=region, mask=mask)
         ok, message, _ = engine_process.run_engine_process(sys.executable, str(PROJECT), str(path), lambda s, t: None)
         assert ok, message
         out = np.fromfile(tmp_path / "out.raw", np.uint8).reshape(two.shape)

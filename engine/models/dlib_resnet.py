@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from engine.models.taps import Stage, run_stages
+
 MEAN_RGB: tuple[float, float, float] = (122.78199768066406, 117.0009994506836, 104.2979965209961)
 SCALE = 1.0 / 256.0
 INPUT_SIZE = 150
@@ -95,32 +97,12 @@ class DlibResNet(nn.Module):
         model.mean = torch.tensor(MEAN_RGB).view(1, 3, 1, 1)
         return model
 
+    def stages(self) -> list[Stage]:
+        """The network as named stages in order (tap_names() lists the same names)."""
+        return [("conv1", self.conv1), ("relu1", lambda x: F.relu(self.affine1(x))),
+                ("pool1", lambda x: F.max_pool2d(x, 3, 2)),
+                *((name, block) for (name, _, _), block in zip(BLOCKS, self.blocks, strict=True)),
+                ("gap", lambda x: x.mean(dim=(2, 3))), ("descriptor", self.fc)]
+
     def forward(self, image: torch.Tensor, taps: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-        order = tap_names()
-        wanted = set(taps) if taps is not None else set(order)
-        last = max(order.index(t) for t in wanted)
-        out: dict[str, torch.Tensor] = {}
-
-        def keep(name: str, value: torch.Tensor) -> bool:
-            if name in wanted:
-                out[name] = value
-            return order.index(name) >= last
-
-        x = self.conv1((image - self.mean) * SCALE)
-        if keep("conv1", x):
-            return out
-        x = F.relu(self.affine1(x))
-        if keep("relu1", x):
-            return out
-        x = F.max_pool2d(x, 3, 2)
-        if keep("pool1", x):
-            return out
-        for (name, _, _), block in zip(BLOCKS, self.blocks, strict=True):
-            x = block(x)
-            if keep(name, x):
-                return out
-        x = x.mean(dim=(2, 3))
-        if keep("gap", x):
-            return out
-        keep("descriptor", self.fc(x))
-        return out
+        return run_stages(self.stages(), (image - self.mean) * SCALE, taps)

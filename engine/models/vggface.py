@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from engine.models.taps import Stage, run_stages
+
 # (block, convs in block, channels)
 VGG_BLOCKS: tuple[tuple[int, int, int], ...] = (
     (1, 2, 64),
@@ -91,37 +93,16 @@ class VGGFace(nn.Module):
         model.mean = torch.tensor(MEAN_RGB).view(1, 3, 1, 1)
         return model
 
-    def forward(self, image: torch.Tensor, taps: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-        wanted = set(taps) if taps is not None else set(tap_names())
-        last = max(tap_names().index(t) for t in wanted)
-        out: dict[str, torch.Tensor] = {}
-        order = tap_names()
-        x = image - self.mean
-
-        def keep(name: str, value: torch.Tensor) -> bool:
-            if name in wanted:
-                out[name] = value
-            return order.index(name) >= last
-
+    def stages(self) -> list[Stage]:
+        """The network as named stages in order (tap_names() lists the same names)."""
+        out: list[Stage] = []
         for b, n, _ in VGG_BLOCKS:
             for i in range(1, n + 1):
-                x = getattr(self, f"conv{b}_{i}")(x)
-                if keep(f"conv{b}_{i}", x):
-                    return out
-                x = F.relu(x)
-                if keep(f"relu{b}_{i}", x):
-                    return out
-            x = F.max_pool2d(x, 2, 2)
-            if keep(f"pool{b}", x):
-                return out
-        x = torch.flatten(x, 1)
-        for fc, relu in (("fc6", "relu6"), ("fc7", "relu7")):
-            x = getattr(self, fc)(x)
-            if keep(fc, x):
-                return out
-            x = F.relu(x)
-            if keep(relu, x):
-                return out
-        x = self.fc8(x)
-        keep("fc8", x)
+                out += [(f"conv{b}_{i}", getattr(self, f"conv{b}_{i}")), (f"relu{b}_{i}", F.relu)]
+            out.append((f"pool{b}", lambda x: F.max_pool2d(x, 2, 2)))
+        out += [("fc6", lambda x: self.fc6(torch.flatten(x, 1))), ("relu6", F.relu), ("fc7", self.fc7),
+                ("relu7", F.relu), ("fc8", self.fc8)]
         return out
+
+    def forward(self, image: torch.Tensor, taps: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        return run_stages(self.stages(), image - self.mean, taps)

@@ -21,10 +21,7 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 PROC_NAME = "plug-in-face-attribute-transfer"
-REGIONS = [("mouth", "Mouth"), ("eyes", "Eyes"), ("eyebrows", "Eyebrows"), ("nose", "Nose"),
-           ("upper_face", "Upper face"), ("lower_face", "Lower face"), ("face", "Whole face"),
-           ("selection", "Selection")]
-DEVICES = [("auto", "Automatic"), ("cpu", "CPU"), ("cuda", "CUDA GPU")]
+AUTOMATIC = "automatic"  # the choice entry (or, for numbers, low - 1) that stands for an option's None
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import engine_process  # noqa: E402  (beside this file: the gi-free subprocess part)
@@ -45,6 +42,56 @@ def engine_command():
     if not python:
         python = os.path.join(project, ".venv", "bin", "python")
     return python, project
+
+
+def engine_modules(project):
+    """The engine's options schema and request format: standard-library modules, so GIMP's Python imports
+    them from the project itself and the dialog can never drift from the engine."""
+    if project not in sys.path:
+        sys.path.insert(0, project)
+    from engine import options
+    from engine.frontends import protocol
+
+    return options, protocol
+
+
+OPTIONS, PROTOCOL = engine_modules(engine_command()[1])
+
+
+def gimp_options():
+    """The schema's options that the dialog shows, as (GIMP property name, schema record)."""
+    return [(o["name"].replace("_", "-"), o) for o in OPTIONS.schema() if o["gimp"]]
+
+
+def add_option_argument(procedure, prop, o):
+    label, help_text = o["label"], o["help"]
+    flags = GObject.ParamFlags.READWRITE
+    if o["choices"]:
+        choice = Gimp.Choice.new()
+        entries = ([(AUTOMATIC, "Automatic")] if o["optional"] else []) + [(c, o["labels"][c]) for c in o["choices"]]
+        for i, (nick, text) in enumerate(entries):
+            choice.add(nick, i, text, "")
+        procedure.add_choice_argument(prop, label, help_text, choice, o["default"] or AUTOMATIC, flags)
+    elif o["type"] == "int":
+        low = o["low"] - 1 if o["optional"] else o["low"]
+        if o["optional"]:
+            help_text += f" ({low}: automatic)"
+        default = low if o["default"] is None else o["default"]
+        procedure.add_int_argument(prop, label, help_text, int(low), int(o["high"]), default, flags)
+    elif o["type"] == "float":
+        procedure.add_double_argument(prop, label, help_text, o["low"], o["high"], o["default"], flags)
+    else:
+        raise ValueError(f"option {o['name']}: no GIMP argument for type {o['type']}")
+
+
+def option_values(config):
+    """The dialog's values as engine option names (None where GIMP holds the 'automatic' stand-in)."""
+    values = {}
+    for prop, o in gimp_options():
+        value = config.get_property(prop)
+        automatic = value == AUTOMATIC if o["choices"] else o["optional"] and value < o["low"]
+        values[o["name"]] = None if automatic else value
+    return values
 
 
 def pixel_format(drawable):
@@ -118,7 +165,8 @@ def attribute_transfer(procedure, run_mode, image, drawables, config, data):
     guide_file = config.get_property("guide-file")
     if guide is None and guide_file is None:
         return fail("Choose a guide layer (a face with the wanted attribute) or a guide image file.")
-    region = config.get_property("region")
+    options = option_values(config)
+    region = options["region"]
     babl_format, raw_format = pixel_format(layer)
 
     workdir = tempfile.mkdtemp(prefix="fat-gimp-")
@@ -126,31 +174,22 @@ def attribute_transfer(procedure, run_mode, image, drawables, config, data):
     try:
         Gimp.progress_init("Face attribute transfer")
         width, height = layer.get_width(), layer.get_height()
-        request = {
-            "reference": {"raw": write_raw(workdir, "reference.raw", read_pixels(layer, babl_format)),
-                          "width": width, "height": height, "format": raw_format},
-            "region": region, "strength": config.get_property("strength"),
-            "iterations": config.get_property("iterations"),
-            "face": None if config.get_property("face-index") < 0 else config.get_property("face-index"),
-            "device": config.get_property("device"), "seed": config.get_property("seed"),
-            "backbone": config.get_property("backbone") or None,
-            "output": os.path.join(workdir, "result.raw"),
-        }
-        if guide is not None:
-            gfmt, graw = pixel_format(guide)
-            request["guide"] = {"raw": write_raw(workdir, "guide.raw", read_pixels(guide, gfmt)),
-                                "width": guide.get_width(), "height": guide.get_height(), "format": graw}
-        else:
+        raw = PROTOCOL.raw_image
+        reference = raw(write_raw(workdir, "reference.raw", read_pixels(layer, babl_format)), width, height,
+                        raw_format)
+        loaded = None
+        if guide is None:  # a guide file: open it, flatten, read, close
             loaded = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, guide_file)
-            flat = loaded.flatten()
-            gfmt, graw = pixel_format(flat)
-            request["guide"] = {"raw": write_raw(workdir, "guide.raw", read_pixels(flat, gfmt)),
-                                "width": flat.get_width(), "height": flat.get_height(), "format": graw}
+            guide = loaded.flatten()
+        gfmt, graw = pixel_format(guide)
+        guide_raw = raw(write_raw(workdir, "guide.raw", read_pixels(guide, gfmt)), guide.get_width(),
+                        guide.get_height(), graw)
+        if loaded is not None:
             loaded.delete()
         mask = selection_mask(image, layer)
         if mask is not None:
-            request["mask"] = {"raw": write_raw(workdir, "mask.raw", mask), "width": width, "height": height,
-                               "format": "Y8"}
+            mask = raw(write_raw(workdir, "mask.raw", mask), width, height, "Y8")
+        request = PROTOCOL.make_request(reference, guide_raw, os.path.join(workdir, "result.raw"), options, mask)
         ok, message = run_engine(request, workdir)
         if not ok:
             return fail(message)
@@ -202,26 +241,8 @@ class AttributeTransfer(Gimp.PlugIn):
                                      "with the wanted attribute", True, GObject.ParamFlags.READWRITE)
         procedure.add_file_argument("guide-file", "Guide _file", "Or an image file with the guide face",
                                     Gimp.FileChooserAction.OPEN, True, None, GObject.ParamFlags.READWRITE)
-        regions = Gimp.Choice.new()
-        for i, (nick, label) in enumerate(REGIONS):
-            regions.add(nick, i, label, "")
-        procedure.add_choice_argument("region", "_Region", "Face region to change (or the selection)",
-                                      regions, "mouth", GObject.ParamFlags.READWRITE)
-        procedure.add_double_argument("strength", "_Strength", "How far towards the guide (0..2)",
-                                      0.0, 2.0, 1.0, GObject.ParamFlags.READWRITE)
-        procedure.add_int_argument("iterations", "_Iterations", "Optimisation steps (more: slower, closer)",
-                                   0, 2000, 60, GObject.ParamFlags.READWRITE)
-        procedure.add_int_argument("face-index", "_Face", "Which face when there are several (-1: largest)",
-                                   -1, 50, -1, GObject.ParamFlags.READWRITE)
-        devices = Gimp.Choice.new()
-        for i, (nick, label) in enumerate(DEVICES):
-            devices.add(nick, i, label, "")
-        procedure.add_choice_argument("device", "_Device", "Where to compute", devices, "auto",
-                                      GObject.ParamFlags.READWRITE)
-        procedure.add_int_argument("seed", "S_eed", "Random seed (results are reproducible)", 0, 2**31 - 1, 0,
-                                   GObject.ParamFlags.READWRITE)
-        procedure.add_string_argument("backbone", "_Backbone", "vggface, dlib-resnet, or empty for the best "
-                                      "installed", "", GObject.ParamFlags.READWRITE)
+        for prop, o in gimp_options():
+            add_option_argument(procedure, prop, o)
         procedure.add_layer_return_value("layer", "Layer", "The new layer with the result", False,
                                          GObject.ParamFlags.READWRITE)
         return procedure

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from engine.errors import EXIT_BACKBONE, FATError
-from engine.faces import dlib_shape
+from engine.face.detect import dlib_shape
 
 
 def five_points(landmarks: np.ndarray) -> np.ndarray:

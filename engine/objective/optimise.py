@@ -13,30 +13,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 from torch.nn import functional as F
 
-from engine.backbone import Backbone
 from engine.errors import EXIT_CANCELLED, EXIT_USAGE, FATError
-from engine.losses import attribute_loss, attribute_target, colour_anchor, gram_loss, identity_loss, total_variation
-
-
-@dataclass
-class Weights:
-    """Loss weights and the change grid; defaults tuned on the dlib backbone with bench/quality.py."""
-
-    identity: float = 10.0
-    attribute: float = 1.0
-    tv: float = 0.2
-    colour: float = 60.0
-    gram: float = 0.0
-    change: float = 20.0  # L2 on the change itself: stay near the initial image unless a loss needs otherwise
-    luma_grid: float = 0.125  # finest brightness-change grid, as a fraction of the network input (coarse-to-fine)
-    keep: float = 10.0  # extra change cost where the guide's attribute itself is (inner mouth for region mouth)
-    chroma_grid: float = 0.0  # colour-change grid (same units); 0 (default) keeps the initial image's colours
+from engine.models.backbone import Backbone
+from engine.objective.losses import TERMS, Evaluation, attribute_target
+from engine.objective.recipes import Recipe
 
 
 @dataclass
@@ -68,15 +54,13 @@ class Problem:
     mask: torch.Tensor  # (H,W) work-resolution region mask, 0..1
     reference_features: dict[str, torch.Tensor]
     attribute_features: dict[str, torch.Tensor]  # target features (already moved by strength)
-    identity_layers: dict[str, float]
-    attribute_layers: dict[str, float]
-    weights: Weights = field(default_factory=Weights)
+    recipe: Recipe  # every tuned number: term weights, layers, grids
     keep: torch.Tensor | None = None  # (H,W) 0..1: where the attribute itself is (the opening); change costs more
 
     # Constant per problem; computed once here rather than at every evaluation of the losses.
     @cached_property
     def layers(self) -> set[str]:
-        return set(self.identity_layers) | set(self.attribute_layers)
+        return set(self.recipe.identity_layers) | set(self.recipe.attribute_layers)
 
     @cached_property
     def network_mask(self) -> torch.Tensor:
@@ -85,7 +69,7 @@ class Problem:
     @cached_property
     def change_cost(self) -> torch.Tensor:
         m = self.mask[None, None]
-        return m if self.keep is None else m * (1 + self.weights.keep * self.keep[None, None])
+        return m if self.keep is None else m * (1 + self.recipe.keep * self.keep[None, None])
 
 
 def to_network(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -98,8 +82,9 @@ def features_of(backbone: Backbone, x: torch.Tensor, layers) -> dict[str, torch.
     return backbone.features(to_network(x, backbone.input_size), layers)
 
 
-def targets(backbone: Backbone, reference: torch.Tensor, guide: torch.Tensor, identity_layers: dict[str, float],
-            attribute_layers: dict[str, float], strength: float) -> tuple[dict, dict]:
+def targets(backbone: Backbone, reference: torch.Tensor, guide: torch.Tensor, recipe: Recipe,
+            strength: float) -> tuple[dict, dict]:
+    identity_layers, attribute_layers = recipe.identity_layers, recipe.attribute_layers
     with torch.no_grad():
         layers = set(identity_layers) | set(attribute_layers)
         ref = features_of(backbone, reference, layers)
@@ -113,28 +98,17 @@ LUMA_UNIT, CHROMA_UNIT = 32.0, 8.0  # pixel units per unit of the variables (kee
 def render(problem: Problem, luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
     size = problem.init.shape[-2:]
     up = F.interpolate(luma * LUMA_UNIT, size=size, mode="bicubic", align_corners=False)
-    if problem.weights.chroma_grid > 0:
+    if problem.recipe.chroma_grid > 0:
         up = up + F.interpolate(chroma * CHROMA_UNIT, size=size, mode="bilinear", align_corners=False)
     return (problem.init + problem.mask * up).clamp(0, 255)
 
 
 def loss_terms(problem: Problem, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each term of the recipe with a non-zero weight, weighted, by name (engine/objective/losses.py TERMS)."""
     x_net = to_network(x, problem.backbone.input_size)
-    f = problem.backbone.features(x_net, problem.layers)
-    w = problem.weights
-    terms = {
-        "identity": w.identity * identity_loss(f, problem.reference_features, problem.identity_layers),
-        "attribute": w.attribute * attribute_loss(f, problem.attribute_features, problem.attribute_layers,
-                                                  problem.mask),
-        "tv": w.tv * total_variation(x_net, problem.network_mask),
-        "colour": w.colour * colour_anchor(x, problem.init, problem.mask),
-    }
-    if w.change:
-        terms["change"] = w.change * ((x - problem.init).square() * problem.change_cost).sum() / (
-            problem.mask.sum() * 3 * 255.0**2 + 1e-8)
-    if w.gram:
-        terms["gram"] = w.gram * gram_loss(f, problem.attribute_features, problem.attribute_layers, problem.mask)
-    return terms
+    evaluation = Evaluation(problem, x, x_net, problem.backbone.features(x_net, problem.layers))
+    return {name: weight * TERMS[name](evaluation)
+            for name, weight in problem.recipe.weights.items() if weight}
 
 
 class _Stage:
@@ -189,10 +163,10 @@ def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed
     One iteration is one evaluation (a forward and a backward pass), whichever optimiser.
     """
     torch.manual_seed(seed)
-    stages = stages or (problem.weights.luma_grid / 2, problem.weights.luma_grid)
+    stages = stages or (problem.recipe.luma_grid / 2, problem.recipe.luma_grid)
     h, w = problem.backbone.input_size
     device = problem.init.device
-    cg = problem.weights.chroma_grid
+    cg = problem.recipe.chroma_grid
     chroma = torch.zeros(1, 3, max(2, round(h * cg)), max(2, round(w * cg)), device=device)
     luma = None
     history: list[dict] = []

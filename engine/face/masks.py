@@ -1,8 +1,8 @@
 """Region masks from 68 landmarks: pure functions from points to float masks.
 
-A mask is float32 H x W in 0..1: the landmark polygon of the region, grown by a
-margin relative to the face size, then feathered with a Gaussian so edits fade
-out instead of ending in a seam.
+A mask is float32 H x W in 0..1: the landmark hulls of a region (engine/face/regions.py),
+grown by a margin relative to the face size, then feathered with a Gaussian so edits
+fade out instead of ending in a seam.
 """
 
 from __future__ import annotations
@@ -13,60 +13,42 @@ import torch
 from torch.nn import functional as F
 
 from engine.errors import EXIT_INPUT, EXIT_USAGE, FATError
-
-JAW = list(range(0, 17))
-BROWS = list(range(17, 27))
-NOSE = list(range(27, 36))
-EYES = list(range(36, 48))
-MOUTH = list(range(48, 68))
-
-# region -> (groups of landmark indices, each filled as a convex hull; grow, feather) as fractions
-# of the eye distance.
-REGIONS: dict[str, tuple[list[list[int]], float, float]] = {
-    "mouth": ([MOUTH], 0.22, 0.18),
-    "eyes": ([list(range(36, 42)), list(range(42, 48))], 0.22, 0.15),
-    "eyebrows": ([list(range(17, 22)), list(range(22, 27))], 0.08, 0.08),
-    "nose": ([NOSE], 0.15, 0.15),
-    "upper_face": ([BROWS + EYES + [27, 28]], 0.25, 0.2),
-    "lower_face": ([JAW[3:14] + NOSE[4:] + MOUTH], 0.0, 0.2),
-    "face": ([JAW + BROWS], 0.0, 0.2),
-}
-
-
-def region_names() -> list[str]:
-    return list(REGIONS)
+from engine.face.regions import BROWS, PARTS, REGIONS, Region
 
 
 def eye_distance(landmarks: np.ndarray) -> float:
     return float(np.linalg.norm(landmarks[42:48].mean(0) - landmarks[36:42].mean(0)))
 
 
-def region_mask(landmarks: np.ndarray, region: str, size: tuple[int, int],
+def lookup_region(name: str) -> Region:
+    if name in REGIONS:
+        return REGIONS[name]
+    if name in PARTS:
+        return PARTS[name]
+    raise FATError(f"unknown region {name!r}; choose one of {', '.join(REGIONS)}.", EXIT_USAGE)
+
+
+def region_mask(landmarks: np.ndarray, region: str | Region, size: tuple[int, int],
                 grow: float | None = None, feather: float | None = None) -> np.ndarray:
-    """Feathered mask (h, w) of `region` for landmarks given in the same pixel frame."""
-    if region not in REGIONS:
-        raise FATError(f"unknown region {region!r}; choose one of {', '.join(REGIONS)}.", EXIT_USAGE)
-    groups, default_grow, default_feather = REGIONS[region]
+    """Feathered mask (h, w) of a landmark region for landmarks given in the same pixel frame."""
+    spec = lookup_region(region) if isinstance(region, str) else region
+    if spec.user_mask:
+        raise FATError(f"region {spec.label!r} is the user's own mask: give --mask (or a GIMP selection).",
+                       EXIT_USAGE)
     iod = eye_distance(landmarks)
     hulls = []
-    for group in groups:
-        pts = np.asarray(landmarks, float)[group]
-        if region == "face":  # extend the hull up to the forehead
-            top = pts[len(JAW):].copy()
-            top[:, 1] -= 0.45 * iod
+    for group in spec.groups:
+        pts = np.asarray(landmarks, float)[list(group)]
+        if spec.forehead:  # extend the hull up to the forehead
+            top = pts[[i for i, j in enumerate(group) if j in BROWS]].copy()
+            top[:, 1] -= spec.forehead * iod
             pts = np.vstack([pts, top])
-        if region in ("face", "lower_face"):  # keep the feathered edge inside the face outline
+        if spec.shrink != 1.0:  # keep the feathered edge inside the face outline
             centre = pts.mean(0)
-            pts = centre + (pts - centre) * 0.88
+            pts = centre + (pts - centre) * spec.shrink
         hulls.append(pts)
-    return grow_and_feather(filled_hulls(hulls, size), iod * (default_grow if grow is None else grow),
-                            iod * (default_feather if feather is None else feather))
-
-
-def inner_mouth_mask(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The opening between the lips (points 60-67), slightly grown and feathered."""
-    iod = eye_distance(landmarks)
-    return grow_and_feather(filled_hulls([np.asarray(landmarks, float)[60:68]], size), 0.05 * iod, 0.08 * iod)
+    return grow_and_feather(filled_hulls(hulls, size), iod * (spec.grow if grow is None else grow),
+                            iod * (spec.feather if feather is None else feather))
 
 
 def filled_hulls(point_sets: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:

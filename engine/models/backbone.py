@@ -21,17 +21,18 @@ from onnx import numpy_helper
 from torch import nn
 
 from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError
-from engine.fileio import sha256_file
+from engine.io.files import sha256_file
+from engine.options import BACKBONES
 from engine.models.dlib_resnet import DlibResNet
 from engine.models.vggface import VGGFace
-from engine.runtime import ort_session
+from engine.models.runtime import ort_session
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 ARCHITECTURES: dict[str, Callable[[dict[str, torch.Tensor]], nn.Module]] = {
     "vggface16": VGGFace.from_state_dict,
     "dlib_resnet_v1": DlibResNet.from_state_dict,
 }
-KNOWN = ("vggface", "dlib-resnet")  # preference order when none is named
+KNOWN = BACKBONES  # preference order when none is named
 
 
 def models_dir() -> Path:
@@ -140,16 +141,19 @@ def resolve_name(name: str | None, directory: Path | None = None) -> str:
     return found[0]
 
 
+def resolve_path(name: str | None, directory: Path | None = None) -> Path:
+    """The spec file of a backbone name (vggface, dlib-resnet), a spec path, or None (the best installed)."""
+    name = resolve_name(name, directory)
+    if name.endswith(".json") or os.sep in name:
+        return Path(name)
+    if name in KNOWN:
+        return (directory or models_dir()) / f"{name}.json"
+    raise FATError(f"unknown backbone {name!r}; choose one of {', '.join(KNOWN)} or give a spec .json path.",
+                   EXIT_USAGE)
+
+
 def load_backbone(name: str | None = None, device: torch.device | None = None,
                   directory: Path | None = None) -> Backbone:
     """`name` is a backbone name (vggface, dlib-resnet) or a path to a spec JSON."""
-    name = resolve_name(name, directory)
-    if name.endswith(".json") or os.sep in name:
-        spec_path = Path(name)
-    elif name in KNOWN:
-        spec_path = (directory or models_dir()) / f"{name}.json"
-    else:
-        raise FATError(f"unknown backbone {name!r}; choose one of {', '.join(KNOWN)} or give a spec .json path.",
-                       EXIT_USAGE)
-    spec, onnx_path = read_spec(spec_path)
+    spec, onnx_path = read_spec(resolve_path(name, directory))
     return Backbone(spec, onnx_path, device or torch.device("cpu"))

@@ -1,13 +1,15 @@
-"""Classic compositing of the guide's region into the reference: the initial image
-for the optimisation, and the baselines it is measured against."""
+"""Classic compositing of the guide's region into the reference: the optimisation's
+start image, and the baselines it is measured against. Numbers from the recipe."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from engine.objective.recipes import Recipe
 
-def colour_match(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarray:
+
+def colour_match(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, recipe: Recipe) -> np.ndarray:
     """Shift src's Lab mean/std inside the mask to dst's (float 0..255 RGB in, out)."""
     m = mask > 0.5
     if m.sum() < 10:
@@ -19,17 +21,17 @@ def colour_match(src: np.ndarray, dst: np.ndarray, mask: np.ndarray) -> np.ndarr
         s_mu, s_sd = s_lab[..., c][m].mean(), s_lab[..., c][m].std() + 1e-6
         d_mu, d_sd = d_lab[..., c][m].mean(), d_lab[..., c][m].std() + 1e-6
         # keep the guide's contrast on L (teeth vs lips), move its mean; match chroma fully
-        gain = 1.0 if c == 0 else float(np.clip(d_sd / s_sd, 0.5, 2.0))
+        gain = 1.0 if c == 0 else float(np.clip(d_sd / s_sd, recipe.chroma_gain_min, recipe.chroma_gain_max))
         out[..., c] = (s_lab[..., c] - s_mu) * gain + d_mu
     return np.clip(cv2.cvtColor(out, cv2.COLOR_Lab2RGB) * 255.0, 0, 255)
 
 
-def feathered_paste(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def feathered_paste(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe: Recipe) -> np.ndarray:
     a = mask[..., None]
-    return reference * (1 - a) + colour_match(guide, reference, mask) * a
+    return reference * (1 - a) + colour_match(guide, reference, mask, recipe) * a
 
 
-def seamless_clone(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def seamless_clone(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe: Recipe) -> np.ndarray:
     """OpenCV's Poisson blending of the colour-matched guide region, then feathered."""
     hard = (mask > 0.05).astype(np.uint8) * 255
     ys, xs = np.nonzero(hard)
@@ -40,19 +42,33 @@ def seamless_clone(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray) -
     hard[:2], hard[-2:], hard[:, :2], hard[:, -2:] = 0, 0, 0, 0
     ys, xs = np.nonzero(hard)
     centre = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
-    src = np.clip(colour_match(guide, reference, mask), 0, 255).astype(np.uint8)
+    src = np.clip(colour_match(guide, reference, mask, recipe), 0, 255).astype(np.uint8)
     dst = np.clip(reference, 0, 255).astype(np.uint8)
     cloned = cv2.seamlessClone(src, dst, hard, centre, cv2.NORMAL_CLONE).astype(np.float32)
     a = mask[..., None]
     return reference * (1 - a) + cloned * a
 
 
-def composite(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def composite(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe: Recipe) -> np.ndarray:
     """Poisson blending at the region's edge, the colour-matched guide itself at its core.
 
     seamlessClone alone lets the boundary pull the region's interior towards the
     reference (a dark open mouth fades, a beard bleeds in); keeping the guide's own
     pixels where the mask is solid keeps the attribute while the edge stays seamless.
     """
-    core = np.clip((mask - 0.7) / 0.3, 0.0, 1.0)[..., None]
-    return seamless_clone(guide, reference, mask) * (1 - core) + feathered_paste(guide, reference, mask) * core
+    core = np.clip((mask - recipe.core_start) / recipe.core_width, 0.0, 1.0)[..., None]
+    return (seamless_clone(guide, reference, mask, recipe) * (1 - core)
+            + feathered_paste(guide, reference, mask, recipe) * core)
+
+
+def start_image(kind: str, reference: np.ndarray, guide: np.ndarray, mask: np.ndarray, seed: int,
+                recipe: Recipe) -> np.ndarray:
+    """The optimisation's start (options.INITS): a blend of the guide's region, the reference, or noise."""
+    if kind == "noise":
+        rng = np.random.default_rng(seed)
+        noise = rng.uniform(0, 255, reference.shape).astype(np.float32)
+        return reference * (1 - mask[..., None]) + noise * mask[..., None]
+    if kind == "reference":
+        return reference.copy()
+    blend = {"composite": composite, "seamless": seamless_clone, "feathered": feathered_paste}[kind]
+    return blend(guide, reference, mask, recipe)

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.fileio import atomic_write
+from engine.io.files import atomic_write
 
 
 def overlay(rgb8: np.ndarray, box, landmarks: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -12,8 +12,8 @@ from functools import lru_cache
 import dlib
 import numpy as np
 
-from engine import dlib_models
 from engine.errors import EXIT_NO_FACE, EXIT_USAGE, FATError
+from engine.face import dlib_files as dlib_models
 
 MIN_EYE_DISTANCE = 40.0  # px between eye centres; smaller faces cannot be edited well
 DETECT_MAX_SIDE = 1600  # detect on a downscaled copy of larger images (landmarks at full size)
@@ -23,7 +23,6 @@ DETECT_MAX_SIDE = 1600  # detect on a downscaled copy of larger images (landmark
 class Face:
     box: tuple[float, float, float, float]  # left, top, right, bottom in image pixels
     landmarks: np.ndarray  # 68 x 2 (x, y) in image pixels
-    score: float
 
     @property
     def eye_distance(self) -> float:
@@ -83,20 +82,19 @@ def detect_faces(rgb8: np.ndarray, detector: str = "hog") -> list[Face]:
     """All faces, largest first."""
     small, s = _scaled(np.ascontiguousarray(rgb8))
     if detector == "hog":
-        dets, scores, _ = _hog().run(small, 1, 0.0)
-        rects = list(dets)
+        rects = list(_hog()(small, 1))
     elif detector == "cnn":
         found = _cnn()(small, 1)
-        rects, scores = [d.rect for d in found], [d.confidence for d in found]
+        rects = [d.rect for d in found]
     else:
         raise FATError(f"unknown detector {detector!r}; use hog or cnn.", EXIT_USAGE)
     faces = []
-    for r, score in zip(rects, scores, strict=True):
+    for r in rects:
         box = (r.left() / s, r.top() / s, r.right() / s, r.bottom() / s)
         rect = dlib.rectangle(*(int(round(v)) for v in box))
         shape = _predictor()(rgb8, rect)
         pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-        faces.append(Face(box, pts, float(score)))
+        faces.append(Face(box, pts))
     return sorted(faces, key=lambda f: -f.area)
 
 
@@ -133,6 +131,5 @@ def choose_face(faces: list[Face], index: int | None = None,
 
 
 def find_face(rgb8: np.ndarray, detector: str = "hog", index: int | None = None,
-              box: tuple[float, float, float, float] | None = None, what: str = "image") -> tuple[Face, int]:
-    faces = detect_faces(rgb8, detector)
-    return choose_face(faces, index, box, what), len(faces)
+              box: tuple[float, float, float, float] | None = None, what: str = "image") -> Face:
+    return choose_face(detect_faces(rgb8, detector), index, box, what)

@@ -12,11 +12,11 @@ import math
 import cv2
 import numpy as np
 
-from engine.align import invert
+from engine.face.align import invert
 
 
 def mask_bbox(m: np.ndarray, mask: np.ndarray, size: tuple[int, int], margin: int = 4) -> tuple[int, int, int, int]:
-    """Bounding box (x0, y0, x1, y1) in the photo of the crop mask's non-zero area."""
+    """Bounding box (x0, y0, x1, y1) in a photo of `size` (h, w) of the crop mask's non-zero area."""
     ys, xs = np.nonzero(mask > 1e-4)
     if len(xs) == 0:
         return 0, 0, 0, 0
@@ -24,7 +24,7 @@ def mask_bbox(m: np.ndarray, mask: np.ndarray, size: tuple[int, int], margin: in
     corners = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.min()], [xs.min(), ys.max() + 1],
                         [xs.max() + 1, ys.max() + 1]], float)
     pts = corners @ inv[:, :2].T + inv[:, 2]
-    w, h = size
+    h, w = size
     x0, y0 = (max(0, math.floor(v) - margin) for v in pts.min(0))
     x1, y1 = pts.max(0)
     return x0, y0, min(w, math.ceil(x1) + margin), min(h, math.ceil(y1) + margin)
@@ -33,7 +33,7 @@ def mask_bbox(m: np.ndarray, mask: np.ndarray, size: tuple[int, int], margin: in
 def paste_back(rgb: np.ndarray, m: np.ndarray, delta: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """rgb (H, W, 3) float 0..255; m: image->crop transform; delta (h, w, 3); mask (h, w) in 0..1."""
     out = rgb.copy()
-    x0, y0, x1, y1 = mask_bbox(m, mask, (rgb.shape[1], rgb.shape[0]))
+    x0, y0, x1, y1 = mask_bbox(m, mask, rgb.shape[:2])
     if x1 <= x0 or y1 <= y0:
         return out
     # Map photo pixels of the box into crop coordinates (the box's own frame: shift by x0, y0).

@@ -1,15 +1,24 @@
 """Loss terms on backbone feature maps and pixels: pure, differentiable functions.
 
 Each feature term is normalised by the target's energy so that layer weights mean
-the same thing on every layer and backbone.
+the same thing on every layer and backbone. The objective is the weighted sum of the
+named TERMS at the bottom (weights from the backbone's recipe): a new term is one
+function and one entry there, plus its weight in engine/objective/recipes.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import torch
 from torch.nn import functional as F
 
-from engine.masks import resample
+from engine.face.masks import resample
+
+if TYPE_CHECKING:
+    from engine.objective.optimise import Problem
 
 EPS = 1e-8
 
@@ -83,3 +92,31 @@ def gram_loss(features: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
             g, t = gram(features[k], mask), gram(target[k], mask)
             total = total + w * (g - t).square().mean() / (t.square().mean() + EPS)
     return total
+
+
+def change_cost(x: torch.Tensor, start: torch.Tensor, cost: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L2 on the change itself (dearer where `cost` is higher): stay near the start unless a loss needs otherwise."""
+    return ((x - start).square() * cost).sum() / (mask.sum() * 3 * 255.0**2 + EPS)
+
+
+@dataclass
+class Evaluation:
+    """What every term sees at one evaluation: the work-resolution image, its network-size copy, its features."""
+
+    problem: Problem
+    x: torch.Tensor
+    x_net: torch.Tensor
+    features: dict[str, torch.Tensor]
+
+
+# name -> term; evaluated in this order, each times the recipe's weight of the same name (0 = off).
+TERMS: dict[str, Callable[[Evaluation], torch.Tensor]] = {
+    "identity": lambda e: identity_loss(e.features, e.problem.reference_features, e.problem.recipe.identity_layers),
+    "attribute": lambda e: attribute_loss(e.features, e.problem.attribute_features,
+                                          e.problem.recipe.attribute_layers, e.problem.mask),
+    "tv": lambda e: total_variation(e.x_net, e.problem.network_mask),
+    "colour": lambda e: colour_anchor(e.x, e.problem.init, e.problem.mask, e.problem.recipe.colour_lowpass),
+    "change": lambda e: change_cost(e.x, e.problem.init, e.problem.change_cost, e.problem.mask),
+    "gram": lambda e: gram_loss(e.features, e.problem.attribute_features, e.problem.recipe.attribute_layers,
+                                e.problem.mask),
+}

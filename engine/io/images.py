@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine.errors import EXIT_INPUT, EXIT_USAGE, FATError
-from engine.fileio import atomic_write
+from engine.io.files import atomic_write
+from engine.io.paths import check_output_type
 
 ORIENTATION_TAG = 0x0112
 
@@ -38,7 +39,8 @@ class Photo:
 
     @property
     def size(self) -> tuple[int, int]:
-        return self.rgb.shape[1], self.rgb.shape[0]
+        """(h, w), like every size in the engine."""
+        return self.rgb.shape[0], self.rgb.shape[1]
 
     def rgb8(self) -> np.ndarray:
         return np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)
@@ -134,19 +136,12 @@ def _png_with_icc(png: bytes, icc: bytes) -> bytes:
     return png[:ihdr_end] + chunk + png[ihdr_end:]
 
 
-def check_output_path(out: Path, inputs: list[Path | None]) -> None:
-    for p in inputs:
-        if p is not None and Path(out).resolve() == Path(p).resolve():
-            raise FATError(f"{out}: the output would overwrite an input; choose another -o path.", EXIT_USAGE)
-
-
 def save_photo(photo: Photo, rgb: np.ndarray, out: Path) -> None:
     """Write atomically in the photo's depth, with its alpha and ICC profile."""
     out = Path(out)
     native = to_native(photo, rgb)
+    check_output_type(out)
     ext = out.suffix.lower()
-    if ext not in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"):
-        raise FATError(f"{out}: unsupported output type {ext!r}; use .png, .jpg, .tif or .webp.", EXIT_USAGE)
 
     def write(tmp: Path) -> None:
         if photo.dtype == np.uint16 or (ext in (".tif", ".tiff") and photo.dtype != np.uint8):

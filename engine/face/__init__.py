@@ -1,0 +1,1 @@
+"""Face geometry: detect -> align -> region mask -> paste back (the face frame)."""

@@ -1,0 +1,101 @@
+"""The face frame: from a photo to an aligned face crop and back.
+
+It owns detect -> align -> region mask -> paste back, so the rest of the engine
+works in one canonical crop at the reference's own resolution and never handles
+photo coordinates: the user-mask clamp and the photo-frame mask for the debug
+pictures live here too. Sizes are (h, w) throughout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from engine.face.align import scale_of, template_transform, transform_points, warp_crop
+from engine.face.detect import Face, find_face
+from engine.face.masks import lookup_region, region_mask, user_mask
+from engine.face.pasteback import paste_back
+from engine.io.images import Photo
+
+MAX_WORK_FACTOR = 4
+
+
+@dataclass
+class AlignedFace:
+    face: Face
+    transform: np.ndarray  # 2x3, photo -> crop
+    crop: np.ndarray  # float32 h x w x 3, 0..255
+    landmarks: np.ndarray  # 68 x 2 in crop pixels
+    factor: int = 1  # crop size = template size * factor
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.crop.shape[0], self.crop.shape[1]
+
+
+def work_factor(m: np.ndarray) -> int:
+    """How many times the template size matches the face's own resolution (1..4)."""
+    return int(np.clip(round(1.0 / max(scale_of(m), 1e-6)), 1, MAX_WORK_FACTOR))
+
+
+def align_face(photo: Photo, template: dict, detector: str = "hog", index: int | None = None,
+               box: tuple[float, float, float, float] | None = None, what: str = "image",
+               factor: int | None = 1) -> AlignedFace:
+    """Crop at `factor` x the template size; factor None = the face's own resolution, so a
+    paste-back is not a blurry upscale."""
+    face = find_face(photo.rgb8(), detector, index, box, what)
+    m_template = template_transform(face.landmarks, template)
+    k = work_factor(m_template) if factor is None else factor
+    m = m_template * k
+    h, w = (int(v) * k for v in template["size"])
+    crop = warp_crop(photo.rgb, m, (h, w))
+    return AlignedFace(face, m, crop, transform_points(m, face.landmarks), k)
+
+
+def to_crop(aligned: AlignedFace, photo_mask: np.ndarray) -> np.ndarray:
+    """A photo-frame mask (h, w) in the crop's pixels."""
+    h, w = aligned.size
+    return np.clip(cv2.warpAffine(photo_mask.astype(np.float32), aligned.transform, (w, h),
+                                  flags=cv2.INTER_LINEAR), 0, 1)
+
+
+@dataclass
+class FaceFrame:
+    """Reference and guide in one canonical frame at the reference's work resolution."""
+
+    ref: AlignedFace
+    guide: AlignedFace
+    mask: np.ndarray  # crop-frame region mask, 0..1
+    keep: np.ndarray | None  # crop-frame part of the region where change costs more (the attribute itself)
+    user_mask: np.ndarray | None  # photo-frame mask given by the user (a hard limit), if any
+
+    def paste(self, photo_rgb: np.ndarray, result_crop: np.ndarray) -> np.ndarray:
+        """The edited crop's change, in the photo; a user's mask is a hard promise: nothing changes outside it."""
+        image = paste_back(photo_rgb, self.ref.transform, result_crop - self.ref.crop, self.mask)
+        if self.user_mask is not None:
+            a = self.user_mask[..., None]
+            image = np.where(a > 0, photo_rgb + a * (image - photo_rgb), photo_rgb)
+        return image
+
+    def photo_mask(self, size: tuple[int, int]) -> np.ndarray:
+        """The region mask in photo pixels (h, w), for the debug overlay."""
+        h, w = size
+        return cv2.warpAffine(self.mask, self.ref.transform, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+
+
+def frame_faces(ref_photo: Photo, guide_photo: Photo, template: dict, region: str, detector: str = "hog",
+                face: int | None = None, guide_face: int | None = None,
+                box: tuple[float, float, float, float] | None = None, mask=None) -> FaceFrame:
+    """Detect, align and mask: the guide is cropped at the reference's work factor so both share one frame.
+    `mask` (path or array the size of the reference, white = edit) is the region when region is a user mask."""
+    spec = lookup_region(region)
+    ref = align_face(ref_photo, template, detector, face, box, "reference", factor=None)
+    guide = align_face(guide_photo, template, detector, guide_face, None, "guide", factor=ref.factor)
+    if spec.user_mask:
+        full = user_mask(mask, ref_photo.rgb.shape[:2])
+        return FaceFrame(ref, guide, to_crop(ref, full), None, full)
+    crop_region = region_mask(ref.landmarks, spec, ref.size)
+    keep = region_mask(guide.landmarks, spec.keep, ref.size) * crop_region if spec.keep else None
+    return FaceFrame(ref, guide, crop_region, keep, None)

@@ -1,0 +1,52 @@
+"""The editable regions as data: which landmarks, how far grown and feathered.
+
+Standard library only (the options schema, and through it the GIMP plug-in, lists
+the region names without importing numpy). Distances are fractions of the eye
+distance, so a region means the same on every face size. A new region is one
+entry in REGIONS; engine/face/masks.py turns an entry into a mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The 68-point layout (iBUG 300-W, as dlib's shape predictor gives it).
+JAW = tuple(range(0, 17))
+BROWS = tuple(range(17, 27))
+NOSE = tuple(range(27, 36))
+EYES = tuple(range(36, 48))
+MOUTH = tuple(range(48, 68))
+INNER_MOUTH = tuple(range(60, 68))
+
+
+@dataclass(frozen=True)
+class Region:
+    label: str  # what a GIMP user reads
+    groups: tuple[tuple[int, ...], ...] = ()  # landmark groups, each filled as a convex hull
+    grow: float = 0.0  # dilation, x eye distance
+    feather: float = 0.0  # Gaussian edge, x eye distance
+    forehead: float = 0.0  # brow points of a group are copied this far up (the hull reaches the forehead)
+    shrink: float = 1.0  # hull scaled about its centre (keeps a feathered edge inside the face outline)
+    keep: str | None = None  # a PART of the guide where change costs more: the attribute itself (the opening)
+    user_mask: bool = False  # the region is the user's mask / GIMP selection, not landmarks
+
+
+REGIONS: dict[str, Region] = {
+    "mouth": Region("Mouth", (MOUTH,), 0.22, 0.18, keep="inner_mouth"),
+    "eyes": Region("Eyes", (EYES[:6], EYES[6:]), 0.22, 0.15),
+    "eyebrows": Region("Eyebrows", (BROWS[:5], BROWS[5:]), 0.08, 0.08),
+    "nose": Region("Nose", (NOSE,), 0.15, 0.15),
+    "upper_face": Region("Upper face", (BROWS + EYES + (27, 28),), 0.25, 0.2),
+    "lower_face": Region("Lower face", (JAW[3:14] + NOSE[4:] + MOUTH,), 0.0, 0.2, shrink=0.88),
+    "face": Region("Whole face", (JAW + BROWS,), 0.0, 0.2, forehead=0.45, shrink=0.88),
+    "selection": Region("Selection / mask", user_mask=True),
+}
+
+# Parts used inside the engine (keep-masks), never offered as a region.
+PARTS: dict[str, Region] = {
+    "inner_mouth": Region("Inner mouth", (INNER_MOUTH,), 0.05, 0.08),
+}
+
+
+def region_names() -> list[str]:
+    return list(REGIONS)

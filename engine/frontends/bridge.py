@@ -1,0 +1,94 @@
+"""`python -m engine bridge REQUEST.json`: the GIMP plug-in's way in.
+
+GIMP's own Python has no numpy or torch, so the plug-in hands over raw pixel
+files and a JSON request (format: engine/frontends/protocol.py), reads JSON lines
+from stdout ({"event": "progress"|"done"|"error", ...}) and reads the raw result
+back. Everything else is the same `edit()` as the CLI and the API.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import EXIT_INPUT, EXIT_USAGE, FATError, describe_failure
+from engine.face.regions import REGIONS
+from engine.frontends.protocol import RAW_FORMATS, RawImage, Request, parse_request
+from engine.io.files import atomic_write
+from engine.options import EditOptions
+
+DTYPES = {1: np.uint8, 2: np.uint16}
+
+
+def read_raw(image: RawImage) -> np.ndarray:
+    channels, size = RAW_FORMATS[image.format]
+    if not image.path.is_file():
+        raise FATError(f"{image.path}: not a regular file.", EXIT_INPUT)
+    if image.path.stat().st_size != image.nbytes:
+        raise FATError(f"{image.path}: holds {image.path.stat().st_size} bytes, expected {image.nbytes} "
+                       f"({image.width}x{image.height} {image.format}).", EXIT_INPUT)
+    data = np.fromfile(image.path, dtype=np.dtype(DTYPES[size]).newbyteorder("="))
+    shape = (image.height, image.width, channels) if channels > 1 else (image.height, image.width)
+    return data.reshape(shape)
+
+
+def write_raw(path: Path, pixels: np.ndarray) -> None:
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(np.ascontiguousarray(pixels).tobytes()))
+
+
+def emit(event: dict) -> None:
+    print(json.dumps(event), flush=True)
+
+
+def read_request(path: Path) -> Request:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise FATError(f"{path}: not a readable request ({e}).", EXIT_INPUT) from None
+    return parse_request(data)
+
+
+def run(request_path: Path) -> int:
+    req = read_request(request_path)
+    options = EditOptions.from_mapping(req.options, "request options")
+    reference, guide = read_raw(req.reference), read_raw(req.guide)
+    mask = read_raw(req.mask) if req.mask is not None else None
+    if mask is not None and mask.shape != reference.shape[:2]:
+        raise FATError("the selection mask and the layer differ in size.", EXIT_INPUT)
+    if mask is not None and mask.any():
+        ys, xs = np.nonzero(mask)  # a selection picks the face inside it...
+        options.box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    user_region = REGIONS[options.region].user_mask
+    if user_region and options.box is None:
+        raise FATError("region 'selection' was chosen but the image has no selection over this layer.", EXIT_INPUT)
+    from engine.api import edit
+    from engine.io.images import to_native
+
+    def progress(p) -> None:
+        emit({"event": "progress", "step": p.step, "total": p.total, "elapsed": round(p.elapsed, 3)})
+
+    # ...and, with region 'selection', is the edit mask itself
+    result = edit(reference, guide=guide[..., :3], options=options, mask=mask if user_region else None,
+                  progress=progress)
+    write_raw(req.output, to_native(result.photo, result.image))
+    emit({"event": "done", "output": str(req.output), "backbone": result.settings["backbone"],
+          "descriptor_distance": result.descriptor_distance})
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    try:
+        if len(argv) != 1:
+            raise FATError("usage: python -m engine bridge REQUEST.json", EXIT_USAGE)
+        return run(Path(argv[0]))
+    except (Exception, KeyboardInterrupt) as e:  # the plug-in must always get a message, never a silent death
+        code, message = describe_failure(e)
+        emit({"event": "error", "exit_code": code, "message": message})
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

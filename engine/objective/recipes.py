@@ -1,0 +1,119 @@
+"""Every tuned number of the objective, one recipe per backbone.
+
+Standard library only, so options (`--set NAME=VALUE`) are checked before torch
+loads. A recipe holds the loss-term weights (names from engine/objective/losses.py
+TERMS), the layers each feature term reads, the change parametrisation, and the
+start image's compositing numbers. `--set` reaches every number here:
+`identity=5`, `luma_grid=0.25`, `attribute_layers.b35_3=0.5`, `core_start=0.6`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError
+
+LAYER_TABLES = ("identity_layers", "attribute_layers")
+MAX_NUMBER = 1e6  # no tuned number is near this; nan / inf / 1e308 would paste black patches
+
+
+@dataclass(frozen=True)
+class Recipe:
+    # Loss-term weights, by term name (engine/objective/losses.py TERMS); 0 switches a term off.
+    weights: dict[str, float]
+    # Per-layer weights inside the feature terms. Identity on the descriptor, never on deep
+    # spatial maps (they encode the closed mouth and fight the edit); attribute on mid-level maps.
+    identity_layers: dict[str, float]
+    attribute_layers: dict[str, float]
+    luma_grid: float = 0.125  # finest brightness-change grid, as a fraction of the network input
+    chroma_grid: float = 0.0  # colour-change grid (same units); 0 keeps the start image's colours
+    keep: float = 10.0  # extra change cost where the guide's attribute itself is (the region's keep part)
+    colour_lowpass: int = 8  # the colour anchor compares x and the start image averaged over this many px
+    core_start: float = 0.7  # composite start: mask level where the guide's own pixels begin to replace
+    core_width: float = 0.3  #   the Poisson-blended edge, fully at core_start + core_width
+    chroma_gain_min: float = 0.5  # colour match: the guide's chroma spread may be scaled this far down
+    chroma_gain_max: float = 2.0  #   ...and up, to the reference's
+
+
+# dlib-resnet: tuned with bench/quality.py (10 dev pairs, judges in ../shared/eval).
+DLIB_RESNET = Recipe(
+    weights={"identity": 10.0, "attribute": 1.0, "tv": 0.2, "colour": 60.0, "change": 20.0, "gram": 0.0},
+    identity_layers={"descriptor": 1.0},
+    attribute_layers={"pool1": 1.0, "b35_3": 1.0, "b17_3": 0.5},
+)
+
+# VGG-Face: its finer maps get their own layers; weights start from dlib's (not tuned on real weights yet:
+# they cannot be downloaded here).
+VGGFACE = replace(DLIB_RESNET, identity_layers={"fc7": 1.0},
+                  attribute_layers={"relu2_2": 0.5, "relu3_3": 1.0, "relu4_3": 1.0})
+
+RECIPES: dict[str, Recipe] = {"dlib-resnet": DLIB_RESNET, "vggface": VGGFACE}
+
+
+def recipe_for(backbone: str) -> Recipe:
+    if backbone not in RECIPES:
+        raise FATError(f"no recipe (tuned loss weights) for backbone {backbone!r}; known: "
+                       f"{', '.join(RECIPES)}. Add one to engine/objective/recipes.py.", EXIT_BACKBONE)
+    return RECIPES[backbone]
+
+
+def fit_to_backbone(recipe: Recipe, spec: dict) -> Recipe:
+    """The recipe's layers checked against the backbone's taps; identity layers the export left out (e.g. fc7
+    of a --no-fc export) fall back to its descriptor tap."""
+    taps = spec["taps"]
+    identity = {(k if k in taps else spec.get("descriptor_tap", k)): v for k, v in recipe.identity_layers.items()}
+    missing = [k for k in (*identity, *recipe.attribute_layers) if k not in taps]
+    if missing:
+        raise FATError(f"backbone {spec['backbone']} has no tap {', '.join(missing)} that its recipe uses; "
+                       "re-export it (python -m export) or change the recipe.", EXIT_BACKBONE)
+    return replace(recipe, identity_layers=identity)
+
+
+def scalar_names() -> list[str]:
+    """Names `--set` takes besides `TABLE.LAYER` (the same for every recipe)."""
+    return [*DLIB_RESNET.weights, *(f.name for f in fields(Recipe)
+                                    if f.name not in ("weights", *LAYER_TABLES))]
+
+
+def check_overrides(overrides: dict[str, float]) -> None:
+    """Names and numbers, before any model loads (layer names are checked against the recipe later)."""
+    known = scalar_names()
+    for name, value in overrides.items():
+        table, dot, key = name.partition(".")
+        if dot and table not in LAYER_TABLES or not dot and name not in known or dot and not key:
+            raise FATError(f"--set {name}: unknown name; known: {', '.join(known)}, or "
+                           f"identity_layers.LAYER / attribute_layers.LAYER.", EXIT_USAGE)
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= MAX_NUMBER:
+            raise FATError(f"--set {name}={value}: must be a number between 0 and {MAX_NUMBER:g}.", EXIT_USAGE)
+        if name == "colour_lowpass" and (value < 1 or value != int(value)):
+            raise FATError(f"--set colour_lowpass={value}: must be a whole number >= 1.", EXIT_USAGE)
+        if name in ("luma_grid", "chroma_grid") and value > 1:
+            raise FATError(f"--set {name}={value}: a grid is a fraction of the network input (0..1).", EXIT_USAGE)
+        if name == "luma_grid" and value == 0:
+            raise FATError("--set luma_grid=0: the brightness grid must be > 0.", EXIT_USAGE)
+
+
+def with_overrides(recipe: Recipe, overrides: dict[str, float]) -> Recipe:
+    """The recipe with `--set` values applied (validated)."""
+    check_overrides(overrides)
+    weights = dict(recipe.weights)
+    tables = {t: dict(getattr(recipe, t)) for t in LAYER_TABLES}
+    scalars: dict[str, float] = {}
+    for name, value in overrides.items():
+        table, dot, key = name.partition(".")
+        if dot:
+            if key not in tables[table]:
+                raise FATError(f"--set {name}: this backbone's recipe has no layer {key!r} in {table}; it has "
+                               f"{', '.join(tables[table])}.", EXIT_USAGE)
+            tables[table][key] = float(value)
+        elif name in weights:
+            weights[name] = float(value)
+        else:
+            scalars[name] = int(value) if name == "colour_lowpass" else float(value)
+    return replace(recipe, weights=weights, **tables, **scalars)
+
+
+def as_dict(recipe: Recipe) -> dict:
+    """For the sidecar: every number the edit used."""
+    return {f.name: getattr(recipe, f.name) for f in fields(Recipe)}

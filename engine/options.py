@@ -1,0 +1,187 @@
+"""The one options schema of an edit: names, defaults, ranges, choices and help.
+
+Standard library only: the CLI parses and checks options before torch loads
+(`--help` and option errors answer at once), `install.py` writes `schema()` into
+the GIMP plug-in's config.json (GIMP's Python cannot import the engine), and the
+bridge, the API and the sidecar all go through `EditOptions`. A new option is one
+field here; the CLI flag, the bridge key, the GIMP argument and the sidecar entry
+follow from it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from engine.errors import EXIT_USAGE, FATError
+from engine.face.regions import REGIONS
+from engine.objective.recipes import check_overrides
+
+BACKBONES = ("vggface", "dlib-resnet")  # preference order when none is named
+INITS = ("composite", "seamless", "feathered", "reference", "noise")
+MAX_SEED = 2**31 - 1  # GIMP's int arguments are 32-bit
+
+
+def option(default: Any, help: str, *, label: str = "", choices: tuple[str, ...] = (), low: float | None = None,
+           high: float | None = None, gimp: bool = True, advanced: bool = False, metavar: str | None = None,
+           nargs: int | None = None, flag: str | None = None, labels: dict[str, str] | None = None) -> Any:
+    """A dataclass field carrying its own CLI/GIMP metadata (the single source of truth)."""
+    meta = {"help": help, "label": label, "choices": choices, "low": low, "high": high, "gimp": gimp,
+            "advanced": advanced, "metavar": metavar, "nargs": nargs, "flag": flag,
+            "labels": labels or {c: c.replace("_", " ").capitalize() for c in choices}}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class EditOptions:
+    """Everything that decides an edit's result besides the images themselves."""
+
+    region: str = option("mouth", "face region to change ('selection': the --mask image / GIMP selection)",
+                         label="_Region", choices=tuple(REGIONS), labels={k: r.label for k, r in REGIONS.items()})
+    strength: float = option(1.0, "0 = unchanged, 0.5 = halfway, 1 = the guide's, above 1 pushes the features "
+                                  "further", label="_Strength", low=0.0, high=2.0)
+    iterations: int = option(60, "optimisation steps (0 = the composite start alone)", label="_Iterations",
+                             low=0, high=5000, advanced=True)
+    init: str = option("composite", "start image: the guide's region Poisson-blended at its edge (composite), "
+                                    "seamlessClone, a feathered paste, the reference, or noise",
+                       label="S_tart image", choices=INITS, advanced=True)
+    optimizer: str = option("lbfgs", "optimiser", label="_Optimiser", choices=("lbfgs", "adam"),
+                            labels={"lbfgs": "L-BFGS", "adam": "Adam"}, advanced=True)
+    seed: int = option(0, "random seed (results are reproducible)", label="See_d", low=0, high=MAX_SEED,
+                       advanced=True)
+    backbone: str | None = option(None, "vggface, dlib-resnet, or a spec .json (default: vggface if installed)",
+                                  label="_Backbone", choices=BACKBONES, advanced=True)
+    device: str = option("auto", "where to compute", label="De_vice", choices=("auto", "cpu", "cuda"),
+                         labels={"auto": "Automatic", "cpu": "CPU", "cuda": "CUDA GPU"}, advanced=True)
+    face: int | None = option(None, "which face in the reference when there are several (0 = largest)",
+                              label="_Face", low=0, high=1000)
+    guide_face: int | None = option(None, "which face in the guide (0 = largest)", label="Guide fa_ce", low=0,
+                                    high=1000, gimp=False)
+    detector: str = option("hog", "face detector: hog (fast, frontal) or cnn (turned and small faces)",
+                           label="Detec_tor", choices=("hog", "cnn"), labels={"hog": "HOG", "cnn": "CNN"},
+                           advanced=True)
+    box: tuple[float, float, float, float] | None = option(
+        None, "edit the face inside this box (pixels)", metavar="L T R B", nargs=4, gimp=False)
+    overrides: dict[str, float] = option({}, "override a tuned number of the backbone's recipe, e.g. "
+                                             "identity=5 or attribute_layers.b35_3=0.5 (engine/objective/recipes.py)",
+                                         metavar="NAME=VALUE", gimp=False, flag="--set")
+
+    @classmethod
+    def from_mapping(cls, values: dict, where: str = "options") -> EditOptions:
+        """From a bridge request, a recipe file or keyword arguments; unknown keys are errors."""
+        if not isinstance(values, dict):
+            raise FATError(f"{where}: expected an object of option names and values.", EXIT_USAGE)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise FATError(f"{where}: unknown option(s) {', '.join(map(str, unknown))}; known: "
+                           f"{', '.join(sorted(known))}.", EXIT_USAGE)
+        return cls(**values).validate()
+
+    def validate(self) -> EditOptions:
+        """Types, ranges and choices of every option: cheap, before any model or image loads."""
+        for f in fields(self):
+            setattr(self, f.name, _checked(f, getattr(self, f.name)))
+        if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
+            raise FATError(f"--box {' '.join(f'{v:g}' for v in self.box)}: needs left < right and top < bottom.",
+                           EXIT_USAGE)
+        check_overrides(self.overrides)
+        return self
+
+    def with_mask(self, has_mask: bool) -> EditOptions:
+        """A mask image is the region: region 'selection' needs one, and one given with the default region
+        means 'selection'; with another landmark region it is an error, not silently ignored."""
+        if has_mask and self.region == type(self).region:  # the class attribute is the field's default
+            self.region = "selection"
+        if has_mask != REGIONS[self.region].user_mask:
+            raise FATError(f"region {self.region!r} needs a mask image (--mask, or a GIMP selection)." if not has_mask
+                           else f"a mask image is the edit region itself; drop --region {self.region} (or use "
+                                "--region selection).", EXIT_USAGE)
+        return self
+
+    def to_dict(self) -> dict:
+        """JSON-ready (the sidecar's settings)."""
+        d = asdict(self)
+        d["box"] = list(self.box) if self.box is not None else None
+        return d
+
+
+def _checked(f, value: Any) -> Any:
+    meta, name = f.metadata, f.name
+    flag = cli_flag(f)
+    optional = f.default is None
+    if value is None:
+        if optional:
+            return None
+        raise FATError(f"{flag}: a value is needed.", EXIT_USAGE)
+    kind = option_kind(f)
+    if kind is str:
+        if isinstance(value, Path):
+            value = str(value)
+        if not isinstance(value, str):
+            raise FATError(f"{flag}: {value!r} is not text.", EXIT_USAGE)
+        if meta["choices"] and value not in meta["choices"] and not _free_choice(name, value):
+            raise FATError(f"{flag} {value}: choose one of {', '.join(meta['choices'])}.", EXIT_USAGE)
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise FATError(f"{flag} {value!r}: must be a whole number.", EXIT_USAGE)
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise FATError(f"{flag} {value!r}: must be a number.", EXIT_USAGE)
+        value = float(value)
+    elif kind is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != meta["nargs"]:
+            raise FATError(f"{flag}: needs {meta['nargs']} numbers ({meta['metavar']}).", EXIT_USAGE)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+            raise FATError(f"{flag} {value}: needs {meta['nargs']} finite numbers ({meta['metavar']}).", EXIT_USAGE)
+        return tuple(float(v) for v in value)
+    elif kind is dict:
+        if not isinstance(value, dict):
+            raise FATError(f"{flag}: expected NAME=VALUE pairs.", EXIT_USAGE)
+        return dict(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FATError(f"{flag} {value}: must be a finite number.", EXIT_USAGE)
+    low, high = meta["low"], meta["high"]
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise FATError(f"{flag} {value}: must be between {low:g} and {high:g}.", EXIT_USAGE)
+    return value
+
+
+def cli_flag(f) -> str:
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def _free_choice(name: str, value: str) -> bool:
+    """A backbone may also be a spec file; a device may name one GPU (cuda:1)."""
+    if name == "backbone":
+        return value.endswith(".json")
+    if name == "device":
+        return value.startswith("cuda:") and value[5:].isdigit()
+    return False
+
+
+def option_kind(f) -> type:
+    text = str(f.type)
+    for name, kind in (("tuple", tuple), ("dict", dict), ("int", int), ("float", float), ("str", str)):
+        if text.startswith(name):
+            return kind
+    raise TypeError(f"option {f.name}: unsupported type {text}")
+
+
+def schema() -> list[dict]:
+    """The options as JSON-ready records, in order (CLI, GIMP dialog, docs)."""
+    out = []
+    for f in fields(EditOptions):
+        default = f.default if f.default is not MISSING else f.default_factory()
+        meta = {k: (list(v) if isinstance(v, tuple) else v) for k, v in f.metadata.items()}
+        out.append({"name": f.name, "type": option_kind(f).__name__, "default": default,
+                    "optional": f.default is None, **meta})
+    return out
