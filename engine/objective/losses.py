@@ -94,9 +94,11 @@ def gram_loss(features: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
     return total
 
 
-def change_cost(x: torch.Tensor, start: torch.Tensor, cost: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """L2 on the change itself (dearer where `cost` is higher): stay near the start unless a loss needs otherwise."""
-    return ((x - start).square() * cost).sum() / (mask.sum() * 3 * 255.0**2 + EPS)
+def change_cost(x: torch.Tensor, start: torch.Tensor, cost: torch.Tensor, mask: torch.Tensor,
+                weight: float = 1.0) -> torch.Tensor:
+    """L2 on the change itself (dearer where `cost` is higher): stay near the start unless a loss needs otherwise.
+    The weight is applied before the normalisation (the order the recipe was tuned with)."""
+    return weight * ((x - start).square() * cost).sum() / (mask.sum() * 3 * 255.0**2 + EPS)
 
 
 @dataclass
@@ -109,14 +111,15 @@ class Evaluation:
     features: dict[str, torch.Tensor]
 
 
-# name -> term; evaluated in this order, each times the recipe's weight of the same name (0 = off).
-TERMS: dict[str, Callable[[Evaluation], torch.Tensor]] = {
-    "identity": lambda e: identity_loss(e.features, e.problem.reference_features, e.problem.recipe.identity_layers),
-    "attribute": lambda e: attribute_loss(e.features, e.problem.attribute_features,
-                                          e.problem.recipe.attribute_layers, e.problem.mask),
-    "tv": lambda e: total_variation(e.x_net, e.problem.network_mask),
-    "colour": lambda e: colour_anchor(e.x, e.problem.init, e.problem.mask, e.problem.recipe.colour_lowpass),
-    "change": lambda e: change_cost(e.x, e.problem.init, e.problem.change_cost, e.problem.mask),
-    "gram": lambda e: gram_loss(e.features, e.problem.attribute_features, e.problem.recipe.attribute_layers,
-                                e.problem.mask),
+# name -> weighted term (evaluation, the recipe's weight of the same name); evaluated in this order, 0 = off.
+TERMS: dict[str, Callable[[Evaluation, float], torch.Tensor]] = {
+    "identity": lambda e, w: w * identity_loss(e.features, e.problem.reference_features,
+                                               e.problem.recipe.identity_layers),
+    "attribute": lambda e, w: w * attribute_loss(e.features, e.problem.attribute_features,
+                                                 e.problem.recipe.attribute_layers, e.problem.mask),
+    "tv": lambda e, w: w * total_variation(e.x_net, e.problem.network_mask),
+    "colour": lambda e, w: w * colour_anchor(e.x, e.problem.init, e.problem.mask, e.problem.recipe.colour_lowpass),
+    "change": lambda e, w: change_cost(e.x, e.problem.init, e.problem.change_cost, e.problem.mask, w),
+    "gram": lambda e, w: w * gram_loss(e.features, e.problem.attribute_features, e.problem.recipe.attribute_layers,
+                                       e.problem.mask),
 }

@@ -107,8 +107,7 @@ def loss_terms(problem: Problem, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each term of the recipe with a non-zero weight, weighted, by name (engine/objective/losses.py TERMS)."""
     x_net = to_network(x, problem.backbone.input_size)
     evaluation = Evaluation(problem, x, x_net, problem.backbone.features(x_net, problem.layers))
-    return {name: weight * TERMS[name](evaluation)
-            for name, weight in problem.recipe.weights.items() if weight}
+    return {name: TERMS[name](evaluation, weight) for name, weight in problem.recipe.weights.items() if weight}
 
 
 class _Stage:
