@@ -1,19 +1,22 @@
-"""Both backbones pass one suite: load, taps, shapes, parity, spec round trip."""
+"""Both backbones pass one suite: load, taps, shapes, parity, spec against the files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import dlib
 import numpy as np
+import onnx
 import pytest
 import torch
 
-from engine import dlib_models
-from engine.backbone import load_backbone, read_spec, resolve_name
 from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError
+from engine.face import dlib_files as dlib_models
+from engine.models.backbone import load_backbone, read_spec, resolve_name
+from engine.objective.recipes import recipe_for
 from export.dlib_dat import read_dat
 
 
@@ -29,8 +32,9 @@ def test_loads_with_taps_and_shapes_from_spec(backbone):
         out = backbone.features(x, backbone.taps)
     for tap, shape in backbone.spec["taps"].items():
         assert list(out[tap].shape) == [2, *shape], tap
-    for layer in list(backbone.spec["identity_layers"]) + list(backbone.spec["attribute_layers"]):
-        assert layer in backbone.spec["taps"]
+    recipe = recipe_for(backbone.name)  # the layers the objective reads must be taps of the export
+    for layer in (*recipe.identity_layers, *recipe.attribute_layers, backbone.spec["descriptor_tap"]):
+        assert layer in backbone.spec["taps"], layer
 
 
 def test_torch_and_onnx_runtime_agree_per_tap(backbone, obama):
@@ -50,15 +54,35 @@ def test_torch_and_onnx_runtime_agree_per_tap(backbone, obama):
 def test_gradients_flow_to_the_pixels(backbone):
     h, w = backbone.input_size
     x = (torch.rand(1, 3, h, w) * 255).requires_grad_(True)
-    tap = next(iter(backbone.spec["identity_layers"]))
+    tap = backbone.spec["descriptor_tap"]
     backbone.features(x, [tap])[tap].square().sum().backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
 
 
-def test_spec_round_trip_and_selection(backbone, models_dir):
-    spec, onnx_path = read_spec(models_dir / f"{backbone.name}.json")
-    assert spec == json.loads(json.dumps(spec))
-    assert onnx_path.exists() and spec["onnx_sha256"] == backbone.spec["onnx_sha256"]
+def _onnx_dims(value_info) -> list[int | str]:
+    return [d.dim_value or d.dim_param for d in value_info.type.tensor_type.shape.dim]
+
+
+def test_spec_on_disk_describes_its_onnx_file_and_selection(backbone, models_dir):
+    """The JSON the exporter wrote is what the loaded Backbone reports, and it tells the truth
+    about the ONNX file beside it: hash, input, outputs and the shapes both runtimes produce."""
+    spec_path = models_dir / f"{backbone.name}.json"
+    on_disk = json.loads(spec_path.read_text())
+    assert backbone.spec == on_disk and read_spec(spec_path)[0] == on_disk
+    onnx_path = models_dir / on_disk["onnx"]
+    assert backbone.onnx_path.resolve() == onnx_path.resolve()
+    assert on_disk["onnx_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    h, w = on_disk["input"]["size"]
+    assert backbone.input_size == (h, w) and on_disk["crop_template"]["size"] == [h, w]
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    assert [(i.name, _onnx_dims(i)[1:]) for i in graph.input] == [(on_disk["input"]["name"], [3, h, w])]
+    assert [o.name for o in graph.output] == list(on_disk["taps"])
+    x = np.random.default_rng(1).uniform(0, 255, (1, 3, h, w)).astype(np.float32)
+    with torch.no_grad():
+        slow = backbone.features(torch.from_numpy(x), backbone.taps)
+    fast = backbone.features_fast(x, backbone.taps)
+    for tap, shape in on_disk["taps"].items():
+        assert list(slow[tap].shape) == list(fast[tap].shape) == [1, *shape], tap
     assert resolve_name(None, models_dir) == "vggface"  # preferred when installed
 
 

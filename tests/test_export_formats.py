@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from engine.backbone import load_backbone
 from engine.errors import EXIT_INPUT, FATError
+from engine.models.backbone import load_backbone
 from engine.models.vggface import tap_names
 from export.cli import export_vggface, main
 from export.detect import resolve_sources
+from export.formats import caffe
 from export.vggface import load_canonical
 from tests.conftest import quiet
-from tests.weightfiles import WRITERS, random_state, write_caffe, write_pth
+from tests.weightfiles import WRITERS, bgr, random_state, write_caffe, write_pth
 
 STATE = random_state(seed=1)
 
@@ -65,6 +66,54 @@ def test_caffe_new_style_blob_shapes(tmp_path):
     files = write_caffe(STATE, tmp_path, new_shape_field=True)
     got = load_canonical(*resolve_sources(files))
     np.testing.assert_array_equal(got["fc6.weight"], STATE["fc6.weight"])
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, next position): a decoder as small as the writer's encoder, to walk the bytes by hand."""
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
+
+
+@pytest.mark.parametrize("v1_layers", [True, False], ids=["V1-layers", "layer"])
+def test_hand_encoded_caffemodel_follows_caffe_proto(v1_layers, tmp_path):
+    """The writer encodes caffe.proto's field numbers by hand, not through the reader's schema,
+    so the reader is checked against caffe.proto rather than against itself."""
+    model, _ = write_caffe(STATE, tmp_path, v1_layers=v1_layers)
+    data = model.read_bytes()
+    name = b"VGG_FACE_16_layers"
+    # NetParameter.name = 1 (tag 0x0a), then the first layer: .layers = 2 (0x12) or .layer = 100 (0xa2 0x06)
+    head = b"\x0a" + bytes([len(name)]) + name + (b"\x12" if v1_layers else b"\xa2\x06")
+    assert data.startswith(head)
+    size, start = _read_varint(data, len(head))
+    first = data[start:start + size]
+    if v1_layers:  # V1LayerParameter: name = 4 (0x22), type = 5 (varint, 0x28) CONVOLUTION = 4, blobs = 6 (0x32)
+        assert first.startswith(b"\x22\x07conv1_1\x28\x04\x32")
+    else:  # LayerParameter: name = 1 (0x0a), type = 2 (0x12), blobs = 7 (0x3a)
+        assert first.startswith(b"\x0a\x07conv1_1\x12\x0bConvolution\x3a")
+    weight = np.ascontiguousarray(STATE["conv1_1.weight"][:, ::-1], "<f4").tobytes()
+    assert len(weight) == 432  # 4 x 3 x 3 x 3 floats: BlobProto.data = 5 packed (0x2a), length 432 = 0xb0 0x03
+    assert b"\x2a\xb0\x03" + weight in first
+    # and the reader decodes those bytes to the values written
+    net = caffe.messages()["NetParameter"]()
+    net.ParseFromString(data)
+    layers = net.layers if v1_layers else net.layer
+    assert len(net.layer if v1_layers else net.layers) == 0
+    assert [lay.name for lay in layers] == [k[:-len(".weight")] for k in STATE if k.endswith(".weight")]
+    if v1_layers:
+        assert [lay.type for lay in layers] == [caffe.V1_CONVOLUTION] * 13 + [caffe.V1_INNER_PRODUCT] * 3
+    else:
+        assert {lay.type for lay in layers} == {"Convolution", "InnerProduct"}
+    blob = layers[0].blobs[0]
+    assert [blob.num, blob.channels, blob.height, blob.width] == list(STATE["conv1_1.weight"].shape)
+    raw = caffe.read([model])
+    assert raw.notes["net_name"] == name.decode() and sorted(raw.arrays) == sorted(STATE)
+    for k, v in bgr(STATE).items():
+        np.testing.assert_array_equal(raw.arrays[k], v, err_msg=k)
 
 
 def test_publisher_archive_is_unpacked(tmp_path):

@@ -8,18 +8,25 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from engine.align import template_transform, transform_points, umeyama, warp_crop
 from engine.errors import EXIT_NO_FACE, EXIT_USAGE, FATError
-from engine.faces import _hog, _predictor, choose_face, detect_faces
-from engine.geometry import align_face, crop_mask
-from engine.imageio import check_output_path, load_photo, save_photo
-from engine.masks import region_mask, region_names, resample
-from engine.pasteback import paste_back
+from engine.face.align import template_transform, transform_points, umeyama, warp_crop
+from engine.face.detect import _hog, _predictor, choose_face, detect_faces
+from engine.face.frame import AlignedFace, align_face
+from engine.face.masks import region_mask, resample
+from engine.face.pasteback import paste_back
+from engine.face.regions import REGIONS, region_names
+from engine.io.images import load_photo, save_photo
+from engine.io.paths import check_output_path
 from export.dlib_backbone import dlib_spec
 from export.vggface import VGGFACE_TEMPLATE
 from tests.conftest import EXAMPLES
 
 DLIB_TEMPLATE = {"kind": "dlib_chip", "size": [150, 150], "padding": 0.25}
+
+
+def crop_mask(aligned: AlignedFace, region: str) -> np.ndarray:
+    """A region's mask in crop pixels (what engine/face/frame.py builds for the reference)."""
+    return region_mask(aligned.landmarks, region, aligned.size)
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +54,31 @@ def test_chip_geometry_matches_dlib(photo, aligned):
     assert np.abs(plain - ref)[5:-5, 5:-5].mean() < 1.5  # same geometry (dlib resamples slightly differently)
 
 
-def test_both_templates_put_the_eyes_where_declared(photo, aligned):
+# dlib's get_face_chip_details fits 68-point landmarks to a mean face (mean_face_shape_x/y in
+# dlib/image_transforms/interpolation.h, points 17-67 in [0, 1]); these are its eye points 36-47.
+DLIB_MEAN_EYES_X = [0.121737, 0.187122, 0.265825, 0.334606, 0.260918, 0.182743,
+                    0.645647, 0.714428, 0.793132, 0.858516, 0.79751, 0.719335]
+DLIB_MEAN_EYES_Y = [0.216423, 0.178758, 0.179852, 0.231733, 0.245099, 0.244077,
+                    0.231733, 0.179852, 0.178758, 0.216423, 0.244077, 0.245099]
+
+
+def dlib_declared_eyes(padding: float) -> np.ndarray:
+    """Eye centres as fractions of a dlib chip: the mean face shrunk by the padding, as dlib does."""
+    mean = np.stack([DLIB_MEAN_EYES_X, DLIB_MEAN_EYES_Y], 1).reshape(2, 6, 2).mean(1)
+    return (padding + mean) / (2 * padding + 1)
+
+
+def test_both_templates_put_the_eyes_where_declared(photo, aligned, tmp_path):
     m = template_transform(aligned.face.landmarks, VGGFACE_TEMPLATE)
     eyes = transform_points(m, aligned.face.landmarks[36:48]).reshape(2, 6, 2).mean(1)
     np.testing.assert_allclose(eyes / 224, VGGFACE_TEMPLATE["points"][:2], atol=0.03)
-    assert dlib_spec.__name__  # the dlib template is the spec's crop_template
+    # the dlib-resnet spec declares the template used here, and the chip puts the eyes where dlib's mean face has them
+    dat = tmp_path / "model.dat"
+    dat.write_bytes(b"")
+    assert dlib_spec(dat)["crop_template"] == DLIB_TEMPLATE
     chip_eyes = aligned.landmarks[36:48].reshape(2, 6, 2).mean(1)
+    np.testing.assert_allclose(chip_eyes / DLIB_TEMPLATE["size"], dlib_declared_eyes(DLIB_TEMPLATE["padding"]),
+                               atol=0.015)  # about 2 px of 150
     assert abs(chip_eyes[0, 1] - chip_eyes[1, 1]) < 3  # level eyes after alignment
 
 
@@ -73,6 +99,11 @@ def test_masks_cover_their_region_only(aligned):
     for ex, ey in np.round(pts[36:48]).astype(int):
         assert mouth[ey, ex] < 0.05
     for region in region_names():
+        if REGIONS[region].user_mask:  # "selection" is the user's own mask: no landmark mask to build
+            with pytest.raises(FATError) as err:
+                region_mask(pts, region, aligned.size)
+            assert err.value.exit_code == EXIT_USAGE
+            continue
         m = region_mask(pts, region, aligned.size)
         assert m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1 and m.max() > 0.99
     assert tuple(resample(__import__("torch").from_numpy(mouth), (35, 35)).shape) == (1, 1, 35, 35)
@@ -137,7 +168,7 @@ def test_exif_orientation_is_applied(tmp_path):
     path = tmp_path / "sideways.jpg"
     rotated.save(path, exif=exif, quality=95)
     p = load_photo(path)
-    assert p.size == im.size
+    assert p.size == im.size[::-1]  # the engine's (h, w), PIL's (w, h)
     assert len(detect_faces(p.rgb8())) == 1
 
 
@@ -182,9 +213,30 @@ def test_outputs_never_overwrite_inputs(tmp_path):
         check_output_path(tmp_path / "a.png", [tmp_path / "b.png", tmp_path / "a.png"])
 
 
-def test_warp_crop_antialiases_large_faces(photo, aligned):
-    crop = warp_crop(photo.rgb, aligned.transform, (150, 150))
+def _checkerboard(size: int, cell: int) -> np.ndarray:
+    """Black and white squares, 3 channels, 0..255: all its energy far above a shrunken crop's Nyquist."""
+    y, x = np.mgrid[:size, :size]
+    return np.repeat(((x // cell + y // cell) % 2 * 255.0)[..., None], 3, -1).astype(np.float32)
+
+
+def _similarity(scale: float, angle: float, centre: tuple[float, float], size: tuple[int, int]) -> np.ndarray:
+    """Image -> crop: rotate and scale about `centre`, which lands in the middle of the crop."""
+    c, s = np.cos(angle) * scale, np.sin(angle) * scale
+    lin = np.array([[c, -s], [s, c]])
+    return np.hstack([lin, (np.array(size[::-1]) / 2 - lin @ centre)[:, None]])
+
+
+def test_warp_crop_antialiases_large_faces():
+    """A face 6x the crop: a 4-pixel-period checkerboard (3x the crop's Nyquist) must average to grey,
+    where a single sample per crop pixel (what warp_crop would be without supersampling) aliases."""
+    pattern = _checkerboard(1400, cell=2)
+    m = _similarity(1 / 6, 0.3, (700.0, 700.0), (150, 150))
+    crop = warp_crop(pattern, m, (150, 150))
     assert crop.shape == (150, 150, 3) and np.isfinite(crop).all()
+    assert abs(crop.mean() - 127.5) < 5 and crop.std() < 15
+    for flags in (cv2.INTER_NEAREST, cv2.INTER_LINEAR):
+        naive = cv2.warpAffine(pattern, m, (150, 150), flags=flags, borderMode=cv2.BORDER_REFLECT101)
+        assert naive.std() > 60, flags  # the same pattern, aliased into coarse false squares
 
 
 def test_eyebrow_and_eye_masks_do_not_spill_into_each_other(aligned):

@@ -8,6 +8,7 @@ layer names and container structure. Random weights; small widths for speed.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from pathlib import Path
 
 import h5py
@@ -16,7 +17,6 @@ import scipy.io
 import torch
 
 from engine.models.vggface import FC_NAMES, VGG_BLOCKS, canonical_shapes, conv_names
-from export.formats.caffe import V1_CONVOLUTION, V1_INNER_PRODUCT, messages
 
 SMALL_WIDTHS = (4, 4, 8, 8, 8)
 SMALL_FC = 16
@@ -56,33 +56,127 @@ def write_pth(state: dict[str, np.ndarray], path: Path) -> Path:
     return path
 
 
-# --- Caffe (VGG_FACE.caffemodel + VGG_FACE_deploy.prototxt, old V1 syntax) --------
+# --- Caffe (VGG_FACE.caffemodel + VGG_FACE_deploy.prototxt) -----------------------
+#
+# The caffemodel is encoded by hand below rather than through the reader's schema
+# (export/formats/caffe.py): a wrong field number there would otherwise be written
+# and read back the same way, and both tests would pass. The numbers come from
+# BVLC caffe.proto (src/caffe/proto/caffe.proto), quoted beside each constant.
 
-def write_caffe(state: dict[str, np.ndarray], folder: Path, new_shape_field: bool = False) -> list[Path]:
-    s = bgr(state)
-    msgs = messages()
-    net = msgs["NetParameter"](name="VGG_FACE_16_layers")
-    proto = ['name: "VGG_FACE_16_layers"', 'input: "data"', "input_dim: 1", "input_dim: 3",
-             "input_dim: 224", "input_dim: 224"]
+# message NetParameter { optional string name = 1; repeated V1LayerParameter layers = 2;
+#                        repeated LayerParameter layer = 100; }
+NET_NAME, NET_LAYERS_V1, NET_LAYER = 1, 2, 100
+# message LayerParameter { optional string name = 1; optional string type = 2; repeated string bottom = 3;
+#                          repeated string top = 4; repeated BlobProto blobs = 7; }
+LAYER_NAME, LAYER_TYPE, LAYER_BLOBS = 1, 2, 7
+# message V1LayerParameter { repeated string bottom = 2; repeated string top = 3; optional string name = 4;
+#                            optional LayerType type = 5; repeated BlobProto blobs = 6; }
+V1_NAME, V1_TYPE, V1_BLOBS = 4, 5, 6
+# (bottom/top are left to the deploy prototxt: the reader ignores them, and tests that patch the first
+# b"conv1_1" in the file expect it to be a layer's name.)
+# enum V1LayerParameter.LayerType { CONVOLUTION = 4; INNER_PRODUCT = 14; }
+V1_TYPES = {"Convolution": 4, "InnerProduct": 14}
+# message BlobProto { optional int32 num = 1; optional int32 channels = 2; optional int32 height = 3;
+#                     optional int32 width = 4; repeated float data = 5 [packed = true];
+#                     optional BlobShape shape = 7; }
+BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH, BLOB_DATA, BLOB_SHAPE = 1, 2, 3, 4, 5, 7
+# message BlobShape { repeated int64 dim = 1 [packed = true]; }
+SHAPE_DIM = 1
+
+WIRE_VARINT, WIRE_LEN = 0, 2  # protobuf wire types
+
+
+def pb_varint(n: int) -> bytes:
+    """Base-128 little-endian varint; negatives as 64-bit two's complement, as protobuf does."""
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def pb_tag(field: int, wire: int) -> bytes:
+    return pb_varint(field << 3 | wire)
+
+
+def pb_int(field: int, value: int) -> bytes:
+    return pb_tag(field, WIRE_VARINT) + pb_varint(value)
+
+
+def pb_len(field: int, payload: bytes) -> bytes:
+    """A length-delimited field: strings, sub-messages and packed repeated scalars."""
+    return pb_tag(field, WIRE_LEN) + pb_varint(len(payload)) + payload
+
+
+def pb_str(field: int, text: str) -> bytes:
+    return pb_len(field, text.encode())
+
+
+def pb_packed_floats(field: int, values: np.ndarray) -> bytes:
+    return pb_len(field, np.ascontiguousarray(values, dtype="<f4").tobytes())
+
+
+def pb_packed_varints(field: int, values: Iterable[int]) -> bytes:
+    return pb_len(field, b"".join(pb_varint(int(v)) for v in values))
+
+
+def caffe_blob(arr: np.ndarray, legacy_dims: tuple[int, ...], new_shape_field: bool) -> bytes:
+    """A BlobProto, fields in number order as protobuf writes them: the old num/channels/height/width
+    dims (1-4) or packed data (5) then the newer BlobShape (7)."""
+    data = pb_packed_floats(BLOB_DATA, arr.reshape(-1))
+    if new_shape_field:
+        return data + pb_len(BLOB_SHAPE, pb_packed_varints(SHAPE_DIM, arr.shape))
+    fields = (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH)
+    return b"".join(pb_int(f, d) for f, d in zip(fields, legacy_dims, strict=True)) + data
+
+
+def caffe_layer(name: str, kind: str, blobs: list[bytes], v1: bool) -> bytes:
+    """A V1LayerParameter (enum type) or LayerParameter (string type) holding its blobs."""
+    if v1:
+        head = pb_str(V1_NAME, name) + pb_int(V1_TYPE, V1_TYPES[kind])
+        return head + b"".join(pb_len(V1_BLOBS, b) for b in blobs)
+    return pb_str(LAYER_NAME, name) + pb_str(LAYER_TYPE, kind) + b"".join(pb_len(LAYER_BLOBS, b) for b in blobs)
+
+
+def _deploy_prototxt(v1_layers: bool) -> str:
+    """The deploy file in the matching syntax (V1 enum `layers` or `layer` with string types)."""
+    lines = ['name: "VGG_FACE_16_layers"', 'input: "data"'] + [f"input_dim: {d}" for d in (1, 3, 224, 224)]
     bottom = "data"
     for name in conv_names() + list(FC_NAMES):
-        layer = net.layers.add(name=name, type=V1_CONVOLUTION if name.startswith("conv") else V1_INNER_PRODUCT)
-        w, b = s[f"{name}.weight"], s[f"{name}.bias"]
-        shapes = (w.shape if w.ndim == 4 else (1, 1, *w.shape), (1, 1, 1, b.size))
-        for arr, shape in zip((w, b), shapes, strict=True):
-            blob = layer.blobs.add()
-            if new_shape_field:
-                blob.shape.dim.extend(arr.shape)
-            else:
-                blob.num, blob.channels, blob.height, blob.width = shape
-            blob.data.extend(arr.reshape(-1).tolist())
-        kind = "CONVOLUTION" if name.startswith("conv") else "INNER_PRODUCT"
-        proto.append(f'layers {{ bottom: "{bottom}" top: "{name}" name: "{name}" type: {kind} }}')
-        proto.append(f'layers {{ bottom: "{name}" top: "{name}" name: "relu{name[4:] or name[2:]}" type: RELU }}')
+        relu = f"relu{name[4:] or name[2:]}"
+        if v1_layers:
+            kind = "CONVOLUTION" if name.startswith("conv") else "INNER_PRODUCT"
+            lines.append(f'layers {{ bottom: "{bottom}" top: "{name}" name: "{name}" type: {kind} }}')
+            lines.append(f'layers {{ bottom: "{name}" top: "{name}" name: "{relu}" type: RELU }}')
+        else:
+            kind = "Convolution" if name.startswith("conv") else "InnerProduct"
+            lines.append(f'layer {{ name: "{name}" type: "{kind}" bottom: "{bottom}" top: "{name}" }}')
+            lines.append(f'layer {{ name: "{relu}" type: "ReLU" bottom: "{name}" top: "{name}" }}')
         bottom = name
+    return "\n".join(lines) + "\n"
+
+
+def write_caffe(state: dict[str, np.ndarray], folder: Path, new_shape_field: bool = False,
+                v1_layers: bool = True) -> list[Path]:
+    """VGG_FACE.caffemodel as the publisher's (V1 `layers`, legacy 4-d dims, BGR) or in newer syntax.
+
+    new_shape_field: blob dims as BlobShape (field 7) instead of num/channels/height/width.
+    v1_layers: NetParameter.layers (V1LayerParameter, field 2) or, if False, .layer (field 100).
+    Only the weighted layers, written one at a time so only one layer's bytes are held at once.
+    """
+    s = bgr(state)
     model, deploy = folder / "VGG_FACE.caffemodel", folder / "VGG_FACE_deploy.prototxt"
-    model.write_bytes(net.SerializeToString())
-    deploy.write_text("\n".join(proto) + "\n")
+    with open(model, "wb") as fh:
+        fh.write(pb_str(NET_NAME, "VGG_FACE_16_layers"))
+        for name in conv_names() + list(FC_NAMES):
+            w, b = s[f"{name}.weight"], s[f"{name}.bias"]
+            legacy = (w.shape if w.ndim == 4 else (1, 1, *w.shape), (1, 1, 1, b.size))
+            blobs = [caffe_blob(a, d, new_shape_field) for a, d in zip((w, b), legacy, strict=True)]
+            kind = "Convolution" if name.startswith("conv") else "InnerProduct"
+            fh.write(pb_len(NET_LAYERS_V1 if v1_layers else NET_LAYER, caffe_layer(name, kind, blobs, v1_layers)))
+    deploy.write_text(_deploy_prototxt(v1_layers))
     return [model, deploy]
 
 
@@ -298,6 +392,7 @@ def write_torch7(state: dict[str, np.ndarray], path: Path, flat_conv: bool = Tru
 WRITERS = {
     "pytorch": lambda st, d: [write_pth(st, d / "vgg_face_dag.pth")],
     "caffe": lambda st, d: write_caffe(st, d),
+    "caffe-new": lambda st, d: write_caffe(st, d, new_shape_field=True, v1_layers=False),
     "keras": lambda st, d: [write_keras(st, d / "rcmalli_vggface_tf_vgg16.h5")],
     "matconvnet": lambda st, d: [write_matconvnet(st, d / "vgg_face.mat", "net")],
     "matconvnet-toplevel": lambda st, d: [write_matconvnet(st, d / "vgg_face.mat", "top")],
