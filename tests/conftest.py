@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.backbone import Backbone, load_backbone
+from engine.models.backbone import Backbone, load_backbone
 from export.cli import export_dlib, export_vggface
 from tests.weightfiles import random_state, write_pth
 
