@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,7 @@ def default_dat_path() -> Path:
 
 def _affine(layer: Layer, prefix: str) -> dict[str, np.ndarray]:
     g, b = layer.arrays["gamma"], layer.arrays["beta"]
-    return {f"{prefix}.scale": g.reshape(1, -1, 1, 1), f"{prefix}.shift": b.reshape(1, -1, 1, 1)}
+    return {f"{prefix}.scale": g.reshape(1, g.size, 1, 1), f"{prefix}.shift": b.reshape(1, b.size, 1, 1)}
 
 
 def canonical_dlib(net: DlibNet, path: Path) -> dict[str, np.ndarray]:
@@ -54,9 +56,28 @@ def canonical_dlib(net: DlibNet, path: Path) -> dict[str, np.ndarray]:
             state[f"blocks.{i}.conv{j}.weight"] = c.arrays["weight"]
             state[f"blocks.{i}.conv{j}.bias"] = c.arrays["bias"]
             state.update(_affine(a, f"blocks.{i}.affine{j}"))
-    fc = net.layers[-1]
-    state["fc.weight"] = np.ascontiguousarray(fc.arrays["weight"].reshape(256, 128).T)
+    fc = net.layers[-1].arrays["weight"]
+    expected = expected_shapes()
+    if fc.size != math.prod(expected["fc.weight"]):
+        raise FATError(f"{path}: the final fc layer has {fc.size} weights, expected 256 x 128.", EXIT_INPUT)
+    state["fc.weight"] = np.ascontiguousarray(fc.reshape(256, 128).T)
+    for key, shape in expected.items():
+        got = tuple(state[key].shape)
+        if got != shape:
+            raise FATError(f"{path}: {key} has shape {got}, expected {shape} for "
+                           "dlib_face_recognition_resnet_model_v1 (a different or damaged network).", EXIT_INPUT)
+        if not np.isfinite(state[key]).all():
+            raise FATError(f"{path}: {key} contains NaN or infinite values (damaged file).", EXIT_INPUT)
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
+
+
+@lru_cache(maxsize=1)
+def expected_shapes() -> dict[str, tuple[int, ...]]:
+    """Every parameter's shape in engine/models/dlib_resnet.py (built on the meta device: no memory)."""
+    import torch
+
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in DlibResNet().state_dict().items()}
 
 
 def load_canonical(path: Path) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ m * 2**e); tensors are version 2, four dims, then raw little-endian float32.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ class Reader:
         self.pos = 0
 
     def take(self, n: int) -> bytes:
+        if n < 0:
+            raise DatFormatError(f"negative length {n} at byte {self.pos}")
         if self.pos + n > len(self.data):
             raise DatFormatError(f"unexpected end of file at byte {self.pos} (wanted {n} more bytes)")
         out = self.data[self.pos:self.pos + n]
@@ -64,7 +67,18 @@ class Reader:
         mantissa, exponent = self.int(), self.int()
         if exponent in (32000, 32001, 32002):  # dlib's codes for inf, -inf, nan
             return {32000: float("inf"), 32001: float("-inf"), 32002: float("nan")}[exponent]
-        return float(mantissa) * 2.0 ** exponent
+        try:
+            return math.ldexp(float(mantissa), exponent)
+        except OverflowError:
+            raise DatFormatError(f"float {mantissa} * 2**{exponent} out of range at byte {self.pos}") from None
+
+    def dims(self) -> tuple[int, int, int, int]:
+        """Four tensor dimensions, each checked: a negative size is damage, not a shape."""
+        at = self.pos
+        d = tuple(self.int() for _ in range(4))
+        if any(not 0 <= x <= len(self.data) for x in d):  # even an empty tensor has no dimension that big
+            raise DatFormatError(f"impossible tensor dimensions {d} at byte {at}")
+        return d  # type: ignore[return-value]
 
     def bool(self) -> bool:
         b = self.take(1)
@@ -76,8 +90,8 @@ class Reader:
         version = self.int()
         if version != 2:
             raise DatFormatError(f"unsupported tensor version {version} at byte {self.pos}")
-        dims = [self.int() for _ in range(4)]
-        n = int(np.prod(dims))
+        dims = self.dims()
+        n = math.prod(dims)
         return np.frombuffer(self.take(4 * n), dtype="<f4").reshape(dims).astype(np.float32)
 
     def alias(self) -> tuple[int, int, int, int]:
@@ -85,7 +99,7 @@ class Reader:
         version = self.int()
         if version != 1:
             raise DatFormatError(f"unsupported alias_tensor version {version} at byte {self.pos}")
-        return tuple(self.int() for _ in range(4))  # type: ignore[return-value]
+        return self.dims()
 
 
 def _views(params: np.ndarray, *shapes: tuple[int, int, int, int]) -> list[np.ndarray]:
@@ -93,13 +107,13 @@ def _views(params: np.ndarray, *shapes: tuple[int, int, int, int]) -> list[np.nd
     out, offset = [], 0
     for shape in shapes:
         out.append(_view(params, offset, shape))
-        offset += int(np.prod(shape))
+        offset += math.prod(shape)
     return out
 
 
 def _view(params: np.ndarray, offset: int, shape: tuple[int, int, int, int]) -> np.ndarray:
     flat = params.reshape(-1)
-    n = int(np.prod(shape))
+    n = math.prod(shape)
     if offset + n > flat.size:
         raise DatFormatError(f"alias tensor {shape}+{offset} outside parameters of size {flat.size}")
     return flat[offset:offset + n].reshape(shape).copy()
@@ -150,15 +164,20 @@ def _add_layer_tail(r: Reader) -> None:
         r.tensor()
 
 
-def _net(r: Reader, out: list[Layer]) -> None:
+MAX_DEPTH = 2000  # layers nested in one another; dlib's ResNet has about 150
+
+
+def _net(r: Reader, out: list[Layer], depth: int = 0) -> None:
     """Append layers bottom-up (input first) to `out`."""
+    if depth > MAX_DEPTH:
+        raise DatFormatError(f"layers nested more than {MAX_DEPTH} deep at byte {r.pos}")
     version = r.int()
     if version == 1:  # add_tag_layer / add_skip_layer
-        _net(r, out)
+        _net(r, out, depth + 1)
         out.append(Layer("marker"))
         return
     if version == 2:
-        _net(r, out)
+        _net(r, out, depth + 1)
         out.append(_layer_details(r))
         _add_layer_tail(r)
         return

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from engine.errors import EXIT_BACKBONE, FATError
-from engine.fileio import atomic_write, atomic_write_json, sha256_file
-from engine.runtime import ort_session
+from engine.io.files import atomic_write, sha256_file
+from engine.models.runtime import ort_session
+from export.commit import commit, spec_path_for, staging, write_json
 from export.onnx_stream import save_with_initializers
 
 OPSET = 17
@@ -41,6 +42,9 @@ def write_onnx(net: nn.Module, taps: list[str], input_size: tuple[int, int], out
     The graph is traced without its weights (export_params=False) and the weights
     are then added as initializers straight from the module's tensors: this keeps
     one copy fewer of a 550 MB network in memory than a normal export.
+    keep_initializers_as_inputs=True turns off the exporter's merging of parameters with
+    equal values (two all-zero biases would otherwise become one graph input, and the
+    engine needs every parameter under its own name).
     """
     net = net.eval()
     dummy = torch.zeros(1, 3, *input_size)
@@ -52,6 +56,7 @@ def write_onnx(net: nn.Module, taps: list[str], input_size: tuple[int, int], out
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapped, dummy, str(tmp), input_names=["image"], output_names=taps,
                               opset_version=OPSET, dynamo=False, do_constant_folding=False, export_params=False,
+                              keep_initializers_as_inputs=True,
                               dynamic_axes={"image": {0: "batch"}, **{t: {0: "batch"} for t in taps}})
         model = onnx.load(str(tmp))
         onnx.checker.check_model(model)  # the structure, with the weights still as graph inputs
@@ -108,33 +113,37 @@ def verify(net: nn.Module, onnx_path: Path, taps: list[str], images: np.ndarray)
 def export_backbone(net: nn.Module, *, taps: list[str], input_size: tuple[int, int], out: Path,
                     spec: dict, real_images: list[np.ndarray], rel_tolerance: float = 1e-4,
                     log=print) -> dict:
-    """Export, verify and write `out` + `out.with_suffix('.json')`; returns the spec."""
-    t0 = time.perf_counter()
-    write_onnx(net, taps, input_size, out)
-    log(f"  wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
-    report = verify(net, out, taps, verification_images(input_size, real_images))
-    worst = max(report.items(), key=lambda kv: kv[1]["max_rel_diff"])
-    log(f"  verified {len(taps)} taps against torch on {2 + len(real_images)} images: "
-        f"worst {worst[0]} max abs diff {worst[1]['max_abs_diff']:.2e} (relative {worst[1]['max_rel_diff']:.2e})")
-    if worst[1]["max_rel_diff"] > rel_tolerance:
-        out.unlink(missing_ok=True)
-        raise FATError(f"ONNX export of {spec['backbone']} does not match torch at tap {worst[0]} "
-                       f"(relative difference {worst[1]['max_rel_diff']:.2e}); this is a bug, please report it.",
-                       EXIT_BACKBONE)
-    full = {
-        "spec_version": SPEC_VERSION,
-        **spec,
-        "onnx": out.name,
-        "onnx_sha256": sha256_file(out),
-        "opset": OPSET,
-        "initializer_prefix": PREFIX,
-        "taps": tap_shapes(net, taps, input_size),
-        "verification": {"images": 2 + len(real_images), "per_tap": report},
-    }
-    atomic_write_json(spec_path_for(out), full)
-    log(f"  spec: {spec_path_for(out)}")
+    """Export and verify `out` + `out.with_suffix('.json')`; returns the spec.
+
+    Both are written and verified in a staging folder and only then put in place
+    (export/commit.py): an error, Ctrl-C or kill leaves the previous pair usable.
+    """
+    out = Path(out)
+    with staging(out) as stage:
+        staged = stage / out.name
+        t0 = time.perf_counter()
+        write_onnx(net, taps, input_size, staged)
+        log(f"  wrote ONNX ({staged.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+        report = verify(net, staged, taps, verification_images(input_size, real_images))
+        worst = max(report.items(), key=lambda kv: kv[1]["max_rel_diff"])
+        log(f"  verified {len(taps)} taps against torch on {2 + len(real_images)} images: worst {worst[0]} "
+            f"max abs diff {worst[1]['max_abs_diff']:.2e} (relative {worst[1]['max_rel_diff']:.2e})")
+        if worst[1]["max_rel_diff"] > rel_tolerance:
+            raise FATError(f"ONNX export of {spec['backbone']} does not match torch at tap {worst[0]} "
+                           f"(relative difference {worst[1]['max_rel_diff']:.2e}); this is a bug, please report "
+                           f"it. {out} was left as it was.", EXIT_BACKBONE)
+        full = {
+            "spec_version": SPEC_VERSION,
+            **spec,
+            "onnx": out.name,
+            "onnx_sha256": sha256_file(staged),
+            "opset": OPSET,
+            "initializer_prefix": PREFIX,
+            "taps": tap_shapes(net, taps, input_size),
+            "verification": {"images": 2 + len(real_images), "per_tap": report},
+        }
+        staged_spec = stage / spec_path_for(out).name
+        write_json(staged_spec, full)
+        commit(staged, staged_spec, out, stage)
+    log(f"  installed {out} and its spec {spec_path_for(out)}")
     return full
-
-
-def spec_path_for(onnx_path: Path) -> Path:
-    return Path(onnx_path).with_suffix(".json")

@@ -8,6 +8,7 @@ them; unknown fields are skipped by protobuf itself.
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -89,7 +90,9 @@ def blob_array(blob) -> np.ndarray:
         dims = [int(d) for d in blob.shape.dim]
     else:
         dims = [blob.num, blob.channels, blob.height, blob.width]
-    if int(np.prod(dims)) != data.size:
+    if any(d < 0 for d in dims):
+        raise ValueError(f"blob declares a negative dimension {dims}")
+    if math.prod(dims) != data.size:
         # Old files often give fc blobs as 1 x 1 x out x in; keep the data's truth.
         raise ValueError(f"blob declares shape {dims} but holds {data.size} values")
     return data.reshape(dims)
@@ -125,14 +128,18 @@ def read(paths: list[Path]) -> RawWeights:
     for name, blobs in layers:
         if not blobs:
             continue
+        if not isinstance(name, str):  # protobuf hands over a name that is not UTF-8 as bytes
+            raise bad_file(model, f"a layer name is not text ({name[:40]!r})")
         if len(blobs) != 2:
             raise bad_file(model, f"layer {name!r} has {len(blobs)} blobs, expected weight and bias")
         try:
             w, b = blob_array(blobs[0]), blob_array(blobs[1])
         except ValueError as e:
             raise bad_file(model, f"layer {name!r}: {e}") from None
-        if name.startswith("fc"):
-            w = w.reshape(w.shape[-2], w.shape[-1]) if w.ndim > 2 else w
+        if name.startswith("fc") and w.ndim > 2:
+            if math.prod(w.shape[:-2]) != 1:
+                raise bad_file(model, f"layer {name!r} weight has shape {w.shape}, expected 1 x 1 x out x in")
+            w = w.reshape(w.shape[-2], w.shape[-1])
         arrays[f"{name}.weight"] = as_f32(w)
         arrays[f"{name}.bias"] = as_f32(b.reshape(-1))
     notes: dict[str, object] = {"net_name": net.name}

@@ -11,52 +11,68 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from export.formats.common import RawWeights, as_f32, bad_file
+from export.formats.common import RawWeights, as_f32, bad_file, parsing
+from export.formats.hdf5 import H5_ERRORS, h5_member, h5_read
+
+DAMAGED = "not a readable Keras HDF5 file"
 
 
-def _layer_weights(root: h5py.Group, layer: str) -> dict[str, np.ndarray]:
-    found: dict[str, np.ndarray] = {}
+def _layer_weights(root: h5py.Group, layer: str, path: Path) -> dict[str, np.ndarray]:
+    datasets: dict[str, h5py.Dataset] = {}
 
-    def visit(name: str, obj: object) -> None:
+    def visit(name: str | bytes, obj: object) -> None:
+        if isinstance(name, bytes):  # h5py gives names that are not UTF-8 as bytes
+            name = name.decode("latin-1")
         if isinstance(obj, h5py.Dataset):
             leaf = name.rsplit("/", 1)[-1].split(":")[0]
             if leaf in ("kernel", "bias"):
-                found[leaf] = obj[()]
+                datasets[leaf] = obj
 
-    root[layer].visititems(visit)
-    return found
+    group = h5_member(root, layer, path)
+    if isinstance(group, h5py.Group):
+        group.visititems(visit)
+    return {leaf: h5_read(ds, path) for leaf, ds in datasets.items()}
+
+
+def _layer_names(root: h5py.Group) -> list[str]:
+    names = root.attrs.get("layer_names", [])
+    names = [n.decode("latin-1") if isinstance(n, bytes) else str(n) for n in np.atleast_1d(names)]
+    return names or list(root.keys())
+
+
+def read_layers(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """{layer: {"kernel": array, "bias": array}} for every layer that has weights."""
+    with parsing(path, DAMAGED, H5_ERRORS):
+        f = h5py.File(path, "r")
+    with f, parsing(path, DAMAGED, H5_ERRORS):
+        root = h5_member(f, "model_weights", path) if "model_weights" in f else f
+        if not isinstance(root, h5py.Group):
+            raise bad_file(path, "model_weights is not a group")
+        return {layer: w for layer in _layer_names(root) if (w := _layer_weights(root, layer, path))}
+
+
+def _to_torch(path: Path, layer: str, k: np.ndarray) -> np.ndarray:
+    if k.ndim == 4:
+        return k.transpose(3, 2, 0, 1)
+    if layer == "fc6" and k.ndim == 2:
+        side = 7
+        cin = k.shape[0] // (side * side)
+        if cin == 0 or cin * side * side != k.shape[0]:
+            raise bad_file(path, f"fc6 kernel has {k.shape[0]} inputs, not 7*7*channels")
+        return k.reshape(side, side, cin, k.shape[1]).transpose(3, 2, 0, 1).reshape(k.shape[1], -1)
+    if k.ndim == 2:
+        return k.T
+    return k  # canonical.py reports the wrong shape
 
 
 def read(paths: list[Path]) -> RawWeights:
     path = paths[0]
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise bad_file(path, f"not a readable HDF5 file ({e})") from None
-    with f:
-        root = f.get("model_weights", f)
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in root.attrs.get("layer_names", [])]
-        names = names or list(root.keys())
-        arrays: dict[str, np.ndarray] = {}
-        for layer in names:
-            w = _layer_weights(root, layer)
-            if not w:
-                continue
-            if "kernel" not in w or "bias" not in w:
-                raise bad_file(path, f"layer {layer!r} lacks a kernel or bias")
-            k, b = w["kernel"], w["bias"]
-            if k.ndim == 4:
-                k = k.transpose(3, 2, 0, 1)
-            elif layer == "fc6" and k.ndim == 2:
-                side = 7
-                cin = k.shape[0] // (side * side)
-                if cin * side * side != k.shape[0]:
-                    raise bad_file(path, f"fc6 kernel has {k.shape[0]} inputs, not 7*7*channels")
-                k = k.reshape(side, side, cin, k.shape[1]).transpose(3, 2, 0, 1).reshape(k.shape[1], -1)
-            elif k.ndim == 2:
-                k = k.T
-            arrays[f"{layer}.weight"] = as_f32(k)
-            arrays[f"{layer}.bias"] = as_f32(b)
+    arrays: dict[str, np.ndarray] = {}
+    for layer, w in read_layers(path).items():
+        if "kernel" not in w or "bias" not in w:
+            raise bad_file(path, f"layer {layer!r} lacks a kernel or bias")
+        arrays[f"{layer}.weight"] = as_f32(_to_torch(path, layer, w["kernel"]))
+        arrays[f"{layer}.bias"] = as_f32(w["bias"])
     if not arrays:
         raise bad_file(path, "holds no Keras layer weights (no kernel/bias datasets)")
     return RawWeights("keras", [path], arrays, "BGR")
