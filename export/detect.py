@@ -12,17 +12,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.errors import EXIT_INPUT, FATError
-from export import scratch
+from export import formats, scratch
 
-FORMATS = ("caffe", "torch7", "matconvnet", "pytorch", "keras", "dlib")
 # Members worth extracting from the publishers' archives (vgg_face_*.tar.gz).
-ARCHIVE_MEMBERS = (".caffemodel", ".prototxt", ".t7", ".mat")
+ARCHIVE_MEMBERS = formats.archive_members()
 ARCHIVES = (".tar.gz", ".tgz", ".tar")
 UNPACK_PREFIX = "fat-export-unpacked-"
 
 
 def sniff(path: Path) -> str:
-    """Return one of FORMATS for a single file, or raise FATError."""
+    """A format name of export/formats (or "dlib") for a single file, or raise FATError."""
     if not path.exists():
         raise FATError(f"{path}: no such file. Check the path (see README, 'VGG-Face weights').", EXIT_INPUT)
     if path.is_dir():
@@ -35,20 +34,11 @@ def sniff(path: Path) -> str:
     name = path.name.lower()
     if not head:
         raise FATError(f"{path}: the file is empty (an interrupted download?). Download it again.", EXIT_INPUT)
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "matconvnet" if name.endswith(".mat") else "keras"
-    if head.startswith(b"MATLAB ") or name.endswith(".mat"):  # v5, or v7.3 (HDF5 after a 512-byte header)
-        return "matconvnet"
-    if head.startswith(b"PK\x03\x04") or name.endswith((".pth", ".pt")):
-        return "pytorch"
-    if name.endswith((".caffemodel", ".prototxt")):
-        return "caffe"
-    if name.endswith(".t7"):
-        return "torch7"
+    found = formats.by_content(head, name) or formats.by_name(name)
+    if found is not None:
+        return found.name
     if name.endswith(".dat"):
         return "dlib"
-    if name.endswith((".h5", ".hdf5")):
-        return "keras"
     raise FATError(f"{path}: unrecognised weights format. Supported: Caffe (.caffemodel [+ .prototxt]), "
                    "Torch7 (.t7), MatConvNet (.mat), PyTorch (.pth), Keras (.h5), dlib (.dat), "
                    "or the publishers' .tar.gz archives.", EXIT_INPUT)

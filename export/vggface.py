@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from pathlib import Path
 
@@ -11,16 +10,9 @@ import torch
 
 from engine.io.files import sha256_file
 from engine.models.vggface import INPUT_SIZE, MEAN_RGB, VGGFace, tap_names
+from export import formats
 from export.canonical import canonical_vggface
 from export.formats.common import RawWeights
-
-READERS = {
-    "caffe": "export.formats.caffe",
-    "torch7": "export.formats.torch7",
-    "matconvnet": "export.formats.matconvnet",
-    "pytorch": "export.formats.pytorch_pth",
-    "keras": "export.formats.keras_h5",
-}
 
 # Loose VGG-Face crop: where eye centres, nose tip and mouth corners land, as
 # fractions of the 224x224 input (faces in the VGG-Face set fill ~60% of the crop).
@@ -32,7 +24,7 @@ VGGFACE_TEMPLATE = {
 
 
 def read_raw(fmt: str, files: list[Path]) -> RawWeights:
-    return importlib.import_module(READERS[fmt]).read(files)
+    return formats.reader(fmt).read(files)
 
 
 def load_canonical(fmt: str, files: list[Path]) -> dict[str, np.ndarray]:

@@ -142,12 +142,10 @@ def read(paths: list[Path]) -> RawWeights:
             w = w.reshape(w.shape[-2], w.shape[-1])
         arrays[f"{name}.weight"] = as_f32(w)
         arrays[f"{name}.bias"] = as_f32(b.reshape(-1))
-    notes: dict[str, object] = {"net_name": net.name}
     if proto is not None:
         declared = set(read_prototxt_layers(proto))
         missing = [n.split(".")[0] for n in arrays if n.split(".")[0] not in declared]
         if missing:
             raise bad_file(proto, f"does not declare layers {sorted(set(missing))} found in {model.name}",
                            "Pass the prototxt that came with the caffemodel, or none.")
-        notes["prototxt"] = str(proto)
-    return RawWeights("caffe", [p for p in (model, proto) if p], arrays, "BGR", notes)
+    return RawWeights([p for p in (model, proto) if p], arrays, "BGR")

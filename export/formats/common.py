@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +20,9 @@ class RawWeights:
     (Caffe, Torch7 and Keras VGG-Face were trained on BGR images).
     """
 
-    format: str
     sources: list[Path]
     arrays: dict[str, np.ndarray]
     channel_order: str  # "RGB" or "BGR"
-    notes: dict[str, object] = field(default_factory=dict)
 
 
 def bad_file(path: Path, problem: str, hint: str = "") -> FATError:

@@ -75,4 +75,4 @@ def read(paths: list[Path]) -> RawWeights:
         arrays[f"{layer}.bias"] = as_f32(w["bias"])
     if not arrays:
         raise bad_file(path, "holds no Keras layer weights (no kernel/bias datasets)")
-    return RawWeights("keras", [path], arrays, "BGR")
+    return RawWeights([path], arrays, "BGR")

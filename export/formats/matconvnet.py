@@ -10,7 +10,6 @@ folder; the parent loads them and removes the folder on every path.
 
 from __future__ import annotations
 
-import json
 import struct
 import warnings
 import zlib
@@ -71,13 +70,12 @@ def _conv_arrays(path: Path, layers: list[dict]) -> Iterator[tuple[str, np.ndarr
 
 # --- v5 (scipy), in a child process --------------------------------------------------------------------
 
-def _v5_layers(path: Path) -> tuple[list[dict], dict]:
+def _v5_layers(path: Path) -> list[dict]:
     with parsing(path, DAMAGED, V5_ERRORS), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns about odd headers; the checks below decide
         m = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
     net = m.get("net", None)
     layers = getattr(net, "layers", None) if isinstance(net, mat_struct) else m.get("layers")
-    meta = getattr(net, "meta", None) if isinstance(net, mat_struct) else m.get("meta")
     if layers is None:
         raise bad_file(path, f"{DAMAGED} (no 'layers' or 'net.layers' variable)")
     out = []
@@ -88,28 +86,20 @@ def _v5_layers(path: Path) -> tuple[list[dict], dict]:
         if "weights" in d:
             d["weights"] = list(np.atleast_1d(d["weights"]).reshape(-1))
         out.append(d)
-    return out, _v5_notes(meta)
-
-
-def _v5_notes(meta: object) -> dict:
-    norm = getattr(meta, "normalization", None) if isinstance(meta, mat_struct) else None
-    average = getattr(norm, "averageImage", None) if isinstance(norm, mat_struct) else None
-    if isinstance(average, np.ndarray) and average.dtype.kind in "fiu" and average.size >= 3:
-        return {"average_image": average.astype(float).reshape(-1)[:3].tolist()}
-    return {}
+    return out
 
 
 def v5_to_npy(path: Path, folder: Path) -> dict:
     """(In the child.) Read a v5 file and save each converted array as folder/<i>.npy."""
-    layers, notes = _v5_layers(path)
+    layers = _v5_layers(path)
     names = []
     for name, array in _conv_arrays(path, layers):  # one converted layer in memory at a time
         np.save(folder / f"{len(names)}.npy", array, allow_pickle=False)
         names.append(name)
-    return {"names": names, "notes": json.loads(json.dumps(notes))}
+    return {"names": names}
 
 
-def _v5_read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+def _v5_read(path: Path) -> dict[str, np.ndarray]:
     from export.isolate import run_isolated
     from export.scratch import scratch_dir
 
@@ -118,7 +108,7 @@ def _v5_read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         result = run_isolated(v5_to_npy, (path, folder), path=path, what="MATLAB v5 reader (scipy)",
                               timeout_s=60 + size / 5e6, memory_bytes=V5_MEMORY + 4 * size)
         arrays = {name: np.load(folder / f"{i}.npy", allow_pickle=False) for i, name in enumerate(result["names"])}
-    return arrays, result["notes"]
+    return arrays
 
 
 # --- v7.3 (HDF5) ----------------------------------------------------------------------------------------
@@ -158,10 +148,7 @@ def read(paths: list[Path]) -> RawWeights:
     path = paths[0]
     with parsing(path, DAMAGED, (OSError,)):
         v73 = h5py.is_hdf5(path)
-    if v73:
-        arrays, notes = dict(_conv_arrays(path, _v73_layers(path))), {}
-    else:
-        arrays, notes = _v5_read(path)
+    arrays = dict(_conv_arrays(path, _v73_layers(path))) if v73 else _v5_read(path)
     if not arrays:
         raise bad_file(path, "holds no conv layers")
-    return RawWeights("matconvnet", [path], arrays, "RGB", notes)
+    return RawWeights([path], arrays, "RGB")

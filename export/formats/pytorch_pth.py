@@ -45,4 +45,4 @@ def read(paths: list[Path]) -> RawWeights:
     if odd:
         raise bad_file(path, f"tensors {odd[:4]} are not plain real-valued tensors")
     arrays = {k.removeprefix("module."): as_f32(v.detach().float().numpy()) for k, v in state.items()}
-    return RawWeights("pytorch", [path], arrays, "RGB")
+    return RawWeights([path], arrays, "RGB")

@@ -159,4 +159,4 @@ def read(paths: list[Path]) -> RawWeights:
     for name, m in zip(FC_NAMES, linears, strict=True):
         arrays[f"{name}.weight"] = as_f32(_tensor(path, name, m, "weight"))
         arrays[f"{name}.bias"] = as_f32(_tensor(path, name, m, "bias").reshape(-1))
-    return RawWeights("torch7", [path], arrays, "BGR")
+    return RawWeights([path], arrays, "BGR")
