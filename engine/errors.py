@@ -9,10 +9,13 @@ it into that message on stderr and the exit code below, never a traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Exit codes (documented in README.md).
@@ -64,11 +67,40 @@ def internal_error_message(exc: BaseException, verbose: bool = False) -> str:
             f"This is a bug: please report it with {ask}.")
 
 
+def interrupted(exc: BaseException | None) -> bool:
+    """A Ctrl-C, or an error raised while handling one (an extension module's import failing mid-way)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C back while C extensions import (torch, onnxruntime): interrupted there they can abort the
+    process or fail with unrelated errors; the KeyboardInterrupt is raised once the block is done."""
+    fired = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: fired.append(True))
+    except ValueError:  # not the main thread: nothing to defer
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if fired:
+        raise KeyboardInterrupt
+
+
 def describe_failure(exc: BaseException, verbose: bool = False) -> tuple[int, str]:
     """(exit code, one-line message) for anything a front door catches."""
     if isinstance(exc, FATError):
         return exc.exit_code, str(exc)
-    if isinstance(exc, KeyboardInterrupt):
+    if interrupted(exc):
         return EXIT_CANCELLED, "cancelled."
     if isinstance(exc, MemoryError):
         return EXIT_INTERNAL, "out of memory; use a smaller image or fewer iterations."

@@ -73,24 +73,34 @@ def grow_and_feather(mask: np.ndarray, grow_px: float, feather_px: float) -> np.
 
 
 def user_mask(path_or_array, size: tuple[int, int]) -> np.ndarray:
-    """A user's mask (PNG path or array; white = edit), resized to (h, w)."""
-    if isinstance(path_or_array, np.ndarray):
-        m = path_or_array.astype(np.float32)
-        m = m / 255.0 if m.max() > 1.0 else m
+    """A user's mask (image file, bytes, PIL image or array; white = edit) as 0..1, the size (h, w) of the photo.
+
+    The rule, so that a mask means what it looks like: the mask is the luminance of its colour
+    (white = edit, black = keep), alpha ignored, even for an opaque RGBA image. Only when the colour is
+    the same everywhere does the shape come from the alpha channel (opaque = edit): a black or white
+    layer painted on transparency. A mask with nothing to edit (all black, or fully transparent) and an
+    array with NaN or inf are errors. Files are read like photos (size limits, truncation, EXIF
+    orientation); arrays as engine.io.images.mask_channels says.
+    """
+    from engine.io.images import mask_channels
+
+    colour, alpha = mask_channels(path_or_array)
+    flat = colour.reshape(-1, colour.shape[-1]) if colour.ndim == 3 else colour.reshape(-1, 1)
+    uniform = bool((flat.min(axis=0) == flat.max(axis=0)).all())
+    if uniform and alpha is not None and alpha.min() != alpha.max():
+        m = alpha  # a uniform layer: its shape is in the alpha
     else:
-        raw = cv2.imread(str(path_or_array), cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise FATError(f"{path_or_array}: not a readable mask image (use a grayscale PNG, white = edit).",
-                           EXIT_INPUT)
-        if raw.ndim == 3:
-            raw = raw[..., 3] if raw.shape[2] == 4 else cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY)
-        m = raw.astype(np.float32) / float(np.iinfo(raw.dtype).max)
-    if m.ndim == 3:
-        m = m.mean(axis=2)
+        m = colour @ np.float32([0.299, 0.587, 0.114]) if colour.ndim == 3 else colour
+        if alpha is not None and alpha.max() == 0:
+            m = np.zeros_like(m)  # fully transparent: nothing painted
     h, w = size
     if m.shape != (h, w):
         raise FATError(f"mask is {m.shape[1]}x{m.shape[0]} but the image is {w}x{h}; they must match.", EXIT_INPUT)
-    return np.clip(m, 0, 1)
+    m = np.clip(m, 0, 1).astype(np.float32)
+    if m.max() < 0.5 / 255:
+        raise FATError("the mask is all black (or fully transparent): nothing to edit. Paint the area to edit "
+                       "white on black.", EXIT_INPUT)
+    return m
 
 
 def resample(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -9,6 +9,7 @@ back. Everything else is the same `edit()` as the CLI and the API.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,19 +19,26 @@ from engine.errors import EXIT_INPUT, EXIT_USAGE, FATError, describe_failure
 from engine.face.regions import REGIONS
 from engine.frontends.protocol import RAW_FORMATS, RawImage, Request, parse_request
 from engine.io.files import atomic_write
+from engine.io.paths import open_regular
 from engine.options import EditOptions
 
 DTYPES = {1: np.uint8, 2: np.uint16}
+MAX_REQUEST_BYTES = 1 << 20  # a request is a few hundred bytes; anything near this is not from the plug-in
 
 
 def read_raw(image: RawImage) -> np.ndarray:
+    """The pixels of a raw file: a regular file (opened without blocking: a FIFO or a device is refused, never
+    waited on) of exactly the announced size."""
     channels, size = RAW_FORMATS[image.format]
-    if not image.path.is_file():
-        raise FATError(f"{image.path}: not a regular file.", EXIT_INPUT)
-    if image.path.stat().st_size != image.nbytes:
-        raise FATError(f"{image.path}: holds {image.path.stat().st_size} bytes, expected {image.nbytes} "
-                       f"({image.width}x{image.height} {image.format}).", EXIT_INPUT)
-    data = np.fromfile(image.path, dtype=np.dtype(DTYPES[size]).newbyteorder("="))
+    with open_regular(image.path, f"{image.format} pixels") as f:
+        actual = os.fstat(f.fileno()).st_size
+        if actual != image.nbytes:
+            raise FATError(f"{image.path}: holds {actual} bytes, expected {image.nbytes} "
+                           f"({image.width}x{image.height} {image.format}).", EXIT_INPUT)
+        count = image.nbytes // size
+        data = np.fromfile(f, dtype=np.dtype(DTYPES[size]).newbyteorder("="), count=count)
+    if data.size != count:  # the file shrank while being read
+        raise FATError(f"{image.path}: changed while being read; try again.", EXIT_INPUT)
     shape = (image.height, image.width, channels) if channels > 1 else (image.height, image.width)
     return data.reshape(shape)
 
@@ -44,11 +52,18 @@ def emit(event: dict) -> None:
 
 
 def read_request(path: Path) -> Request:
+    """The request file -> Request; anything malformed (not JSON, too big, too deep, wrong types) is a bad request."""
+    path = Path(path)
+    with open_regular(path, "bridge request") as f:
+        text = f.read(MAX_REQUEST_BYTES + 1)
+    if len(text) > MAX_REQUEST_BYTES:
+        raise FATError(f"bad request from the plug-in: {path} is over {MAX_REQUEST_BYTES} bytes.", EXIT_INPUT)
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise FATError(f"{path}: not a readable request ({e}).", EXIT_INPUT) from None
-    return parse_request(data)
+        data = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise FATError(f"bad request from the plug-in: {path} is not valid JSON ({str(e)[:200]}).",
+                       EXIT_INPUT) from None
+    return parse_request(data, path)
 
 
 def run(request_path: Path) -> int:

@@ -5,18 +5,29 @@ project folder: GIMP's Python has no numpy or torch, but this needs neither), th
 bridge reads them with `parse_request`, and the tests use both. Pixels travel as raw
 files (RGBA 8 or 16 bits, or an 8-bit gray selection) in layer coordinates; the
 edit options are the names of engine/options.py.
+
+The request is trusted no further than its own folder (the plug-in's private temp folder):
+- relative paths are relative to the request file's folder;
+- `output` must be a file directly in that folder, must not be the request itself nor any
+  input raw file, and must not exist yet unless it is a regular file (not a link, folder or pipe);
+- raw inputs are read only if they are regular files of exactly width x height x channels x
+  bytes-per-value bytes (engine/frontends/bridge.py read_raw), within engine/io/paths.py's size limits.
+Anything else is refused as a bad request (exit 3) before any work.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import EXIT_INPUT, FATError
+from engine.io.paths import MAX_SIDE, check_image_size
 
 VERSION = 1
 RAW_FORMATS = {"RGBA8": (4, 1), "RGBA16": (4, 2), "Y8": (1, 1)}  # format -> (channels, bytes per value)
-MAX_SIDE = 1 << 16
+KEYS = ("version", "reference", "guide", "mask", "output", "options")
 
 
 @dataclass(frozen=True)
@@ -60,35 +71,69 @@ def _fail(message: str) -> FATError:
     return FATError(f"bad request from the plug-in: {message}", EXIT_INPUT)
 
 
-def _raw(data: object, key: str) -> RawImage:
+def _path(value: object, key: str, folder: Path | None) -> Path:
+    try:
+        if not isinstance(value, str) or not value or "\0" in value:
+            raise ValueError
+        os.fsencode(value)  # a lone surrogate from JSON names no file
+    except ValueError:
+        raise _fail(f"{key} must be a file path, not {value!r:.40}.") from None
+    path = Path(value)
+    return folder / path if folder is not None and not path.is_absolute() else path
+
+
+def _raw(data: object, key: str, folder: Path | None) -> RawImage:
     if not isinstance(data, dict):
         raise _fail(f"{key!r} must be an object with raw, width, height and format.")
     path, width, height, fmt = (data.get(k) for k in ("raw", "width", "height", "format"))
-    if not isinstance(path, str) or not path:
-        raise _fail(f"{key}.raw must be a file path.")
     for name, v in (("width", width), ("height", height)):
         if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_SIDE:
-            raise _fail(f"{key}.{name} must be a whole number between 1 and {MAX_SIDE}, not {v!r}.")
-    if fmt not in RAW_FORMATS:
-        raise _fail(f"{key}.format {fmt!r} is not one of {', '.join(RAW_FORMATS)}.")
-    return RawImage(Path(path), width, height, fmt)
+            raise _fail(f"{key}.{name} must be a whole number between 1 and {MAX_SIDE}, not {v!r:.40}.")
+    if not isinstance(fmt, str) or fmt not in RAW_FORMATS:
+        raise _fail(f"{key}.format {fmt!r:.40} is not one of {', '.join(RAW_FORMATS)}.")
+    raw = RawImage(_path(path, f"{key}.raw", folder), width, height, fmt)
+    check_image_size(width, height, f"{raw.path} ({key})")
+    return raw
 
 
-def parse_request(data: object) -> Request:
-    """Structure and types of a request (the pixels and the options are checked where they are read)."""
+def _check_output(output: Path, inputs: list[Path], folder: Path) -> None:
+    """The result goes into the request's own folder, as a new file or over a regular file there that is no input."""
+    try:
+        if output.parent.resolve() != folder.resolve() or output.name in ("", ".", ".."):
+            raise _fail(f"'output' {output} must be a file in the request's own folder {folder}.")
+        if any(output.resolve() == p.resolve() for p in inputs):
+            raise _fail(f"'output' {output} is one of the request's input files; it would be overwritten.")
+        st = os.lstat(output)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, RuntimeError) as e:
+        raise _fail(f"'output' {output} is not a usable path ({e}).") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _fail(f"'output' {output} exists and is not a regular file (a link, folder or pipe).")
+
+
+def _version(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value != VERSION:
+        raise _fail(f"version {value!r:.40}; this engine speaks version {VERSION} (reinstall the plug-in "
+                    "with `python3 install.py`).")
+
+
+def parse_request(data: object, request_path: Path | None = None) -> Request:
+    """Structure and types of a request (the pixels and the options are checked where they are read).
+    With `request_path`, relative paths are taken from its folder and the output must stay in that folder."""
     if not isinstance(data, dict):
         raise _fail("expected a JSON object.")
-    if data.get("version") != VERSION:
-        raise _fail(f"version {data.get('version')!r}; this engine speaks version {VERSION} (reinstall the plug-in "
-                    "with `python3 install.py`).")
-    unknown = sorted(set(data) - {"version", "reference", "guide", "mask", "output", "options"})
+    _version(data.get("version"))
+    unknown = sorted(map(str, set(data) - set(KEYS)))
     if unknown:
-        raise _fail(f"unknown key(s) {', '.join(map(str, unknown))}.")
-    output, options = data.get("output"), data.get("options", {})
-    if not isinstance(output, str) or not output:
-        raise _fail("'output' must be a file path.")
+        raise _fail(f"unknown key(s) {', '.join(unknown)[:200]}.")
+    folder = None if request_path is None else Path(request_path).parent
+    output, options = _path(data.get("output"), "'output'", folder), data.get("options", {})
     if not isinstance(options, dict):
         raise _fail("'options' must be an object.")
-    mask = _raw(data["mask"], "mask") if data.get("mask") is not None else None
-    return Request(_raw(data.get("reference"), "reference"), _raw(data.get("guide"), "guide"), mask, Path(output),
-                   options)
+    mask = _raw(data["mask"], "mask", folder) if data.get("mask") is not None else None
+    reference, guide = _raw(data.get("reference"), "reference", folder), _raw(data.get("guide"), "guide", folder)
+    if folder is not None:
+        inputs = [Path(request_path), reference.path, guide.path] + ([mask.path] if mask else [])
+        _check_output(output, inputs, folder)
+    return Request(reference, guide, mask, output, options)

@@ -4,24 +4,41 @@ EXIF orientation and ICC profile. I/O lives here, at the edge.
 Pixels are handed around as `Photo.rgb`: float32 H x W x 3 in 0..255 whatever the
 file's depth (16-bit values are divided by 257), so the maths is depth-agnostic;
 `Photo.to_native` goes back to the file's dtype.
+
+A photo is the user's file and any of its bytes may be wrong, so decoding is guarded:
+the size in the header is checked against engine/io/paths.py's limits before a pixel is
+decoded, every decoder exception becomes a FATError naming the file, and a truncated
+file is refused rather than edited with a grey lower half. PIL decodes (its loaders
+raise on truncated data, where OpenCV's JPEG reader pads silently); OpenCV decodes
+only the 16-bit pixels PIL cannot hold.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import re
 import struct
+import warnings
 import zlib
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from engine.errors import EXIT_INPUT, EXIT_USAGE, FATError
 from engine.io.files import atomic_write
-from engine.io.paths import check_output_type
+from engine.io.paths import MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE, check_image_size, check_output_type, open_regular
 
 ORIENTATION_TAG = 0x0112
+DECODE_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP", "GIF", "BMP", "PPM", "TGA", "SUN", "JPEG2000", "AVIF")
+I16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+EIGHT_BIT_TYPES = (".jpg", ".jpeg", ".webp")  # containers with 8 bits a channel: 16-bit results are scaled down
+NO_ALPHA_TYPES = (".jpg", ".jpeg")
 
 
 @dataclass
@@ -46,30 +63,156 @@ class Photo:
         return np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)
 
 
-def from_array(a: np.ndarray) -> Photo:
-    """A Photo from an H x W x 3/4 uint8/uint16/float array (float in 0..255)."""
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image file's header says (probe_image): enough for the checks made before an edit."""
+
+    width: int
+    height: int
+    bits: int  # 8 or 16 per channel
+    alpha: bool
+    format: str
+
+
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray | Image.Image
+
+
+def from_array(a: np.ndarray, what: str = "image array") -> Photo:
+    """A Photo from an array, by one fixed rule (the API's arrays come from anywhere).
+
+    Shapes: H x W (gray) or H x W x 1/2/3/4 (gray, gray + alpha, RGB, RGBA). uint8 and uint16 keep
+    their depth; other integers must hold 0..255 (8-bit values in a wider type); bool is refused.
+    Floats are 0..255 values, alpha too: NaN or inf is refused, values within half a level outside
+    0..255 are clipped (rounding), anything further out is refused, and so is an array whose values
+    all lie in 0..1 (a 0..1 image would be edited as black: multiply it by 255 first).
+    """
     a = np.asarray(a)
     if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise FATError(f"image array has shape {a.shape}; expected H x W x 3 (RGB) or 4 (RGBA).", EXIT_INPUT)
-    dtype = a.dtype if a.dtype in (np.uint8, np.uint16) else np.dtype(np.uint8)
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
+        raise FATError(f"{what} has shape {a.shape}; expected H x W (gray) or H x W x 3 (RGB) or 4 (RGBA).",
+                       EXIT_INPUT)
+    check_image_size(a.shape[1], a.shape[0], what)
+    a, dtype = _native_values(a, what)
+    if a.shape[2] < 3:  # gray (+ alpha) -> RGB (+ alpha)
+        a = np.concatenate([np.repeat(a[..., :1], 3, axis=2), a[..., 1:]], axis=2)
     scale = 257.0 if dtype == np.uint16 else 1.0
-    alpha = a[..., 3].astype(dtype) if a.shape[2] == 4 else None
+    alpha = None if a.shape[2] < 4 else (a[..., 3] if a.dtype.kind == "u" else np.rint(a[..., 3])).astype(dtype)
     return Photo((a[..., :3].astype(np.float32) / scale), alpha, np.dtype(dtype))
 
 
-def _orientation_and_icc(path: Path) -> tuple[int, bytes | None]:
-    """EXIF orientation and ICC profile from the file's header (one open, pixels not decoded)."""
+def _native_values(a: np.ndarray, what: str) -> tuple[np.ndarray, np.dtype]:
+    """(values, the dtype they are saved in) by from_array's rule."""
+    if a.dtype in (np.uint8, np.uint16):
+        return a, a.dtype
+    if a.dtype.kind not in "uif":
+        raise FATError(f"{what}: {a.dtype} values are not pixels; give uint8, uint16 or 0..255 float values.",
+                       EXIT_INPUT)
+    if a.dtype.kind in "ui":
+        low, high = int(a.min()), int(a.max())
+        if low < 0 or high > 255:
+            raise FATError(f"{what}: {a.dtype} values {low}..{high} are outside 0..255; give uint16 for 16-bit "
+                           "pixels.", EXIT_INPUT)
+        return a.astype(np.uint8), np.dtype(np.uint8)
+    if not np.isfinite(a).all():
+        raise FATError(f"{what}: holds NaN or infinite values; give finite 0..255 pixel values.", EXIT_INPUT)
+    low, high = float(a.min()), float(a.max())
+    if low < -0.5 or high > 255.5:
+        raise FATError(f"{what}: float values {low:g}..{high:g} are outside 0..255 (floats are read as 0..255).",
+                       EXIT_INPUT)
+    if high <= 1.0:
+        raise FATError(f"{what}: all float values lie in 0..1; floats are read as 0..255, so multiply by 255 first.",
+                       EXIT_INPUT)
+    return np.clip(a, 0, 255).astype(np.float32), np.dtype(np.uint8)
+
+
+def _decode_formats() -> tuple[str, ...]:
+    """PIL's loaders we use: the photo formats (not EPS, which runs Ghostscript, nor the rarer ones)."""
+    Image.init()
+    return tuple(f for f in DECODE_FORMATS if f in Image.OPEN)
+
+
+def _unreadable(name: str, e: BaseException) -> FATError:
+    """A decoder's exception, whatever its type, as the user's error: the file is at fault, not the engine."""
+    text = (str(e) or type(e).__name__).splitlines()[0][:200]
+    if "truncated" in text.lower():
+        return FATError(f"{name}: the file is truncated (cut short); re-export or re-download it.", EXIT_INPUT)
+    if isinstance(e, UnidentifiedImageError):
+        return FATError(f"{name}: not a readable image (not a format the engine reads, or a damaged header); "
+                        "use PNG, JPEG, TIFF or WebP.", EXIT_INPUT)
+    return FATError(f"{name}: not a readable image ({type(e).__name__}: {text}); re-export it as PNG, JPEG, TIFF "
+                    "or WebP.", EXIT_INPUT)
+
+
+def _too_large(name: str, e: BaseException) -> FATError:
+    count = re.search(r"\((\d+) pixels\)", str(e))
+    size = f"{int(count.group(1)) / 1e6:,.0f} megapixels" if count else "too large"
+    return FATError(f"{name}: the image is {size}; the limit is {MAX_PIXELS / 1e6:g} megapixels and {MAX_SIDE} "
+                    "pixels a side. Scale it down first.", EXIT_INPUT)
+
+
+def _damaged(stream: BinaryIO, name: str) -> FATError | None:
+    """A file that starts like one of our formats but that PIL could not open: say which format is damaged."""
+    stream.seek(0)
+    prefix = stream.read(16)
+    for fmt in _decode_formats():
+        try:
+            accepted = Image.OPEN[fmt][1] is not None and Image.OPEN[fmt][1](prefix)
+        except Exception:  # a loader's test on a short prefix
+            accepted = False
+        if accepted:
+            return FATError(f"{name}: a damaged {fmt} file (its header cannot be read); re-export or re-download it.",
+                            EXIT_INPUT)
+    return None
+
+
+def _open_pil(stream: BinaryIO, name: str) -> Image.Image:
+    """PIL's lazy open: the header only (format, size, mode, EXIF, ICC), no pixel decoded yet."""
     try:
-        with Image.open(path) as im:
-            icc = im.info.get("icc_profile")
-            try:
-                return int(im.getexif().get(ORIENTATION_TAG, 1)), icc
-            except ValueError:  # damaged EXIF: keep the profile, assume upright
-                return 1, icc
-    except (UnidentifiedImageError, OSError):
-        return 1, None
+        im = Image.open(stream, formats=_decode_formats())
+    except Image.DecompressionBombError as e:  # PIL's own limit, far above ours, hit while parsing the header
+        raise _too_large(name, e) from None
+    except MemoryError:
+        raise
+    except UnidentifiedImageError as e:
+        raise _damaged(stream, name) or _unreadable(name, e) from None
+    except Exception as e:
+        raise _unreadable(name, e) from None
+    try:
+        check_image_size(im.width, im.height, name)
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
+def _loaded(im: Image.Image, name: str) -> Image.Image:
+    """Decode every pixel; PIL raises on truncated data (ImageFile.LOAD_TRUNCATED_IMAGES stays False)."""
+    try:
+        im.load()
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise _unreadable(name, e) from None
+    return im
+
+
+def _bits(im: Image.Image) -> int:
+    """8 or 16, from the header (PIL opens 16-bit colour as 8-bit modes; the raw mode tells)."""
+    rawmodes = " ".join(str(t.args) for t in (getattr(im, "tile", None) or ()))
+    ppm16 = im.format == "PPM" and any(isinstance(v, int) and v > 255 for t in im.tile for v in t.args[1:])
+    return 16 if im.mode in I16_MODES or ";16" in rawmodes or ppm16 else 8
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(ORIENTATION_TAG, 1))
+    except Exception:  # damaged EXIF: keep the pixels, assume upright
+        return 1
 
 
 def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
@@ -79,42 +222,154 @@ def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(ops[orientation](a)) if orientation in ops else a
 
 
-def load_photo(source: str | Path | np.ndarray | Image.Image) -> Photo:
-    """Path, PIL image or numpy array -> Photo (EXIF orientation applied)."""
-    if isinstance(source, Image.Image):
-        im = ImageOps.exif_transpose(source)
-        icc = im.info.get("icc_profile")
-        im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
-        photo = from_array(np.asarray(im))
-        photo.icc = icc
-        return photo
+def _pil_native(im: Image.Image, name: str) -> np.ndarray:
+    """Decoded PIL pixels as uint8 RGB(A), or uint16 gray."""
+    if im.mode in I16_MODES:
+        return np.asarray(im).astype(np.uint16)
+    if im.mode in ("I", "F") or im.mode.startswith(("I;", "F;")):
+        raise FATError(f"{name}: {im.mode!r} pixels (32-bit integer or float) are not supported; save it as 8- or "
+                       "16-bit.", EXIT_INPUT)
+    try:
+        return np.asarray(im.convert("RGBA" if _has_alpha(im) else "RGB"))
+    except MemoryError:
+        raise
+    except Exception as e:  # e.g. a colour space PIL cannot convert
+        raise _unreadable(name, e) from None
+
+
+@contextmanager
+def _quiet_opencv():
+    """OpenCV logs its decoders' complaints on stderr; the FATError says it better."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def _check_png_chunks(data: bytes, name: str) -> None:
+    """Every chunk must fit in the file: OpenCV's PNG reader allocates (and zeroes) what a chunk's length
+    says before reading it, so 75 damaged bytes could make it take 4 GB and seconds."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        pos += 12 + length
+        if pos > len(data):
+            raise FATError(f"{name}: the file is truncated (cut short) or damaged (its {kind!r} chunk runs past the "
+                           "end); re-export or re-download it.", EXIT_INPUT)
+        if kind == b"IEND":
+            return
+
+
+def _opencv_native(stream: BinaryIO, im: Image.Image, name: str) -> np.ndarray:
+    """16-bit pixels PIL cannot hold (colour, or PGM) decoded by OpenCV, as RGB(A) or gray."""
+    stream.seek(0)
+    data = stream.read()
+    if im.format == "PNG":
+        _check_png_chunks(data, name)
+    buf = np.frombuffer(data, np.uint8)
+    try:
+        with _quiet_opencv():
+            raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as e:
+        raise _unreadable(name, e) from None
+    if raw is None or raw.shape[:2] != (im.height, im.width) or raw.dtype not in (np.uint8, np.uint16):
+        _loaded(im, name)  # PIL's reason (a truncated file) is the better message
+        raise FATError(f"{name}: this {im.format} file's 16-bit pixels cannot be decoded; re-export it as a 16-bit "
+                       "PNG or TIFF.", EXIT_INPUT)
+    if raw.ndim == 3 and raw.shape[2] in (3, 4):
+        raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGBA if raw.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return raw
+
+
+def _photo_from_pil(im: Image.Image, name: str, stream: BinaryIO | None = None) -> Photo:
+    """Pixels by PIL (whose loaders raise on truncated data), 16-bit colour by OpenCV; EXIF orientation applied."""
+    check_image_size(im.width, im.height, name)
+    if stream is not None and _bits(im) == 16 and im.mode not in I16_MODES:
+        native = _opencv_native(stream, im, name)
+    else:
+        native = _pil_native(_loaded(im, name), name)
+    orientation, icc = _orientation(im), im.info.get("icc_profile")  # after decoding: PNG keeps EXIF at the end
+    photo = from_array(_apply_orientation(native, orientation), name)
+    photo.icc = icc if isinstance(icc, bytes) and icc else None
+    return photo
+
+
+def _decode(stream: BinaryIO, name: str) -> Photo:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL warns about damaged EXIF and big images: checked and said here
+        with _open_pil(stream, name) as im:
+            return _photo_from_pil(im, name, stream)
+
+
+def _read_file(path: Path) -> bytes:
+    """The whole file, read once: decoders then seek in memory, and a damaged length field that asks for
+    gigabytes gets the bytes that exist (a file object would allocate what was asked first)."""
+    with open_regular(path, "image") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise FATError(f"{path}: the file is {size / 2**30:.1f} GB; image files over {MAX_FILE_BYTES / 2**30:g} GB "
+                           f"are not read (the limit is {MAX_PIXELS / 1e6:g} megapixels).", EXIT_INPUT)
+        return f.read()
+
+
+def probe_image(path: Path, what: str = "image") -> ImageInfo:
+    """Size, depth and alpha from the header alone (cheap: nothing decoded); refuses what load_photo would
+    refuse by its header (unknown format, over the size limits)."""
+    with open_regular(path, what) as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with _open_pil(f, f"{path} ({what})") as im:
+            return ImageInfo(im.width, im.height, _bits(im), _has_alpha(im), im.format or "")
+
+
+def load_photo(source: ImageSource) -> Photo:
+    """Path, encoded file bytes, PIL image or numpy array -> Photo (EXIF orientation applied).
+
+    Whatever is wrong with the input, the answer is a FATError naming it: exit 3 for a file or
+    array that is not a usable image (unknown format, damaged, truncated, over the size limits of
+    engine/io/paths.py, checked from the header before decoding), exit 2 for a value that is no
+    image source at all.
+    """
     if isinstance(source, np.ndarray):
         return from_array(source)
-    path = Path(source)
-    if not path.exists():
-        raise FATError(f"{path}: no such image file.", EXIT_INPUT)
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
-    if raw is None:
-        # OpenCV lacks some formats (e.g. GIF, some WebP); PIL may read them at 8 bits.
-        try:
-            with Image.open(path) as im:
-                photo = load_photo(im)
-        except (UnidentifiedImageError, OSError) as e:
-            raise FATError(f"{path}: not a readable image ({e}). Use PNG, JPEG, TIFF or WebP.", EXIT_INPUT) from None
+    if isinstance(source, Image.Image):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _photo_from_pil(source, "PIL image")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _decode(io.BytesIO(bytes(source)), "image bytes")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        photo = _decode(io.BytesIO(_read_file(path)), str(path))
         photo.path = path
         return photo
-    if raw.dtype not in (np.uint8, np.uint16):
-        raise FATError(f"{path}: {raw.dtype} pixels are not supported; save as 8- or 16-bit.", EXIT_INPUT)
-    if raw.ndim == 2:
-        raw = cv2.cvtColor(raw, cv2.COLOR_GRAY2RGB)
-    elif raw.shape[2] == 4:
-        raw = cv2.cvtColor(raw, cv2.COLOR_BGRA2RGBA)
-    else:
-        raw = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
-    orientation, icc = _orientation_and_icc(path)
-    photo = from_array(_apply_orientation(raw, orientation))
-    photo.path, photo.icc = path, icc
-    return photo
+    raise FATError(f"{source!r:.40} ({type(source).__name__}) is not an image: give a file path, the bytes of an "
+                   "image file, a PIL image or an H x W x 3 array.", EXIT_USAGE)
+
+
+def mask_channels(source: ImageSource) -> tuple[np.ndarray, np.ndarray | None]:
+    """A mask image or array -> (colour H x W x 3 or H x W, alpha H x W or None), both 0..1 (the rule that
+    picks between them is engine/face/masks.py user_mask's). Files, bytes and PIL images are read like
+    photos; arrays: uint8 / 255, uint16 / 65535, bool as 0/1, other values / 255 when any is above 1."""
+    if not isinstance(source, np.ndarray):
+        photo = load_photo(source)
+        alpha = None if photo.alpha is None else photo.alpha.astype(np.float32) / float(np.iinfo(photo.dtype).max)
+        return photo.rgb / 255.0, alpha
+    a = source
+    if a.dtype.kind not in "buif":
+        raise FATError(f"mask array of {a.dtype} values; give uint8, uint16, bool or float values.", EXIT_INPUT)
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 2, 3, 4)):
+        raise FATError(f"mask array has shape {a.shape}; expected H x W, or H x W x 3 / 4.", EXIT_INPUT)
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise FATError("mask array holds NaN or infinite values; give values in 0..1 or 0..255.", EXIT_INPUT)
+    m = a.astype(np.float32)
+    m /= {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(a.dtype, 255.0 if m.max() > 1.0 else 1.0)
+    if m.ndim == 2:
+        return m, None
+    has_alpha = m.shape[2] in (2, 4)
+    colour = m[..., :-1] if has_alpha else m
+    return (colour[..., 0] if colour.shape[2] == 1 else colour), (m[..., -1] if has_alpha else None)
 
 
 def to_native(photo: Photo, rgb: np.ndarray | None = None) -> np.ndarray:
@@ -136,15 +391,39 @@ def _png_with_icc(png: bytes, icc: bytes) -> bytes:
     return png[:ihdr_end] + chunk + png[ihdr_end:]
 
 
-def save_photo(photo: Photo, rgb: np.ndarray, out: Path) -> None:
-    """Write atomically in the photo's depth, with its alpha and ICC profile."""
+def save_notes(bits: int, alpha: bool, out: Path) -> list[str]:
+    """What saving a `bits`-deep image (with alpha or not) as `out` cannot keep, in words (empty: nothing).
+    The CLI says it before the edit; save_photo returns it."""
+    ext, notes = Path(out).suffix.lower(), []
+    if bits == 16 and ext in EIGHT_BIT_TYPES:
+        notes.append(f"{out}: {ext} holds 8 bits a channel, so the 16-bit result is scaled to 8 bits "
+                     "(save as .png or .tif to keep 16).")
+    if alpha and ext in NO_ALPHA_TYPES:
+        notes.append(f"{out}: JPEG has no alpha channel, so the transparency is dropped (save as .png, .tif or "
+                     ".webp to keep it).")
+    return notes
+
+
+def _as_8bit(photo: Photo) -> Photo:
+    """The same photo at 8 bits: rgb is already in 0..255 units; alpha is scaled, never clipped."""
+    alpha = None if photo.alpha is None else np.rint(photo.alpha / 257.0).astype(np.uint8)
+    return replace(photo, alpha=alpha, dtype=np.dtype(np.uint8))
+
+
+def save_photo(photo: Photo, rgb: np.ndarray, out: Path) -> list[str]:
+    """Write atomically in the photo's depth, with its alpha and ICC profile, as far as the container holds them:
+    16 bits go to .png/.tif; .jpg/.webp get them scaled to 8 bits (OpenCV would clip them: a white picture).
+    Returns save_notes(): what the container could not keep."""
     out = Path(out)
-    native = to_native(photo, rgb)
     check_output_type(out)
     ext = out.suffix.lower()
+    notes = save_notes(16 if photo.dtype == np.uint16 else 8, photo.alpha is not None, out)
+    if photo.dtype == np.uint16 and ext in EIGHT_BIT_TYPES:
+        photo = _as_8bit(photo)
+    native = to_native(photo, rgb)
 
     def write(tmp: Path) -> None:
-        if photo.dtype == np.uint16 or (ext in (".tif", ".tiff") and photo.dtype != np.uint8):
+        if photo.dtype == np.uint16:
             code = cv2.COLOR_RGBA2BGRA if native.shape[2] == 4 else cv2.COLOR_RGB2BGR
             ok, buf = cv2.imencode(ext, cv2.cvtColor(native, code))
             if not ok:
@@ -155,11 +434,12 @@ def save_photo(photo: Photo, rgb: np.ndarray, out: Path) -> None:
             tmp.write_bytes(data)
             return
         im = Image.fromarray(native, "RGBA" if native.shape[2] == 4 else "RGB")
-        if ext in (".jpg", ".jpeg") and im.mode == "RGBA":
-            im = im.convert("RGB")  # JPEG has no alpha
+        if ext in NO_ALPHA_TYPES and im.mode == "RGBA":
+            im = im.convert("RGB")
         kwargs = {"quality": 95, "subsampling": 0} if ext in (".jpg", ".jpeg") else {}
         if photo.icc:
             kwargs["icc_profile"] = photo.icc
         im.save(tmp, format=Image.registered_extensions()[ext], **kwargs)
 
     atomic_write(out, write)
+    return notes
