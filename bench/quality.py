@@ -40,6 +40,10 @@ PAIRS = [
 # method name -> edit() keyword arguments
 METHODS = {
     "default": {},
+    "fp32": {"precision": "fp32"},
+    "bf16": {"precision": "bf16"},
+    "fp32-40": {"precision": "fp32", "iterations": 40},
+    "bf16-40": {"precision": "bf16", "iterations": 40},
     "reference-init": {"init": "reference"},
     "composite-only": {"init": "composite", "iterations": 0},
     "seamlessclone": {"init": "seamless", "iterations": 0},

@@ -7,6 +7,7 @@ gradient-free feature extraction) runs the same file.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -26,6 +27,7 @@ from engine.options import BACKBONES
 from engine.models.dlib_resnet import DlibResNet
 from engine.models.vggface import VGGFace
 from engine.models.runtime import ort_session
+from engine.models.taps import run_stages
 
 PROJECT = Path(__file__).resolve().parents[2]
 ARCHITECTURES: dict[str, Callable[[dict[str, torch.Tensor]], nn.Module]] = {
@@ -48,6 +50,7 @@ class Backbone:
     spec: dict
     onnx_path: Path
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"  # of the differentiable path: fp32, or bf16 (engine/models/runtime.py)
 
     @property
     def name(self) -> str:
@@ -80,12 +83,35 @@ class Backbone:
         return net
 
     @cached_property
+    def module_bf16(self) -> nn.Module:
+        """A bfloat16, channels-last copy for the optimisation's forward + backward passes (half the memory
+        traffic, the CPU's bf16 matrix units); normalisation stays in fp32 (engine/models/runtime.py)."""
+        net = copy.deepcopy(self.module).to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net
+
+    @cached_property
     def session(self):
         return ort_session(self.onnx_path, self.device)
 
     def features(self, image: torch.Tensor, taps: Iterable[str]) -> dict[str, torch.Tensor]:
-        """Differentiable taps for RGB 0..255 images (N,3,H,W) at the input size."""
-        return self.module(image, list(taps))
+        """Differentiable taps (fp32 tensors) for RGB 0..255 images (N,3,H,W) at the input size."""
+        if self.precision != "bf16":
+            return self.module(image, list(taps))
+        x = self.module.normalise(image).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        out = run_stages(self.module_bf16.stages(), x, list(taps))
+        return {k: v.float() for k, v in out.items()}
+
+    def features_exact(self, image: torch.Tensor, taps: Iterable[str]) -> dict[str, torch.Tensor]:
+        """fp32 taps without a gradient (targets): ONNX Runtime when its session is already open (a warm
+        engine; opening it for two passes costs more than it saves), else the torch module."""
+        taps = list(taps)
+        if "session" in self.__dict__ and self.device.type == "cpu":
+            out = self.features_fast(image.detach().numpy(), taps)
+            return {k: torch.from_numpy(v) for k, v in out.items()}
+        with torch.no_grad():
+            return self.module(image, taps)
 
     def features_fast(self, image: np.ndarray, taps: Iterable[str]) -> dict[str, np.ndarray]:
         """The same taps through ONNX Runtime, for when no gradient is needed."""
@@ -153,7 +179,7 @@ def resolve_path(name: str | None, directory: Path | None = None) -> Path:
 
 
 def load_backbone(name: str | None = None, device: torch.device | None = None,
-                  directory: Path | None = None) -> Backbone:
+                  directory: Path | None = None, precision: str = "fp32") -> Backbone:
     """`name` is a backbone name (vggface, dlib-resnet) or a path to a spec JSON."""
     spec, onnx_path = read_spec(resolve_path(name, directory))
-    return Backbone(spec, onnx_path, device or torch.device("cpu"))
+    return Backbone(spec, onnx_path, device or torch.device("cpu"), precision)

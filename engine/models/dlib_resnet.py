@@ -104,5 +104,8 @@ class DlibResNet(nn.Module):
                 *((name, block) for (name, _, _), block in zip(BLOCKS, self.blocks, strict=True)),
                 ("gap", lambda x: x.mean(dim=(2, 3))), ("descriptor", self.fc)]
 
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        return (image - self.mean) * SCALE
+
     def forward(self, image: torch.Tensor, taps: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-        return run_stages(self.stages(), (image - self.mean) * SCALE, taps)
+        return run_stages(self.stages(), self.normalise(image), taps)

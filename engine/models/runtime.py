@@ -41,3 +41,24 @@ def ort_session(path: Path, device: torch.device | None = None, lean: bool = Fal
         opts.enable_cpu_mem_arena = False
         opts.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(str(path), sess_options=opts, providers=ort_providers(device))
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matrix instructions (AVX512-BF16 or AMX); without them bf16 is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def resolve_precision(precision: str, device: torch.device, preferred: str = "bf16") -> str:
+    """fp32 or bf16 for the differentiable path; auto takes the backbone recipe's preference where the
+    hardware runs it natively."""
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+    if precision == "auto":
+        return "bf16" if preferred == "bf16" and native else "fp32"
+    if precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise FATError("--precision bf16: this CPU has no bf16 support in oneDNN; use --precision fp32 (or auto).",
+                       EXIT_USAGE)
+    return precision

@@ -104,5 +104,8 @@ class VGGFace(nn.Module):
                 ("relu7", F.relu), ("fc8", self.fc8)]
         return out
 
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        return image - self.mean
+
     def forward(self, image: torch.Tensor, taps: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-        return run_stages(self.stages(), image - self.mean, taps)
+        return run_stages(self.stages(), self.normalise(image), taps)

@@ -78,17 +78,15 @@ def to_network(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
-def features_of(backbone: Backbone, x: torch.Tensor, layers) -> dict[str, torch.Tensor]:
-    return backbone.features(to_network(x, backbone.input_size), layers)
-
-
 def targets(backbone: Backbone, reference: torch.Tensor, guide: torch.Tensor, recipe: Recipe,
             strength: float) -> tuple[dict, dict]:
+    """The identity features of the reference and the attribute target, in fp32 whatever the precision."""
     identity_layers, attribute_layers = recipe.identity_layers, recipe.attribute_layers
     with torch.no_grad():
         layers = set(identity_layers) | set(attribute_layers)
-        ref = features_of(backbone, reference, layers)
-        gui = features_of(backbone, guide, attribute_layers)
+        size = backbone.input_size
+        ref = backbone.features_exact(to_network(reference, size), layers)
+        gui = backbone.features_exact(to_network(guide, size), attribute_layers)
     return ref, attribute_target({k: ref[k] for k in attribute_layers}, gui, strength)
 
 

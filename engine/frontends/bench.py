@@ -1,0 +1,240 @@
+"""`python -m engine bench`: where an edit's time goes on this machine, from one run.
+
+For each installed backbone: the machine's matrix-multiply peak (fp32, bf16), forward
+passes in torch and ONNX Runtime, forward + input gradient per precision, the time per
+optimiser evaluation as a ratio of its roofline estimate (FLOPs / peak), a whole edit
+split into its stages (warm, in this process) and a cold start (a new process). Machines
+are noisy and shared: compare the ratios within one run, not numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[2]
+REFERENCE = PROJECT / "examples" / "biden_1.jpg"
+GUIDE = PROJECT / "examples" / "obama_1.jpg"
+
+
+def best_of(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def matmul_peak(dtype, n: int = 2048) -> float:
+    """GFLOP/s of one n x n matrix product."""
+    import torch
+
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    return 2 * n**3 / best_of(lambda: a @ b, repeats=5) / 1e9
+
+
+def forward_flops(module, image, taps: list[str]) -> float:
+    """Multiply-adds x 2 of every conv and linear layer the pass to `taps` runs (hooks count them)."""
+    import torch
+    from torch import nn
+
+    total = 0.0
+
+    def count(layer, _inputs, output) -> None:
+        nonlocal total
+        if isinstance(layer, nn.Conv2d):
+            k = layer.kernel_size[0] * layer.kernel_size[1] * layer.in_channels // layer.groups
+            total += 2.0 * k * output.numel()
+        elif isinstance(layer, nn.Linear):
+            total += 2.0 * layer.in_features * output.numel()
+
+    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            module(image, taps)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def network_figures(bb, recipe, peaks: dict[str, float]) -> dict:
+    """Forward and forward + input-gradient passes at the network's input size, per path and precision."""
+    import numpy as np
+    import torch
+
+    taps = list(dict.fromkeys([*recipe.identity_layers, *recipe.attribute_layers]))
+    x = torch.rand(1, 3, *bb.input_size) * 255
+    out: dict = {"taps": taps}
+    t = time.perf_counter()
+    bb.module  # noqa: B018  (load the torch module: part of the cold start)
+    out["load_torch_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    bb.session  # noqa: B018
+    out["load_ort_s"] = time.perf_counter() - t
+    flops = forward_flops(bb.module, x, taps)
+    out["forward_gflop"] = flops / 1e9
+    out["ort_forward_s"] = best_of(lambda: bb.features_fast(x.numpy(), taps))
+    for precision in ("fp32", "bf16"):
+        bb.precision = precision
+
+        def forward() -> None:
+            with torch.no_grad():
+                bb.features(x, taps)
+
+        def forward_backward() -> None:
+            xg = x.clone().requires_grad_(True)
+            f = bb.features(xg, taps)
+            sum(v.square().mean() for v in f.values()).backward()
+
+        fwd, fb = best_of(forward), best_of(forward_backward)
+        roofline = 2 * flops / (peaks[precision] * 1e9)  # forward + input gradient ~ 2 x forward
+        out[precision] = {"torch_forward_s": fwd, "forward_backward_s": fb, "roofline_s": roofline,
+                          "ratio_to_roofline": fb / roofline}
+    bb.precision = "fp32"
+    with torch.no_grad():
+        ref = bb.features(x, taps)
+    bb.precision = "bf16"
+    with torch.no_grad():
+        low = bb.features(x, taps)
+    out["bf16_feature_rel_error"] = {t: float((low[t] - ref[t]).norm() / (ref[t].norm() + 1e-12)) for t in taps}
+    fast = bb.features_fast(x.numpy(), taps)
+    out["ort_vs_torch_max_rel"] = max(float(np.abs(fast[t] - ref[t].numpy()).max() / (np.abs(fast[t]).max() + 1e-12))
+                                      for t in taps)
+    return out
+
+
+def edit_figures(bb, precision: str, iterations: int) -> dict:
+    """A whole edit of the bundled example in this process (warm: the backbone is loaded)."""
+    import numpy as np
+
+    from engine.api import edit
+
+    edit(REFERENCE, guide=GUIDE, backbone=bb, precision=precision, iterations=2)  # warm caches
+    t = time.perf_counter()
+    r = edit(REFERENCE, guide=GUIDE, backbone=bb, precision=precision, iterations=iterations)
+    total = time.perf_counter() - t
+    evaluations = max(1, len(r.history))
+    return {"total_s": total, "stages_s": r.timings, "evaluations": len(r.history),
+            "per_evaluation_s": r.timings["optimise"] / evaluations, "image": r.rgb8(),
+            "mask": np.asarray(r.frame.photo_mask(r.photo.rgb.shape[:2]))}
+
+
+def cold_start(backbone: str, precision: str, iterations: int, out_dir: Path) -> dict:
+    """A new process running the CLI: interpreter, imports, model load, first edit."""
+    out = out_dir / f"cold-{Path(backbone).stem}-{precision}.png"
+    cmd = [sys.executable, "-m", "engine", "edit", str(REFERENCE), "--guide", str(GUIDE), "-o", str(out),
+           "--backbone", backbone, "--precision", precision, "--iterations", str(iterations), "--quiet"]
+    t = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT)
+    wall = time.perf_counter() - t
+    if done.returncode != 0:
+        return {"error": done.stderr.strip()[-500:]}
+    side = json.loads(out.with_suffix(".json").read_text())
+    return {"wall_s": wall, "stages_s": side["timings_s"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def difference(a, b, mask) -> dict:
+    import numpy as np
+
+    d = np.abs(a.astype(float) - b.astype(float)).max(-1)
+    inside = mask > 0.05
+    return {"mean_in_region": float(d[inside].mean()), "max_in_region": float(d[inside].max()),
+            "max_outside": float(d[~inside].max())}
+
+
+def bench_backbone(name: str, peaks: dict[str, float], iterations: int, out_dir: Path, log) -> dict:
+    from engine.models.backbone import load_backbone, resolve_path
+    from engine.objective.recipes import fit_to_backbone, recipe_for
+
+    spec_path = str(resolve_path(name))
+    t = time.perf_counter()
+    bb = load_backbone(spec_path)
+    report: dict = {"backbone": bb.name, "spec": spec_path, "read_spec_s": time.perf_counter() - t}
+    recipe = fit_to_backbone(recipe_for(bb.name), bb.spec)
+    log(f"\n== {bb.name} ({spec_path})")
+    net = network_figures(bb, recipe, peaks)
+    report["network"] = net
+    log(f"  load: torch module {net['load_torch_s']:.2f} s, ORT session {net['load_ort_s']:.2f} s; "
+        f"forward to {', '.join(net['taps'])}: {net['forward_gflop']:.2f} GFLOP")
+    log(f"  forward: ORT {net['ort_forward_s'] * 1e3:.0f} ms, torch fp32 {net['fp32']['torch_forward_s'] * 1e3:.0f} ms,"
+        f" torch bf16 {net['bf16']['torch_forward_s'] * 1e3:.0f} ms (ORT vs torch max rel diff "
+        f"{net['ort_vs_torch_max_rel']:.1e})")
+    for p in ("fp32", "bf16"):
+        n = net[p]
+        log(f"  forward + input gradient {p}: {n['forward_backward_s'] * 1e3:.0f} ms, roofline "
+            f"{n['roofline_s'] * 1e3:.0f} ms, ratio {n['ratio_to_roofline']:.2f}")
+    log("  bf16 feature error (relative L2): " + ", ".join(f"{t} {e:.1e}" for t, e in
+                                                        net["bf16_feature_rel_error"].items()))
+    edits = {}
+    for p in ("fp32", "bf16"):
+        e = edit_figures(bb, p, iterations)
+        edits[p] = e
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in e["stages_s"].items())
+        roof = net[p]["roofline_s"]
+        log(f"  warm edit {p}: {e['total_s']:.2f} s ({stages}); {e['evaluations']} evaluations at "
+            f"{e['per_evaluation_s'] * 1e3:.0f} ms = {e['per_evaluation_s'] / roof:.2f} x roofline")
+    diff = difference(edits["bf16"]["image"], edits["fp32"]["image"], edits["fp32"]["mask"])
+    log(f"  bf16 vs fp32 result: mean {diff['mean_in_region']:.2f}, max {diff['max_in_region']:.0f} levels in the "
+        f"region, max {diff['max_outside']:.0f} outside")
+    report["edits"] = {p: {k: v for k, v in e.items() if k not in ("image", "mask")} for p, e in edits.items()}
+    report["bf16_vs_fp32_pixels"] = diff
+    report["cold"] = {}
+    for p in ("fp32", "bf16"):
+        c = cold_start(spec_path, p, iterations, out_dir)
+        report["cold"][p] = c
+        if "error" in c:
+            log(f"  cold start {p}: failed: {c['error']}")
+        else:
+            extra = c["wall_s"] - report["edits"][p]["total_s"]
+            log(f"  cold start {p} (new process, first edit): {c['wall_s']:.2f} s wall = warm + {extra:.2f} s; "
+                f"peak RSS {c['peak_rss_mb']:.0f} MB")
+    return report
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine bench", description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", action="append", help="name or spec .json (repeatable; default: every installed)")
+    p.add_argument("--iterations", type=int, help="evaluations per edit (default: the edit's own default)")
+    p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("--out", type=Path, default=PROJECT / "out" / "bench", help="scratch folder for cold-start edits")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    import torch
+
+    from engine.models.backbone import available_backbones
+    from engine.models.runtime import cpu_has_bf16
+    from engine.options import EditOptions
+
+    args.iterations = EditOptions().iterations if args.iterations is None else args.iterations
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = print
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    log(f"machine: {torch.get_num_threads()} torch threads, native bf16 {cpu_has_bf16()}; matmul peak fp32 "
+        f"{peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s (ratio {peaks['bf16'] / peaks['fp32']:.1f})")
+    if torch.cuda.is_available():
+        log(f"GPU: {torch.cuda.get_device_name()} (figures below are for the CPU path)")
+    names = args.backbone or available_backbones()
+    report = {"peaks_gflops": peaks, "backbones": [bench_backbone(n, peaks, args.iterations, args.out, log)
+                                                   for n in names],
+              "peak_rss_mb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    log(f"\npeak RSS of this process: {report['peak_rss_mb_this_process']:.0f} MB")
+    if args.json:
+        from engine.io.files import atomic_write_json
+
+        atomic_write_json(args.json, report)
+        log(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,106 @@
+"""The fast paths give the same answers as the exact ones, within stated tolerances (speed itself is measured
+by `python -m engine bench`, never here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine import edit
+from engine.face import detect
+from engine.models.descriptor import descriptor_distance
+from engine.models.runtime import cpu_has_bf16, resolve_precision
+from tests.conftest import EXAMPLES
+
+needs_bf16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no bf16 in oneDNN here")
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("speed")
+    out = []
+    for name in ("biden_2.jpg", "obama_1.jpg"):
+        im = Image.open(EXAMPLES / name).convert("RGB")
+        im.thumbnail((520, 520))
+        out.append(d / name.replace(".jpg", ".png"))
+        im.save(out[-1])
+    return out
+
+
+@pytest.mark.parametrize("name", ["dlib_backbone", "vgg_backbone"])
+def test_exact_features_through_ort_match_torch(name, request):
+    bb = request.getfixturevalue(name)
+    x = torch.rand(1, 3, *bb.input_size) * 255
+    with torch.no_grad():
+        slow = bb.module(x, bb.taps)
+    bb.session  # noqa: B018  (an open session makes features_exact use ONNX Runtime)
+    fast = bb.features_exact(x, bb.taps)
+    for tap in bb.taps:
+        assert torch.allclose(fast[tap], slow[tap], rtol=1e-4, atol=1e-4 * float(slow[tap].abs().max())), tap
+
+
+@needs_bf16
+def test_bf16_features_are_close_and_differentiable(dlib_backbone):
+    bb = dlib_backbone
+    x = (torch.rand(1, 3, *bb.input_size) * 255).requires_grad_(True)
+    bb.precision = "fp32"
+    exact = bb.features(x, ["b17_3", "descriptor"])
+    bb.precision = "bf16"
+    try:
+        low = bb.features(x, ["b17_3", "descriptor"])
+        sum(v.square().mean() for v in low.values()).backward()
+    finally:
+        bb.precision = "fp32"
+    for tap in exact:
+        assert low[tap].dtype == torch.float32
+        rel = float((low[tap] - exact[tap]).detach().norm() / exact[tap].detach().norm())
+        assert rel < 0.05, (tap, rel)  # bf16 keeps ~3 significant digits
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@needs_bf16
+def test_bf16_edit_stays_close_to_fp32(pair, dlib_backbone):
+    """The tolerance `python -m engine bench` reports: small changes inside the region, none outside."""
+    ref, guide = pair
+    a = edit(ref, guide=guide, backbone=dlib_backbone, precision="fp32", iterations=12)
+    b = edit(ref, guide=guide, backbone=dlib_backbone, precision="bf16", iterations=12)
+    assert a.settings["precision_used"] == "fp32" and b.settings["precision_used"] == "bf16"
+    d = np.abs(a.image - b.image).max(-1)
+    region = a.frame.photo_mask(a.image.shape[:2]) > 0
+    assert d[~region].max() == 0
+    assert d[region].mean() < 3.0 and d.max() < 40
+
+
+def test_precision_auto_follows_the_hardware_and_the_recipe():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("auto", cpu, preferred="fp32") == "fp32"
+    assert resolve_precision("auto", cpu, preferred="bf16") == ("bf16" if cpu_has_bf16() else "fp32")
+
+
+def test_descriptor_distance_matches_dlibs_own(obama):
+    face = detect.detect_faces(obama)[0]
+    changed = obama.astype(np.float32).copy()
+    changed[..., 0] = np.clip(changed[..., 0] + 25, 0, 255)
+    ours = descriptor_distance(obama.astype(np.float32), changed, face.landmarks)
+    theirs = detect.descriptor_distance(obama, changed.astype(np.uint8), face.landmarks)
+    assert ours == pytest.approx(theirs, abs=0.01)
+    assert descriptor_distance(obama.astype(np.float32), obama.astype(np.float32), face.landmarks) == 0.0
+
+
+def test_quick_detection_finds_the_same_largest_face(obama):
+    """The default face is searched at the photo's own scale first; it must be the full search's largest."""
+    quick = detect.find_face(obama)
+    full = detect.choose_face(detect.detect_faces(obama, upsample=1))
+    assert np.linalg.norm(quick.landmarks - full.landmarks, axis=1).mean() < 0.05 * quick.eye_distance
+    group = np.concatenate([obama, obama[::2, ::2].repeat(2, 0).repeat(2, 1)[: obama.shape[0]]], axis=1)
+    assert len(detect.detect_faces(group)) >= 2  # the cache is keyed by content: a new photo is searched anew
+
+
+def test_detections_are_cached_by_content(obama):
+    first = detect.detect_faces(obama)
+    again = detect.detect_faces(obama.copy())
+    assert [f.box for f in first] == [f.box for f in again]
+    assert len(detect._found) <= detect.DETECTION_CACHE
