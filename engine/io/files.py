@@ -18,15 +18,35 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_parts(path: Path) -> None:
+    """Hidden temp files that a killed writer (kill -9) left beside `path`: their process is gone."""
+    for part in Path(path).parent.glob(f".{Path(path).name}.*.part*"):
+        pid = part.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            part.unlink(missing_ok=True)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(tmp) on a temp file beside `path`, then rename it into place.
 
     A crash or error never leaves a half-written output, and an existing file
-    at `path` is replaced only once the new one is complete.
+    at `path` is replaced only once the new one is complete. The temp file's name
+    carries the writer's pid, so one left by a kill -9 is removed by the next write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent)
+    remove_stale_parts(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part" + path.suffix, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
