@@ -23,6 +23,7 @@ import venv
 from pathlib import Path
 
 from engine.io.files import sha256_file  # standard library only, like this script
+from export.formats import download_names  # the weights-format registry, standard library only
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -30,9 +31,7 @@ MODELS = ROOT / "models"
 REQUIREMENTS = ROOT / "requirements.txt"
 STAMP = VENV / ".fat-requirements.sha256"
 USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "face-attribute-transfer"
-VGGFACE_NAMES = ("vgg_face_dag.pth", "VGG_FACE.caffemodel", "VGG_FACE.t7", "vgg_face.mat",
-                 "rcmalli_vggface_tf_vgg16.h5", "vgg_face_caffe.tar.gz", "vgg_face_torch.tar.gz",
-                 "vgg_face_matconvnet.tar.gz")
+VGGFACE_NAMES = download_names()
 # Where the publishers put VGG-Face (no checksums are published: export verifies the
 # structure and records the sha256). Override with FAT_VGGFACE_URLS (space-separated).
 VGGFACE_URLS = (
@@ -159,14 +158,22 @@ def ensure_vggface(weights: Path | None, offline: bool) -> None:
 
 def gimp_plugin_dirs() -> list[Path]:
     home = Path.home()
-    return [home / ".config/GIMP/3.0/plug-ins", home / "Library/Application Support/GIMP/3.0/plug-ins",
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return [config / "GIMP/3.0/plug-ins", home / "Library/Application Support/GIMP/3.0/plug-ins",
             Path(os.environ.get("APPDATA", home)) / "GIMP/3.0/plug-ins"]
+
+
+def gimp_installed() -> bool:
+    """GIMP 3 is on this machine even if it has never been started (its user folder does not exist yet)."""
+    return any(shutil.which(name) for name in ("gimp-3.0", "gimp-3", "gimp"))
 
 
 def install_gimp_plugin(uninstall: bool = False) -> None:
     src = ROOT / "plugin" / GIMP_PLUGIN
     target_root = Path(os.environ["FAT_GIMP_PLUGIN_DIR"]) if "FAT_GIMP_PLUGIN_DIR" in os.environ else None
     targets = [target_root] if target_root else [d for d in gimp_plugin_dirs() if d.parent.exists()]
+    if not targets and not uninstall and gimp_installed():  # GIMP never started yet: its folder is created here
+        targets = gimp_plugin_dirs()[:1]
     if uninstall:
         for t in targets:
             if (t / GIMP_PLUGIN).exists():
@@ -187,6 +194,24 @@ def install_gimp_plugin(uninstall: bool = False) -> None:
         os.chmod(dest / f"{GIMP_PLUGIN}.py", 0o755)
         (dest / "config.json").write_text(json.dumps({"python": str(venv_python()), "project": str(ROOT)}) + "\n")
         step(f"installed GIMP plug-in into {dest}")
+
+
+def ensure_default_banks() -> None:
+    """The small default attribute bank per installed backbone, from the photos in examples/ (only photos the
+    project may ship); `bank build` processes only photos not yet in it, so a second run takes seconds."""
+    for name in ("dlib-resnet", "vggface"):
+        if not (MODELS / f"{name}.json").exists():
+            continue
+        bank = MODELS / f"bank-{name}.npz"
+        cmd = [venv_python(), "-m", "engine", "bank", "build", ROOT / "examples", "-o", bank, "--labels",
+               ROOT / "examples" / "labels.csv", "--backbone", name, "--all-faces", "--quiet"]
+        step(f"default attribute bank for {name}: {bank}")
+        code = run(cmd)
+        if code in (3, 5):  # damaged, or built with another export of the backbone: rebuild it
+            bank.unlink(missing_ok=True)
+            code = run(cmd)
+        if code != 0:
+            sys.exit(f"error: building the default attribute bank failed (exit {code}); see the message above.")
 
 
 def main_job() -> int:
@@ -232,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_venv()
     ensure_dlib_backbone()
     ensure_vggface(args.weights.resolve() if args.weights else None, offline=args.offline or args.test)
+    ensure_default_banks()
     if not args.no_gimp:
         install_gimp_plugin()
     if args.test:

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from engine.errors import EXIT_USAGE, FATError
-from engine.face.detect import descriptor_distance
 from engine.face.frame import FaceFrame, frame_faces
-from engine.io.files import atomic_write_json
+from engine.io.files import atomic_write, atomic_write_json
 from engine.io.images import Photo, load_photo, save_photo
 from engine.io.paths import check_output_path
 from engine.models.backbone import Backbone, load_backbone, read_spec, resolve_path
-from engine.models.runtime import resolve_device
+from engine.models.descriptor import descriptor_distance
+from engine.models.runtime import resolve_device, resolve_precision
 from engine.objective.composite import start_image
 from engine.objective.optimise import CancelToken, Problem, Progress, optimise, targets
 from engine.objective.recipes import Recipe, as_dict, fit_to_backbone, recipe_for, with_overrides
@@ -40,13 +40,19 @@ class Result:
     history: list[dict]
     frame: FaceFrame | None = None  # faces, transforms and masks, for debug pictures
     guide: Photo | None = None
+    unchanged: bool = False  # strength 0: the reference itself (saved byte-identical when the type matches)
 
     def rgb8(self) -> np.ndarray:
         return np.clip(np.rint(self.image), 0, 255).astype(np.uint8)
 
     def save(self, out: Path, sidecar: bool = True) -> None:
         check_output_path(out, [self.photo.path])
-        save_photo(self.photo, self.image, Path(out))
+        src = self.photo.path
+        if self.unchanged and src is not None and Path(src).suffix.lower() == Path(out).suffix.lower():
+            data = Path(src).read_bytes()
+            atomic_write(Path(out), lambda p: p.write_bytes(data))
+        else:
+            save_photo(self.photo, self.image, Path(out))
         if sidecar:
             atomic_write_json(Path(out).with_suffix(".json"), self.summary())
 
@@ -111,25 +117,32 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
     """
     if isinstance(values.get("backbone"), Backbone):  # a loaded backbone passed by keyword name
         backbone = values.pop("backbone")
+    bank = values.pop("bank") if not isinstance(values.get("bank", ""), (str, Path, type(None))) else None
     options = edit_options(options, values, mask is not None)
     if backbone is not None:
         options.backbone = backbone.name
+    if options.attribute is not None:
+        return edit_strengths(reference, [options.strength], options, mask=mask, backbone=backbone, bank=bank,
+                              guide=guide, progress=progress, cancel=cancel, log=log)[0]
     if guide is None:
-        raise FATError("a guide image is needed (--guide): the face whose attribute to transfer.", EXIT_USAGE)
+        raise FATError("a guide image is needed (--guide): the face whose attribute to transfer, or an attribute "
+                       "(--attribute) to take from an attribute bank.", EXIT_USAGE)
     spec, recipe = backbone_recipe(options, backbone)
     log = log or (lambda _m: None)
     torch.manual_seed(options.seed)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     dev = resolve_device(options.device)
+    precision = resolve_precision(options.precision, dev, recipe.precision)
     bb = backbone if backbone is not None else load_backbone(options.backbone, dev)
-    log(f"backbone: {bb.name} ({bb.onnx_path})")
+    bb.precision = precision
+    log(f"backbone: {bb.name} ({bb.onnx_path}), {precision}")
     ref_photo, guide_photo = load_photo(reference), load_photo(guide)
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
     frame = frame_faces(ref_photo, guide_photo, spec["crop_template"], options.region, options.detector,
-                        options.face, options.guide_face, options.box, mask)
+                        options.face, options.guide_face, options.box, mask, options.warp)
     timings["align"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -149,13 +162,72 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
     image = frame.paste(ref_photo.rgb, result_crop)
     timings["paste_back"] = time.perf_counter() - t
     t = time.perf_counter()
-    distance = descriptor_distance(ref_photo.rgb8(), np.clip(np.rint(image), 0, 255).astype(np.uint8),
+    distance = descriptor_distance(ref_photo.rgb8().astype(np.float32), np.clip(np.rint(image), 0, 255),
                                    frame.ref.face.landmarks)
     timings["descriptor"] = time.perf_counter() - t
-    summary = {**options.to_dict(), "backbone": bb.name, "recipe": as_dict(recipe), "work_factor": frame.ref.factor,
+    summary = {**options.to_dict(), "backbone": bb.name, "precision_used": precision, "recipe": as_dict(recipe),
+               "work_factor": frame.ref.factor,
                "crop_size": list(frame.ref.size),
                "reference": str(ref_photo.path) if ref_photo.path else None,
                "guide": str(guide_photo.path) if guide_photo.path else None,
                "mask": str(mask) if isinstance(mask, (str, Path)) else None}
     crops = {"reference": frame.ref.crop, "guide": frame.guide.crop, "init": init_crop, "result": result_crop}
     return Result(image, ref_photo, crops, frame.mask, summary, timings, distance, history, frame, guide_photo)
+
+
+def edit_strengths(reference, strengths: list[float], options: EditOptions | None = None, *, mask=None,
+                   backbone: Backbone | None = None, bank=None, guide=None,
+                   progress: Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
+                   log: Callable[[str], None] | None = None, **values) -> list[Result]:
+    """Attribute edits (mode B: an attribute bank instead of a guide photo), one Result per strength, each
+    warm-started from the previous one of the same sign. `bank`: a path, a loaded engine.bank.store.Bank, or
+    None (options.bank, else the default bank). See engine/bank/edit.py."""
+    from engine.bank.edit import AttributeEditor, bank_of, check_attribute_request
+
+    options = edit_options(options, values, mask is not None)
+    if options.attribute is None:
+        raise FATError("an attribute edit needs --attribute (smiling, mouth_open, ...).", EXIT_USAGE)
+    check_attribute_request(options, guide)
+    for s in strengths:
+        EditOptions.from_mapping({**options.to_dict(), "strength": s, "box": options.box}, "--strength")
+    if backbone is not None:
+        options.backbone = backbone.name
+    spec, recipe = backbone_recipe(options, backbone)
+    bank = bank_of(bank if bank is not None else options.bank, spec["backbone"])
+    log = log or (lambda _m: None)
+    torch.manual_seed(options.seed)
+    t = time.perf_counter()
+    dev = resolve_device(options.device)
+    precision = resolve_precision(options.precision, dev, recipe.precision)
+    bb = backbone if backbone is not None else load_backbone(options.backbone, dev)
+    bb.precision = precision
+    log(f"backbone: {bb.name} ({bb.onnx_path}), {precision}")
+    editor = AttributeEditor(bb, spec, recipe, options, bank, reference, mask, log)
+    setup = time.perf_counter() - t
+    results, warm = [], None
+    for strength in strengths:
+        t = time.perf_counter()
+        opts = EditOptions.from_mapping({**options.to_dict(), "strength": strength, "box": options.box})
+        frame, example = editor.frame(strength)
+        ref = editor.ref
+        if strength == 0:
+            init = crop = ref.crop
+            history: list = []
+            image, distance, unchanged = editor.photo.rgb, 0.0, True
+        else:
+            w = warm if warm is not None and (warm[0] > 0) == (strength > 0) else None
+            init, crop, history = editor.run(strength, w, progress, cancel)
+            warm = (strength, crop)
+            image = frame.paste(editor.photo.rgb, crop)
+            distance = descriptor_distance(editor.photo.rgb8().astype(np.float32), np.clip(np.rint(image), 0, 255),
+                                           ref.face.landmarks)
+            unchanged = False
+        timings = {"setup": setup, "edit": time.perf_counter() - t}
+        summary = {**opts.to_dict(), "backbone": bb.name, "precision_used": precision, "recipe": as_dict(recipe),
+                   "work_factor": ref.factor, "crop_size": list(ref.size),
+                   "reference": str(editor.photo.path) if editor.photo.path else None, "guide": None,
+                   "warm_start_from": w[0] if strength != 0 and w is not None else None, **editor.record(strength)}
+        crops = {"reference": ref.crop, "guide": frame.guide.crop, "init": init, "result": crop}
+        results.append(Result(image, editor.photo, crops, frame.mask, summary, timings, distance, history, frame,
+                              example, unchanged))
+    return results

@@ -15,8 +15,9 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from engine.bank.attributes import ATTRIBUTES
 from engine.errors import EXIT_USAGE, FATError
-from engine.face.regions import REGIONS
+from engine.face.regions import REGIONS, WARPS
 from engine.objective.recipes import check_overrides
 
 BACKBONES = ("vggface", "dlib-resnet")  # preference order when none is named
@@ -43,8 +44,18 @@ class EditOptions:
     region: str = option("mouth", "face region to change ('selection': the --mask image / GIMP selection)",
                          label="_Region", choices=tuple(REGIONS), labels={k: r.label for k, r in REGIONS.items()})
     strength: float = option(1.0, "0 = unchanged, 0.5 = halfway, 1 = the guide's, above 1 pushes the features "
-                                  "further", label="_Strength", low=0.0, high=2.0)
-    iterations: int = option(60, "optimisation steps (0 = the composite start alone)", label="_Iterations",
+                                  "further; with --attribute -2..2 (below 0 removes the attribute; the CLI also "
+                                  "takes a list, 0.5,1,1.5: one output each)", label="_Strength", low=-2.0, high=2.0)
+    attribute: str | None = option(None, "instead of a guide photo: the attribute to add or remove, from the "
+                                         "nearest example faces of an attribute bank (--bank)", label="_Attribute",
+                                   choices=tuple(ATTRIBUTES), labels={k: a.label for k, a in ATTRIBUTES.items()},
+                                   gimp=False)
+    bank: str | None = option(None, "attribute bank file (python -m engine bank build); default: "
+                                    "models/bank-BACKBONE.npz", metavar="BANK", gimp=False)
+    k: int | None = option(None, "how many nearest example faces with and without the attribute set its "
+                                 "direction (default 5, fewer where the bank has fewer; a given --k is required)",
+                           label="_K nearest", low=1, high=100, advanced=True, gimp=False)
+    iterations: int = option(40, "optimisation steps (0 = the composite start alone)", label="_Iterations",
                              low=0, high=5000, advanced=True)
     init: str = option("composite", "start image: the guide's region Poisson-blended at its edge (composite), "
                                     "seamlessClone, a feathered paste, the reference, or noise",
@@ -55,12 +66,22 @@ class EditOptions:
                        advanced=True)
     backbone: str | None = option(None, "vggface, dlib-resnet, or a spec .json (default: vggface if installed)",
                                   label="_Backbone", choices=BACKBONES, advanced=True)
+    precision: str = option("auto", "arithmetic of the optimisation's network passes: bf16 where the CPU/GPU runs "
+                                    "it natively and the backbone's recipe prefers it (auto), or forced",
+                            label="_Precision", choices=("auto", "fp32", "bf16"),
+                            labels={"auto": "Automatic", "fp32": "fp32 (exact)", "bf16": "bf16 (fast)"},
+                            advanced=True)
     device: str = option("auto", "where to compute", label="De_vice", choices=("auto", "cpu", "cuda"),
                          labels={"auto": "Automatic", "cpu": "CPU", "cuda": "CUDA GPU"}, advanced=True)
     face: int | None = option(None, "which face in the reference when there are several (0 = largest)",
                               label="_Face", low=0, high=1000)
     guide_face: int | None = option(None, "which face in the guide (0 = largest)", label="Guide fa_ce", low=0,
                                     high=1000, gimp=False)
+    warp: str = option("none", "fit the guide's region to the reference's landmarks before blending: move it "
+                               "(its anchors onto the reference's), or bend it piecewise-affine / thin-plate spline "
+                               "(its shape and opening are kept)", label="_Warp", choices=WARPS,
+                       labels={"none": "None", "similarity": "Move (corners)", "affine": "Piecewise affine",
+                               "tps": "Thin-plate spline"}, advanced=True)
     detector: str = option("hog", "face detector: hog (fast, frontal) or cnn (turned and small faces)",
                            label="Detec_tor", choices=("hog", "cnn"), labels={"hog": "HOG", "cnn": "CNN"},
                            advanced=True)
@@ -80,6 +101,10 @@ class EditOptions:
         if unknown:
             raise FATError(f"{where}: unknown option(s) {', '.join(map(str, unknown))}; known: "
                            f"{', '.join(sorted(known))}.", EXIT_USAGE)
+        name = values.get("attribute")
+        attribute = ATTRIBUTES.get(name) if isinstance(name, str) else None  # a wrong type is validate()'s to say
+        if attribute is not None and "region" not in values:  # an attribute edit's region: the attribute's own
+            values = {**values, "region": attribute.region}
         return cls(**values).validate()
 
     def validate(self) -> EditOptions:
@@ -89,13 +114,17 @@ class EditOptions:
         if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
             raise FATError(f"--box {' '.join(f'{v:g}' for v in self.box)}: needs left < right and top < bottom.",
                            EXIT_USAGE)
+        if self.attribute is None and self.strength < 0:
+            raise FATError(f"--strength {self.strength:g}: must be between 0 and 2 for a guide edit; negative "
+                           "strengths (removing an attribute) need --attribute.", EXIT_USAGE)
         check_overrides(self.overrides)
         return self
 
     def with_mask(self, has_mask: bool) -> EditOptions:
         """A mask image is the region: region 'selection' needs one, and one given with the default region
         means 'selection'; with another landmark region it is an error, not silently ignored."""
-        if has_mask and self.region == type(self).region:  # the class attribute is the field's default
+        defaults = (type(self).region, ATTRIBUTES[self.attribute].region if self.attribute else None)
+        if has_mask and self.region in defaults:  # the class attribute is the field's default
             self.region = "selection"
         if has_mask != REGIONS[self.region].user_mask:
             raise FATError(f"region {self.region!r} needs a mask image (--mask, or a GIMP selection)." if not has_mask

@@ -119,3 +119,14 @@ def test_download_resumes_with_a_range_request(tmp_path):
     finally:
         server.shutdown()
     assert dest.read_bytes() == payload and sent == [len(payload) - 300_000]
+
+
+def test_gimp_plugin_goes_to_xdg_config_home_even_before_gimp_first_ran(tmp_path, monkeypatch):
+    monkeypatch.delenv("FAT_GIMP_PLUGIN_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    install = load_install()
+    monkeypatch.setattr(install, "gimp_installed", lambda: True)  # GIMP 3 present, never started: no user folder
+    install.install_gimp_plugin()
+    assert (tmp_path / "xdg" / "GIMP/3.0/plug-ins/face-attribute-transfer/face-attribute-transfer.py").exists()
+    assert not (tmp_path / "home" / ".config").exists()

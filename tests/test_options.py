@@ -45,8 +45,9 @@ def test_schema_records_every_option_with_its_metadata():
 
 def test_bridge_takes_every_option_by_its_schema_name(tmp_path):
     values = {"region": "eyes", "strength": 0.5, "iterations": 7, "init": "feathered", "optimizer": "adam",
-              "seed": 3, "backbone": "dlib-resnet", "device": "cpu", "face": 1, "guide_face": 0, "detector": "cnn",
-              "box": [1, 2, 30, 40], "overrides": {"tv": 0.1}}
+              "seed": 3, "backbone": "dlib-resnet", "precision": "fp32", "device": "cpu", "face": 1, "guide_face": 0,
+              "warp": "tps", "detector": "cnn",
+              "box": [1, 2, 30, 40], "overrides": {"tv": 0.1}, "attribute": "smiling", "bank": "b.npz", "k": 3}
     assert set(values) == set(NAMES)  # a new option must be added here too: the test then checks it end to end
     raw = raw_image(str(tmp_path / "r.raw"), 4, 4, "RGBA8")
     req = parse_request(json.loads(json.dumps(make_request(raw, raw, str(tmp_path / "o.raw"), values))))
@@ -61,7 +62,9 @@ def test_bridge_takes_every_option_by_its_schema_name(tmp_path):
     ({"device": "tpu"}, "choose"), ({"box": [0, 0, 1]}, "4 numbers"), ({"box": [5, 0, 1, 9]}, "left < right"),
     ({"box": [0, 0, float("inf"), 9]}, "finite"), ({"overrides": {"identity": float("nan")}}, "between"),
     ({"overrides": {"identity": 1e308}}, "between"), ({"overrides": {"nope": 1}}, "unknown name"),
-    ({"overrides": {"luma_grid": 0}}, "must be > 0"), ({"colour": 3}, "unknown option"), ([], "expected an object"),
+    ({"overrides": {"luma_grid": 0}}, "must be > 0"), ({"strength": -0.5}, "need --attribute"),
+    ({"attribute": "grin"}, "choose one of"), ({"k": 0}, "between"), ({"colour": 3}, "unknown option"),
+    ([], "expected an object"),
 ])
 def test_bad_options_are_refused(values, text):
     with pytest.raises(FATError) as e:

@@ -115,3 +115,18 @@ def test_selection_picks_the_face_and_can_be_the_region(engine_process, models_d
         assert changed[:, w:].sum() > 100 and changed[:, :w].sum() == 0  # only the selected face was edited
         if region == "selection":
             assert not changed[mask == 0].any()  # and only inside the selection
+
+
+def test_a_chatty_engine_cannot_block_on_a_full_stderr_pipe(engine_process, tmp_path):
+    """More than a pipe's worth (~64 KB) of stderr before the result must not hang the plug-in."""
+    fake = tmp_path / "project" / "engine"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(
+        "import json, sys\nsys.stderr.write('warning: noise\\n' * 40000)\nsys.stderr.flush()\n"
+        "print(json.dumps({'event': 'done', 'backbone': 'fake', 'descriptor_distance': 0.1}), flush=True)\n")
+    runner = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import engine_process; "
+         "print(engine_process.run_engine_process(sys.executable, sys.argv[2], 'r.json', lambda s, t: None)[0])",
+         str(PLUGIN_DIR), str(tmp_path / "project")], capture_output=True, text=True, timeout=60)
+    assert runner.stdout.strip() == "True", runner.stderr

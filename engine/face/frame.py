@@ -8,7 +8,7 @@ pictures live here too. Sizes are (h, w) throughout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -17,6 +17,8 @@ from engine.face.align import scale_of, template_transform, transform_points, wa
 from engine.face.detect import Face, find_face
 from engine.face.masks import lookup_region, region_mask, user_mask
 from engine.face.pasteback import paste_back
+from engine.face.regions import Region
+from engine.face.warp import anchor_similarity, move_rigidly, target_landmarks, warp_to
 from engine.io.images import Photo
 
 MAX_WORK_FACTOR = 4
@@ -85,14 +87,30 @@ class FaceFrame:
         return cv2.warpAffine(self.mask, self.ref.transform, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
 
 
+def bend_guide(guide: AlignedFace, ref: AlignedFace, spec: Region, method: str) -> AlignedFace:
+    """The guide's crop bent onto the reference's geometry (engine/face/warp.py), keeping the region's shape."""
+    if method == "none" or not spec.anchors:
+        return guide
+    if method == "similarity":  # the region's anchors (mouth corners...) onto the reference's, nothing bent
+        m = anchor_similarity(guide.landmarks, ref.landmarks, spec.anchors)
+        if m is None:
+            return guide
+        crop, landmarks = move_rigidly(guide.crop, guide.landmarks, m)
+        return replace(guide, crop=crop, landmarks=landmarks)
+    points = tuple(sorted({i for group in spec.groups for i in group}))
+    target = target_landmarks(guide.landmarks, ref.landmarks, points, spec.anchors)
+    return replace(guide, crop=warp_to(guide.crop, guide.landmarks, target, method), landmarks=target)
+
+
 def frame_faces(ref_photo: Photo, guide_photo: Photo, template: dict, region: str, detector: str = "hog",
                 face: int | None = None, guide_face: int | None = None,
-                box: tuple[float, float, float, float] | None = None, mask=None) -> FaceFrame:
+                box: tuple[float, float, float, float] | None = None, mask=None, warp: str = "none") -> FaceFrame:
     """Detect, align and mask: the guide is cropped at the reference's work factor so both share one frame.
     `mask` (path or array the size of the reference, white = edit) is the region when region is a user mask."""
     spec = lookup_region(region)
     ref = align_face(ref_photo, template, detector, face, box, "reference", factor=None)
     guide = align_face(guide_photo, template, detector, guide_face, None, "guide", factor=ref.factor)
+    guide = bend_guide(guide, ref, spec, warp)
     if spec.user_mask:
         full = user_mask(mask, ref_photo.rgb.shape[:2])
         return FaceFrame(ref, guide, to_crop(ref, full), None, full)

@@ -17,6 +17,9 @@ NOSE = tuple(range(27, 36))
 EYES = tuple(range(36, 48))
 MOUTH = tuple(range(48, 68))
 INNER_MOUTH = tuple(range(60, 68))
+MOUTH_ANCHORS = (48, 54, 51, 57)  # corners, upper-lip top, lower-lip bottom
+# How the guide's crop is fitted to the reference's landmarks before blending (engine/face/warp.py).
+WARPS = ("none", "similarity", "affine", "tps")
 
 
 @dataclass(frozen=True)
@@ -29,13 +32,17 @@ class Region:
     shrink: float = 1.0  # hull scaled about its centre (keeps a feathered edge inside the face outline)
     keep: str | None = None  # a PART of the guide where change costs more: the attribute itself (the opening)
     user_mask: bool = False  # the region is the user's mask / GIMP selection, not landmarks
+    anchors: tuple[int, ...] = ()  # with --warp: the landmarks whose reference positions place the guide's shape
 
 
 REGIONS: dict[str, Region] = {
-    "mouth": Region("Mouth", (MOUTH,), 0.22, 0.18, keep="inner_mouth"),
-    "eyes": Region("Eyes", (EYES[:6], EYES[6:]), 0.22, 0.15),
-    "eyebrows": Region("Eyebrows", (BROWS[:5], BROWS[5:]), 0.08, 0.08),
-    "nose": Region("Nose", (NOSE,), 0.15, 0.15),
+    "mouth": Region("Mouth", (MOUTH,), 0.22, 0.18, keep="inner_mouth", anchors=MOUTH_ANCHORS),
+    # a smile moves more than the lips: the cheeks and the nasolabial folds (the attribute bank's smiling region)
+    "smile": Region("Smile (mouth and cheeks)", (MOUTH + (3, 13, 31, 35),), 0.1, 0.2, shrink=0.9, keep="inner_mouth",
+                    anchors=MOUTH_ANCHORS),
+    "eyes": Region("Eyes", (EYES[:6], EYES[6:]), 0.22, 0.15, anchors=(36, 39, 42, 45)),
+    "eyebrows": Region("Eyebrows", (BROWS[:5], BROWS[5:]), 0.08, 0.08, anchors=(17, 21, 22, 26)),
+    "nose": Region("Nose", (NOSE,), 0.15, 0.15, anchors=(27, 31, 35)),
     "upper_face": Region("Upper face", (BROWS + EYES + (27, 28),), 0.25, 0.2),
     "lower_face": Region("Lower face", (JAW[3:14] + NOSE[4:] + MOUTH,), 0.0, 0.2, shrink=0.88),
     "face": Region("Whole face", (JAW + BROWS,), 0.0, 0.2, forehead=0.45, shrink=0.88),

@@ -9,7 +9,7 @@ import time
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from engine.errors import EXIT_USAGE, FATError, describe_failure
+from engine.errors import EXIT_USAGE, FATError, deferred_interrupts, describe_failure
 from engine.options import EditOptions, cli_flag, option_kind
 
 
@@ -34,7 +34,16 @@ def add_edit_options(p: argparse.ArgumentParser) -> None:
             kw.update(type=float, nargs=meta["nargs"], metavar=tuple(meta["metavar"].split()))
         else:
             kw["type"] = {"int": int, "float": float}.get(kind.__name__, str)
+        if f.name == "strength":  # S or S1,S2,... (several: an attribute edit writes one file each)
+            kw.update(type=strength_list, metavar="S[,S2,...]")
         p.add_argument(cli_flag(f), **kw)
+
+
+def strength_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a comma-separated list of numbers") from None
 
 
 def parse_overrides(items: list[str]) -> dict[str, float]:
@@ -55,17 +64,23 @@ def options_from_args(args: argparse.Namespace) -> EditOptions:
     values = {f.name: getattr(args, f.name) for f in fields(EditOptions) if getattr(args, f.name) is not None}
     if "overrides" in values:
         values["overrides"] = parse_overrides(values["overrides"])
+    args.strengths = list(values.get("strength", ()))
+    if args.strengths:
+        values["strength"] = args.strengths[0]
+    if len(args.strengths) > 1 and values.get("attribute") is None:
+        raise FATError("several strengths (--strength S1,S2,...) need --attribute.", EXIT_USAGE)
     return EditOptions.from_mapping(values, "command line").with_mask(args.mask is not None)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m engine", description="Face attribute transfer (Li, Zuo, Zhang 2016).")
+    p = Parser(prog="python -m engine", description="Face attribute transfer (Li, Zuo, Zhang 2016).",
+               epilog="Also: `python -m engine bench --help` (speed on this machine).")
     p.add_argument("--verbose", action="store_true", help="print a traceback for internal errors")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     e = sub.add_parser("edit", help="give the reference face the guide's attribute in one region",
                        description="Edit REF so its REGION looks like the guide's, keeping the person's identity.")
     e.add_argument("reference", type=Path, help="photo to edit (never overwritten)")
-    e.add_argument("--guide", type=Path, required=True, help="photo of a face with the wanted attribute")
+    e.add_argument("--guide", type=Path, help="photo of a face with the wanted attribute (or use --attribute)")
     e.add_argument("-o", "--output", type=Path, required=True, help="result image (.png, .jpg, .tif, .webp)")
     e.add_argument("--mask", type=Path, help="image the size of REF, white = edit: the edit region itself")
     add_edit_options(e)
@@ -116,32 +131,55 @@ def write_debug(result, out_dir: Path) -> None:
     import numpy as np
 
     from engine.io.debug import overlay, side_by_side, write_png
+    from engine.io.paths import DEBUG_FILES
 
     f = result.frame
     photo_mask = f.photo_mask(result.photo.rgb.shape[:2])
-    write_png(out_dir / "reference-overlay.png", overlay(result.photo.rgb8(), f.ref.face.box, f.ref.face.landmarks,
-                                                         photo_mask))
-    write_png(out_dir / "guide-overlay.png", overlay(result.guide.rgb8(), f.guide.face.box, f.guide.face.landmarks))
     c = result.crops
     mask_rgb = np.repeat(result.mask[..., None] * 255, 3, axis=2)
-    write_png(out_dir / "crops.png", side_by_side([c["reference"], c["guide"], c["init"], c["result"], mask_rgb]))
-    write_png(out_dir / "before-after.png", side_by_side([result.photo.rgb8(), result.rgb8()], 720))
+    pictures = {  # the names are DEBUG_FILES, which check_inputs checks before the edit
+        "reference-overlay.png": lambda: overlay(result.photo.rgb8(), f.ref.face.box, f.ref.face.landmarks,
+                                                 photo_mask),
+        "guide-overlay.png": lambda: overlay(result.guide.rgb8(), f.guide.face.box, f.guide.face.landmarks),
+        "crops.png": lambda: side_by_side([c["reference"], c["guide"], c["init"], c["result"], mask_rgb]),
+        "before-after.png": lambda: side_by_side([result.photo.rgb8(), result.rgb8()], 720),
+    }
+    for name in DEBUG_FILES:
+        write_png(out_dir / name, pictures[name]())
 
 
 def check_inputs(args) -> None:
-    """Cheap checks of the files before anything loads."""
-    from engine.io.paths import check_output_path, check_readable
+    """Cheap checks before anything loads: the inputs are image files within the size limits (headers only,
+    nothing decoded), the outputs and --debug-dir can be written and replace no input. Then says what the
+    output type cannot keep (a 16-bit photo saved as .jpg is scaled to 8 bits)."""
+    from engine.io.paths import DEBUG_FILES, check_output_folder, check_output_path, check_readable
 
-    for path, what in ((args.reference, "reference"), (args.guide, "--guide"), (args.mask, "--mask")):
-        if path is not None:
-            check_readable(path, what)
-    check_output_path(args.output, [args.reference, args.guide, args.mask], sidecar=not args.no_sidecar)
+    named = [(p, what) for p, what in ((args.reference, "reference"), (args.guide, "--guide"), (args.mask, "--mask"))
+             if p is not None]
+    for path, what in named:
+        check_readable(path, what)
+    inputs = [p for p, _ in named]
+    check_output_path(args.output, inputs, sidecar=not args.no_sidecar)
+    if args.debug_dir is not None:
+        written = [args.output] + ([] if args.no_sidecar else [args.output.with_suffix(".json")])
+        check_output_folder(args.debug_dir, DEBUG_FILES, inputs, "--debug-dir", written)
+    from engine.io.images import probe_image, save_notes  # headers only; after the path checks (no cv2 before)
+
+    info = {what: probe_image(path, what) for path, what in named}
+    if not args.quiet:
+        for note in save_notes(info["reference"].bits, info["reference"].alpha, args.output):
+            print(f"note: {note}", file=sys.stderr)
 
 
 def cmd_edit(args) -> int:
     options = options_from_args(args)
+    if options.attribute is not None or args.guide is None:  # mode B: an attribute bank (engine/bank/cli.py)
+        from engine.bank.cli import cmd_attribute_edit
+
+        return cmd_attribute_edit(args, options, check_inputs, _progress_printer, write_debug)
     check_inputs(args)
-    from engine.api import edit
+    with deferred_interrupts():
+        from engine.api import edit
 
     log = (lambda m: None) if args.quiet and not args.json_progress else (lambda m: print(m, file=sys.stderr))
     progress, bar = _progress_printer(args, options.iterations)
@@ -170,6 +208,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return bridge_main(argv[1:])
     try:
+        if argv[:1] == ["bench"]:  # where an edit's time goes (engine/frontends/bench.py)
+            from engine.frontends.bench import main as bench_main
+
+            return bench_main(argv[1:])
+        if argv[:1] == ["bank"]:  # attribute banks (engine/bank/cli.py)
+            from engine.bank.cli import main as bank_main
+
+            return bank_main(argv[1:], Parser)
         args = parser().parse_args(argv)
         return {"edit": cmd_edit}[args.command](args)
     except (Exception, KeyboardInterrupt) as e:  # a bug too: one line and exit 70, a traceback only on request

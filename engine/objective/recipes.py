@@ -34,6 +34,12 @@ class Recipe:
     core_width: float = 0.3  #   the Poisson-blended edge, fully at core_start + core_width
     chroma_gain_min: float = 0.5  # colour match: the guide's chroma spread may be scaled this far down
     chroma_gain_max: float = 2.0  #   ...and up, to the reference's
+    pose_weight: float = 1.0  # attribute banks: k-NN distance = identity distance + this x (yaw, pitch) distance
+    fuse: float = 1.0  # attribute banks: how many nearest examples' regions are averaged into the start image
+    # What --precision auto picks where the hardware runs bf16 natively (python -m engine bench decides): bf16
+    # halves VGG-Face's evaluations; dlib-resnet's are so small that bf16's one-off kernel set-up (~1.5-3 s in a
+    # new process) costs more than it saves.
+    precision: str = "fp32"
 
 
 # dlib-resnet: tuned with bench/quality.py (10 dev pairs, judges in ../shared/eval).
@@ -46,7 +52,7 @@ DLIB_RESNET = Recipe(
 # VGG-Face: its finer maps get their own layers; weights start from dlib's (not tuned on real weights yet:
 # they cannot be downloaded here).
 VGGFACE = replace(DLIB_RESNET, identity_layers={"fc7": 1.0},
-                  attribute_layers={"relu2_2": 0.5, "relu3_3": 1.0, "relu4_3": 1.0})
+                  attribute_layers={"relu2_2": 0.5, "relu3_3": 1.0, "relu4_3": 1.0}, precision="bf16")
 
 RECIPES: dict[str, Recipe] = {"dlib-resnet": DLIB_RESNET, "vggface": VGGFACE}
 
@@ -73,7 +79,7 @@ def fit_to_backbone(recipe: Recipe, spec: dict) -> Recipe:
 def scalar_names() -> list[str]:
     """Names `--set` takes besides `TABLE.LAYER` (the same for every recipe)."""
     return [*DLIB_RESNET.weights, *(f.name for f in fields(Recipe)
-                                    if f.name not in ("weights", *LAYER_TABLES))]
+                                    if f.name not in ("weights", "precision", *LAYER_TABLES))]
 
 
 def check_overrides(overrides: dict[str, float]) -> None:
@@ -90,6 +96,8 @@ def check_overrides(overrides: dict[str, float]) -> None:
             raise FATError(f"--set colour_lowpass={value}: must be a whole number >= 1.", EXIT_USAGE)
         if name in ("luma_grid", "chroma_grid") and value > 1:
             raise FATError(f"--set {name}={value}: a grid is a fraction of the network input (0..1).", EXIT_USAGE)
+        if name == "fuse" and (value < 1 or value != int(value)):
+            raise FATError(f"--set fuse={value}: must be a whole number >= 1.", EXIT_USAGE)
         if name == "luma_grid" and value == 0:
             raise FATError("--set luma_grid=0: the brightness grid must be > 0.", EXIT_USAGE)
 
@@ -110,7 +118,7 @@ def with_overrides(recipe: Recipe, overrides: dict[str, float]) -> Recipe:
         elif name in weights:
             weights[name] = float(value)
         else:
-            scalars[name] = int(value) if name == "colour_lowpass" else float(value)
+            scalars[name] = int(value) if name in ("colour_lowpass", "fuse") else float(value)
     return replace(recipe, weights=weights, **tables, **scalars)
 
 

@@ -3,10 +3,12 @@
 # progress is cancelled; PR_SET_PDEATHSIG then stops the engine too).
 # No GIMP imports here, so this part is tested outside GIMP as well.
 
+import collections
 import json
 import os
 import signal
 import subprocess
+import threading
 
 
 def die_with_parent():
@@ -33,6 +35,9 @@ def run_engine_process(python, project, request_path, on_progress):
         return False, (f"The face-attribute-transfer engine was not found at {python}. Run `python3 install.py` in the "
                        "project folder, which also installs this plug-in."), None
     proc = start([python, "-m", "engine", "bridge", request_path], project)
+    stderr_tail = collections.deque(maxlen=20)  # drained as it comes: a full pipe would block the engine
+    drain = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr), daemon=True)
+    drain.start()
     last_error, done = None, None
     try:
         for line in proc.stdout:
@@ -54,5 +59,6 @@ def run_engine_process(python, project, request_path, on_progress):
     if done is not None and proc.returncode == 0:
         return True, "backbone {}, identity distance {:.3f}".format(done.get("backbone"),
                                                                     done.get("descriptor_distance", 0)), done
-    stderr = proc.stderr.read().strip().splitlines()
+    drain.join(timeout=5)
+    stderr = [line.strip() for line in stderr_tail if line.strip()]
     return False, last_error or "The engine failed (exit {}): {}".format(proc.returncode, " ".join(stderr[-3:])), None

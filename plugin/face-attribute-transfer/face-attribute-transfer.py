@@ -79,7 +79,9 @@ def add_option_argument(procedure, prop, o):
         default = low if o["default"] is None else o["default"]
         procedure.add_int_argument(prop, label, help_text, int(low), int(o["high"]), default, flags)
     elif o["type"] == "float":
-        procedure.add_double_argument(prop, label, help_text, o["low"], o["high"], o["default"], flags)
+        # negative strengths remove an attribute (attribute-bank edits), which the dialog does not offer yet
+        low = max(0.0, o["low"]) if o["name"] == "strength" else o["low"]
+        procedure.add_double_argument(prop, label, help_text, low, o["high"], o["default"], flags)
     else:
         raise ValueError(f"option {o['name']}: no GIMP argument for type {o['type']}")
 

@@ -1,0 +1,143 @@
+"""Attribute-bank edits (no guide photo), judged by the independent models of ../shared/eval.
+
+    .venv/bin/python -m bench.bank_quality [--faces ../shared/faces] [--bank BANK] [--eval /tmp/face-eval]
+        [--out out/bank-quality] [--tasks smiling,mouth_open,remove] [--set NAME=VALUE ...] [--sheet 6]
+
+The bank is built from --faces with faces.csv labels (once; reused from --bank). Every edit leaves the
+reference's own person out (Bank.subset on faces.csv's identity_group), so no example is the same person.
+Tasks (faces.csv labels pick the references):
+  smiling     every non-smiling reference, --attribute smiling --strength 1:
+              accepted if face-api `happy` rises by >= 0.5 in >= 80 % and mobileface cosine >= 0.75 in >= 90 %
+  mouth_open  every closed-mouth reference, --attribute mouth_open --strength 1:
+              accepted if the 68-point mouth_open goes from < 0.05 to > 0.08 in >= 80 %
+  remove      every smiling reference, --attribute smiling --strength -1: `happy` should fall
+Writes every result, results.json, a table per reference, and contact-sheet.png (reference, strengths
+-1 / 0.5 / 1 / 1.5 for the first --sheet non-smiling references; the face crops the engine works on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.quality import judge, pick
+from engine.api import edit_strengths
+from engine.bank.store import load_bank
+from engine.io.debug import side_by_side, write_png
+from engine.models.backbone import load_backbone
+
+TASKS = {  # name -> (attribute, label column, label value of the references, strength)
+    "smiling": ("smiling", "smiling", "0", 1.0),
+    "mouth_open": ("mouth_open", "mouth_open", "0", 1.0),
+    "remove": ("smiling", "smiling", "1", -1.0),
+}
+
+
+def groups(row: dict) -> set[str]:
+    return set(row["identity_group"].split(";"))
+
+
+def bank_without(bank, rows_by_name: dict[str, dict], people: set[str]):
+    keep = np.array([not (groups(rows_by_name[e["name"]]) & people) if e["name"] in rows_by_name else True
+                     for e in bank.entries], bool)
+    return bank.subset(keep)
+
+
+def run_edit(ref: Path, attribute: str, strengths: list[float], bank, bb, overrides: dict, region: str | None):
+    extra = {"region": region} if region else {}
+    return edit_strengths(str(ref), strengths, attribute=attribute, bank=bank, backbone=bb, overrides=overrides,
+                          **extra)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--faces", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "faces")
+    p.add_argument("--bank", type=Path, default=Path("out/bank-quality/faces-bank.npz"))
+    p.add_argument("--eval", type=Path, default=Path("/tmp/face-eval"))
+    p.add_argument("--out", type=Path, default=Path("out/bank-quality"))
+    p.add_argument("--tasks", default="smiling,mouth_open,remove")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--sheet", type=int, default=6, help="non-smiling references on the contact sheet")
+    p.add_argument("--region", help="edit region instead of each attribute's own (engine/bank/attributes.py)")
+    p.add_argument("--limit", type=int, default=0, help="at most this many references per task (0 = all)")
+    args = p.parse_args()
+    overrides = {k: float(v) for k, _, v in (s.partition("=") for s in args.set)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.bank.exists():
+        subprocess.run([sys.executable, "-m", "engine", "bank", "build", str(args.faces), "-o", str(args.bank),
+                        "--labels", str(args.faces / "faces.csv"), "--quiet"], check=True)
+    bank = load_bank(args.bank)
+    rows = list(csv.DictReader((args.faces / "faces.csv").open()))
+    by_name = {r["file"]: r for r in rows}
+    in_bank = {e["name"] for e in bank.entries}
+    bb = load_backbone("dlib-resnet")
+    records, pairs = [], []
+    for task in args.tasks.split(","):
+        attribute, column, value, strength = TASKS[task]
+        refs = [r for r in rows if r[column] == value and r["file"] in in_bank]
+        refs = refs[: args.limit] if args.limit else refs
+        for r in refs:
+            sub = bank_without(bank, by_name, groups(r))
+            t = time.perf_counter()
+            res = run_edit(args.faces / r["file"], attribute, [strength], sub, bb, overrides, args.region)[0]
+            out = args.out / f"{task}-{Path(r['file']).stem}.png"
+            res.save(out)
+            records.append({"task": task, "ref": r["file"], "out": str(out), "seconds": time.perf_counter() - t,
+                            "pixels_from": res.settings["examples"]["pixels_from"]})
+            pairs.append((args.faces / r["file"], out.resolve()))
+            print(f"{task} {r['file']}: {time.perf_counter() - t:.1f} s", flush=True)
+    sheet_rows = []
+    for r in [r for r in rows if r["smiling"] == "0" and r["file"] in in_bank][: args.sheet]:
+        sub = bank_without(bank, by_name, groups(r))
+        neg = run_edit(args.faces / r["file"], "smiling", [-1.0], sub, bb, overrides, args.region)[0]
+        pos = run_edit(args.faces / r["file"], "smiling", [0.5, 1.0, 1.5], sub, bb, overrides, args.region)
+        sheet_rows.append(side_by_side([neg.crops["reference"], neg.crops["result"],
+                                        *(x.crops["result"] for x in pos)], 200))
+    if sheet_rows:
+        width = max(s.shape[1] for s in sheet_rows)
+        sheet = np.vstack([np.pad(s, ((0, 4), (0, width - s.shape[1]), (0, 0))) for s in sheet_rows])
+        write_png(args.out / "contact-sheet.png", sheet)
+    judged = judge(args.eval, pairs)
+    for rec, j in zip(records, judged, strict=True):
+        rec.update(happy=pick(j, "expressions", "happy"), open68=pick(j, "mouth", "open_68"),
+                   mobileface=pick(j, "identity", "mobileface", "value"))
+    (args.out / "results.json").write_text(json.dumps(records, indent=1))
+    report(records)
+
+
+def report(records: list[dict]) -> None:
+    for task in TASKS:
+        recs = [r for r in records if r["task"] == task]
+        if not recs:
+            continue
+        print(f"\n{task}: reference | happy before -> after | mouth_open before -> after | mobileface | s | pixels")
+        ok_attr = ok_id = 0
+        for r in recs:
+            (h0, h1), (m0, m1), cos = r["happy"], r["open68"], r["mobileface"]
+            if task == "smiling":
+                hit = h1 - h0 >= 0.5
+            elif task == "mouth_open":
+                hit = m0 < 0.05 and m1 > 0.08
+            else:
+                hit = h1 < h0
+            ok_attr += hit
+            ok_id += cos >= 0.75
+            src = ", ".join(Path(f).name for f in r["pixels_from"])
+            print(f"  {r['ref']:28s} {h0:5.2f} -> {h1:5.2f} | {m0:5.3f} -> {m1:5.3f} | {cos:5.3f} | "
+                  f"{r['seconds']:4.1f} | {'HIT ' if hit else 'miss'} {src}")
+        n = len(recs)
+        goal = {"smiling": "happy +0.5 (goal >= 80 %)", "mouth_open": "mouth_open < 0.05 -> > 0.08 (goal >= 80 %)",
+                "remove": "happy falls"}[task]
+        print(f"  {task}: {goal}: {ok_attr}/{n} = {100 * ok_attr / n:.0f} %; mobileface >= 0.75 (goal >= 90 %): "
+              f"{ok_id}/{n} = {100 * ok_id / n:.0f} %")
+
+
+if __name__ == "__main__":
+    main()

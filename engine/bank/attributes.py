@@ -1,0 +1,28 @@
+"""The attributes a bank knows: name -> default edit region and CelebA's column name.
+
+Standard library only (the options schema lists the names without numpy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Attribute:
+    label: str  # what a GIMP user reads
+    region: str  # default edit region (engine/face/regions.py REGIONS)
+    celeba: str | None  # the column in CelebA's list_attr_celeba.txt, if it has one
+    # where the example's own pixels go into the start image, when narrower than the region (None: the region):
+    # a smile's cheeks pasted from another face made light/grey patches (bench/bank_quality.py contact sheet),
+    # so only its mouth is pasted and the optimisation shades the cheeks and folds
+    pixels: str | None = None
+
+
+ATTRIBUTES: dict[str, Attribute] = {
+    "smiling": Attribute("Smiling", "smile", "Smiling", pixels="mouth"),
+    "mouth_open": Attribute("Mouth open", "mouth", "Mouth_Slightly_Open"),
+    "eyes_closed": Attribute("Eyes closed", "eyes", None),
+    "brows_raised": Attribute("Brows raised", "upper_face", None),
+}
+CELEBA_COLUMNS = {a.celeba: name for name, a in ATTRIBUTES.items() if a.celeba}

@@ -1,0 +1,222 @@
+"""The attribute edit (no guide photo): the bank's nearest examples give the start image's pixels and the
+feature direction; target = F(ref) + strength * (mean F(with) - mean F(without)) on the attribute layers,
+compared inside the attribute's region. Negative strengths remove the attribute (the "without" examples
+give the pixels); 0 returns the reference unchanged. Several strengths are each warm-started from the
+previous result (same sign): the start carries the previous optimisation's change forward.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from engine.bank.attributes import ATTRIBUTES
+from engine.bank.build import face_features
+from engine.bank.choose import Choice, nearest
+from engine.bank.measure import SCORES, labels_from_scores, pose
+from engine.bank.store import Bank, check_backbone, load_bank
+from engine.bank.where import default_bank
+from engine.errors import EXIT_USAGE, FATError
+from engine.face.detect import Face
+from engine.face.frame import AlignedFace, FaceFrame, align_face, to_crop
+from engine.face.masks import lookup_region, region_mask, user_mask
+from engine.io.files import sha256_file
+from engine.io.images import Photo, from_array, load_photo
+from engine.objective.composite import start_image
+from engine.objective.optimise import CancelToken, Problem, Progress, optimise
+from engine.objective.recipes import Recipe
+from engine.options import EditOptions
+
+
+def bank_of(bank: Bank | str | Path | None, backbone: str) -> Bank:
+    if isinstance(bank, Bank):
+        return bank
+    return load_bank(Path(bank) if bank else default_bank(backbone))
+
+
+def same_person_threshold(spec: dict, identity_layer: str) -> float | None:
+    """Under this identity distance two faces are taken for one person (stricter than the backbone's own
+    same/different line, so that a look-alike stranger is not preferred)."""
+    if identity_layer == spec.get("descriptor_tap") and spec.get("descriptor_distance_threshold"):
+        return 0.75 * float(spec["descriptor_distance_threshold"])
+    return None
+
+
+def example_pixels(bank: Bank, idx: np.ndarray, size: tuple[int, int], factor: int, ref: np.ndarray,
+                   mask: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
+    """(crop, landmarks) of the start's pixel source at the work size: the nearest example, or the mean of
+    the `recipe.fuse` nearest after each is colour-matched to the reference."""
+    from engine.objective.composite import colour_match
+
+    h, w = size
+    scale = factor / bank.meta["crop_factor"]
+    crops, marks = [], []
+    for i in idx[: max(1, int(recipe.fuse))]:
+        c = np.clip(cv2.resize(bank.crops[i].astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC
+                               if scale > 1 else cv2.INTER_AREA), 0, 255)
+        crops.append(c if len(idx[: int(recipe.fuse)]) == 1 else colour_match(c, ref, mask, recipe))
+        marks.append(bank.landmarks[i] * factor)
+    return np.mean(crops, axis=0).astype(np.float32), np.mean(marks, axis=0)
+
+
+ATYPICAL = 1.25
+
+
+def typical_first(bank: Bank, idx: np.ndarray, value: int, attribute: str, recipe: Recipe) -> np.ndarray:
+    """The k chosen examples (nearest first) reordered for the start image's pixels: first those whose
+    landmark measurements agree with their labels (a mouth labelled open but hidden by a microphone measures
+    closed: not a face to paste from, for any attribute), then those whose attribute features are typical of
+    the k (distance to the k's mean at most ATYPICAL x the median distance: a moustache among shaven faces is
+    an odd one out); nearest first within."""
+    def agrees(i: int) -> bool:
+        measured = labels_from_scores(dict(zip(SCORES, map(float, bank.scores[i]), strict=True)))
+        given = [a for a, src in bank.entries[i].get("label_sources", {}).items() if src == "labels"]
+        labels = dict(zip(bank.attributes, bank.labels[i].tolist(), strict=True))
+        return measured[attribute] == value and all(measured[a] == labels[a] for a in given if a in measured)
+
+    measured = np.array([agrees(i) for i in idx], bool)
+    layers = list(recipe.attribute_layers)
+    feats = np.concatenate([bank.features[k][idx].astype(np.float32).reshape(len(idx), -1)
+                            / (np.linalg.norm(bank.features[k][idx].astype(np.float32)) / np.sqrt(len(idx)) + 1e-6)
+                            for k in layers], axis=1)
+    spread = np.linalg.norm(feats - feats.mean(0), axis=1)
+    atypical = spread > ATYPICAL * np.median(spread) if len(idx) > 2 else np.zeros(len(idx), bool)
+    return idx[np.lexsort((np.arange(len(idx)), atypical, ~measured))]
+
+
+def _tensor(a: np.ndarray, dev: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].float().to(dev)
+
+
+def _examples(bank: Bank, idx: np.ndarray, dist: np.ndarray) -> list[dict]:
+    return [{"file": bank.entries[i]["file"], "sha256": bank.entries[i]["sha256"], "face": bank.entries[i]["face"],
+             "distance": round(float(d), 4)} for i, d in zip(idx, dist, strict=True)]
+
+
+class AttributeEditor:
+    """One reference, one attribute, one bank: aligned and chosen once, then edited at any strengths."""
+
+    def __init__(self, bb, spec: dict, recipe: Recipe, options: EditOptions, bank: Bank, reference, mask,
+                 log: Callable[[str], None]) -> None:
+        check_backbone(bank, spec)
+        self.bb, self.spec, self.recipe, self.options, self.bank = bb, spec, recipe, options, bank
+        self.dev = bb.device
+        self.photo: Photo = load_photo(reference)
+        self.ref: AlignedFace = align_face(self.photo, spec["crop_template"], options.detector, options.face,
+                                           options.box, "reference", factor=None)
+        self.region = options.region
+        spec_region = lookup_region(self.region)
+        self.user_mask = user_mask(mask, self.photo.rgb.shape[:2]) if spec_region.user_mask else None
+        self.mask = (to_crop(self.ref, self.user_mask) if self.user_mask is not None
+                     else region_mask(self.ref.landmarks, spec_region, self.ref.size))
+        self.keep_part = None if spec_region.user_mask else spec_region.keep
+        self.spec_region = spec_region
+        pixels = ATTRIBUTES[options.attribute].pixels
+        self.pixels = pixels if pixels and self.region == ATTRIBUTES[options.attribute].region else None
+        self.pixel_mask = (region_mask(self.ref.landmarks, self.pixels, self.ref.size) * self.mask if self.pixels
+                           else self.mask)
+        layers = [*recipe.attribute_layers, *(k for k in recipe.identity_layers if k not in recipe.attribute_layers)]
+        self.ref_features = face_features(bb, self.ref.crop, layers)
+        self.identity_layer = next(iter(recipe.identity_layers))
+        self.choice: Choice = nearest(bank, options.attribute, self.ref_features[self.identity_layer],
+                                      pose(self.ref.face.landmarks), options.k, self.identity_layer,
+                                      recipe.pose_weight, same_person_threshold(spec, self.identity_layer),
+                                      exclude=self._own_photo(reference))
+        log(f"attribute {options.attribute}: region {self.region}; nearest with: "
+            + ", ".join(bank.entries[i]["name"] for i in self.choice.with_idx)
+            + "; without: " + ", ".join(bank.entries[i]["name"] for i in self.choice.without_idx))
+        self.direction = {k: (bank.features[k][self.choice.with_idx].astype(np.float32).mean(0)
+                              - bank.features[k][self.choice.without_idx].astype(np.float32).mean(0))
+                          for k in recipe.attribute_layers}
+        self._sources: dict[bool, tuple] = {}
+
+    def source(self, strength: float) -> tuple:
+        """(example crop, its landmarks, keep mask, composite start, bank indices, region mask) for the
+        strength's sign: the "with" examples add the attribute, the "without" ones remove it. Made once per
+        sign. A landmark region is the union of the reference's and the example's (an opening mouth reaches
+        lower than the closed one it replaces)."""
+        positive = strength > 0
+        if positive not in self._sources:
+            idx = self.choice.with_idx if positive else self.choice.without_idx
+            idx = typical_first(self.bank, idx, 1 if positive else 0, self.options.attribute, self.recipe)
+            crop, marks = example_pixels(self.bank, idx, self.ref.size, self.ref.factor, self.ref.crop,
+                                         self.pixel_mask, self.recipe)
+            mask, pixel_mask = self.mask, self.pixel_mask
+            if self.user_mask is None:
+                mask = np.maximum(mask, region_mask(marks, self.spec_region, self.ref.size))
+                pixel_mask = (np.maximum(pixel_mask, region_mask(marks, self.pixels, self.ref.size)) * mask
+                              if self.pixels else mask)
+            keep = (region_mask(marks, self.keep_part, self.ref.size) * mask if self.keep_part else None)
+            composite = start_image(self.options.init, self.ref.crop, crop, pixel_mask, self.options.seed,
+                                    self.recipe)
+            self._sources[positive] = (crop, marks, keep, composite, idx[: max(1, int(self.recipe.fuse))], mask)
+        return self._sources[positive]
+
+    def _own_photo(self, reference) -> np.ndarray | None:
+        """The reference's own photo is never its own example (a bank built from the photos being edited)."""
+        if not isinstance(reference, (str, Path)):
+            return None
+        digest = sha256_file(Path(reference))
+        return np.array([e["sha256"] == digest for e in self.bank.entries], bool)
+
+    def targets(self, strength: float) -> tuple[dict, dict]:
+        ref_f = {k: torch.from_numpy(v[None]).to(self.dev) for k, v in self.ref_features.items()}
+        attr = {k: ref_f[k] + strength * torch.from_numpy(self.direction[k][None]).to(self.dev)
+                for k in self.recipe.attribute_layers}
+        return ref_f, attr
+
+    def start(self, strength: float) -> np.ndarray:
+        composite = self.source(strength)[3]
+        return self.ref.crop + min(1.0, abs(strength)) * (composite - self.ref.crop)
+
+    def run(self, strength: float, warm: tuple[float, np.ndarray] | None,
+            progress: Callable[[Progress], None] | None,
+            cancel: CancelToken | None) -> tuple[np.ndarray, np.ndarray, list]:
+        """(start, result crop, loss history) at `strength`; `warm` = (previous strength, its result crop), of
+        the same sign: the start then carries that optimisation's change forward."""
+        init = self.start(strength)
+        if warm is not None:
+            init = np.clip(warm[1] + init - self.start(warm[0]), 0, 255).astype(np.float32)
+        ref_f, attr_f = self.targets(strength)
+        keep = self.source(strength)[2]
+        mask = self.source(strength)[5]
+        problem = Problem(self.bb, _tensor(init, self.dev), torch.from_numpy(mask).to(self.dev), ref_f, attr_f,
+                          self.recipe, None if keep is None else torch.from_numpy(keep).to(self.dev))
+        t = time.perf_counter()
+        if self.options.iterations > 0:
+            x, history = optimise(problem, self.options.iterations, self.options.optimizer, self.options.seed,
+                                  progress, cancel)
+            crop = x[0].detach().cpu().numpy().transpose(1, 2, 0)
+        else:
+            crop, history = init, []
+        if progress is not None:
+            n = self.options.iterations
+            progress(Progress(n, n, history[-1] if history else {}, time.perf_counter() - t))
+        return init, crop, history
+
+    def frame(self, strength: float) -> tuple[FaceFrame, Photo]:
+        """The face frame (the example stands in for the guide, for the debug pictures)."""
+        crop, marks, keep, _, _, mask = self.source(strength)
+        h, w = self.ref.size
+        example = AlignedFace(Face((0.0, 0.0, float(w), float(h)), marks), np.array([[1.0, 0, 0], [0, 1.0, 0]]),
+                              crop, marks, self.ref.factor)
+        return FaceFrame(self.ref, example, mask, keep, self.user_mask), from_array(crop, "bank example")
+
+    def record(self, strength: float) -> dict:
+        c = self.choice
+        used = self.source(strength)[4] if strength else []
+        return {"attribute": self.options.attribute, "region_used": self.region,
+                "bank": str(self.bank.path) if self.bank.path else None, "bank_faces": len(self.bank),
+                "examples": {"with": _examples(self.bank, c.with_idx, c.with_dist),
+                             "without": _examples(self.bank, c.without_idx, c.without_dist),
+                             "pixels_from": [self.bank.entries[i]["file"] for i in used]}}
+
+
+def check_attribute_request(options: EditOptions, guide) -> None:
+    if guide is not None:
+        raise FATError("give either a guide photo (--guide) or an attribute (--attribute), not both.", EXIT_USAGE)

@@ -1,0 +1,77 @@
+"""Bend the guide's crop onto the reference's landmark geometry before compositing.
+
+Similarity alignment matches the faces as wholes; a mouth that is wider, narrower or
+turned still sits where the guide had it. Here the guide's landmarks are moved to
+target positions and the crop follows smoothly: piecewise-affine over the Delaunay
+triangulation (`affine`) or a thin-plate spline (`tps`). The targets keep what the guide
+brings: outside the region every point goes to the reference's position; the region's
+own points keep the guide's shape (its opening), moved by the affine map that takes the
+guide's anchor points of that region (mouth corners, eye corners) onto the reference's.
+Border points are fixed, so the crop's edges never move.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.interpolate import LinearNDInterpolator, RBFInterpolator
+
+from engine.face.regions import WARPS
+
+
+def target_landmarks(guide: np.ndarray, reference: np.ndarray, region_points: tuple[int, ...],
+                     anchors: tuple[int, ...]) -> np.ndarray:
+    """Where each guide landmark should go: the reference's positions, except the region's own points, which
+    keep the guide's shape under the affine map of its anchors onto the reference's."""
+    target = np.asarray(reference, float).copy()
+    if region_points and anchors:
+        m, _ = cv2.estimateAffinePartial2D(guide[list(anchors)].astype(np.float32),
+                                           reference[list(anchors)].astype(np.float32))
+        if m is not None:
+            pts = guide[list(region_points)]
+            target[list(region_points)] = pts @ m[:, :2].T + m[:, 2]
+    return target
+
+
+def _border(size: tuple[int, int], n: int = 8) -> np.ndarray:
+    h, w = size
+    xs, ys = np.linspace(0, w - 1, n), np.linspace(0, h - 1, n)
+    return np.vstack([np.c_[xs, np.zeros(n)], np.c_[xs, np.full(n, h - 1)], np.c_[np.zeros(n), ys],
+                      np.c_[np.full(n, w - 1), ys]])
+
+
+def anchor_similarity(guide: np.ndarray, reference: np.ndarray, anchors: tuple[int, ...]) -> np.ndarray | None:
+    """2x3 similarity taking the guide's anchor landmarks onto the reference's (None if degenerate)."""
+    m, _ = cv2.estimateAffinePartial2D(guide[list(anchors)].astype(np.float32),
+                                       reference[list(anchors)].astype(np.float32))
+    return m
+
+
+def move_rigidly(image: np.ndarray, landmarks: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The whole crop moved by one similarity (no local bending), and its landmarks with it."""
+    h, w = image.shape[:2]
+    moved = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    return moved, landmarks @ m[:, :2].T + m[:, 2]
+
+
+def warp_to(image: np.ndarray, source: np.ndarray, target: np.ndarray, method: str = "affine") -> np.ndarray:
+    """The image bent so that its points `source` land on `target` (both N x 2, x/y in its pixels)."""
+    if method == "none" or np.allclose(source, target):
+        return image.copy()
+    h, w = image.shape[:2]
+    border = _border((h, w))
+    dst = np.vstack([target, border])  # inverse map: for each output pixel, where to read in the image
+    src = np.vstack([source, border])
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    grid = np.c_[xx.ravel(), yy.ravel()]
+    if method == "affine":
+        mapped = LinearNDInterpolator(dst, src)(grid)
+        inside = np.isfinite(mapped[:, 0])
+        mapped[~inside] = grid[~inside]
+    elif method == "tps":
+        mapped = RBFInterpolator(dst, src - dst, kernel="thin_plate_spline", smoothing=1e-3)(grid) + grid
+    else:
+        raise ValueError(f"unknown warp {method!r}; use one of {', '.join(WARPS)}")
+    map_x = mapped[:, 0].reshape(h, w).astype(np.float32)
+    map_y = mapped[:, 1].reshape(h, w).astype(np.float32)
+    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)

@@ -1,0 +1,250 @@
+"""Attribute banks (mode B: no guide photo): file format, labels, k nearest, refusals, attribute edits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.bank.choose import nearest
+from engine.bank.labels import read_labels
+from engine.bank.store import empty_bank, load_bank, save_bank
+from engine.errors import EXIT_BACKBONE, EXIT_INPUT, EXIT_USAGE, FATError
+from engine.frontends.cli import main as cli_main
+from engine.options import EditOptions
+from tests.conftest import EXAMPLES
+
+PHOTOS = ("biden_1.jpg", "biden_2.jpg", "obama_1.jpg", "eileen_collins_astronaut.png")
+# smiling / mouth_open as labelled here (not necessarily true: the tests need both sides)
+LABELS = "file,person,smiling,mouth_open\nbiden_1.png,biden,0,0\nbiden_2.png,biden,1,1\nobama_1.png,obama,1,1\n" \
+         "eileen_collins_astronaut.png,eileen,0,0\n"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """The examples at <= 600 px (biden_1 cropped to its face): quick to detect, still real photos."""
+    d = tmp_path_factory.mktemp("bankphotos")
+    for name in PHOTOS:
+        im = Image.open(EXAMPLES / name).convert("RGB")
+        if name == "biden_1.jpg":
+            im = im.crop((250, 150, 750, 650))
+        im.thumbnail((600, 600))
+        im.save(d / name.replace(".jpg", ".png"))
+    (d / "labels.csv").write_text(LABELS)
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+@pytest.fixture(scope="module")
+def bank_file(photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bank") / "bank.npz"
+    files = [str(photos / n.replace(".jpg", ".png")) for n in PHOTOS]
+    assert cli_main(["bank", "build", *files, "-o", str(out), "--labels", str(photos / "labels.csv"),
+                     "--backbone", "dlib-resnet", "--quiet"]) == 0
+    return out
+
+
+def test_bank_round_trip_loads_without_pickle(bank_file, tmp_path):
+    bank = load_bank(bank_file)
+    assert len(bank) == 4 and bank.meta["backbone"] == "dlib-resnet" and len(bank.meta["onnx_sha256"]) == 64
+    assert [e["name"] for e in bank.entries] == [n.replace(".jpg", ".png") for n in PHOTOS]
+    assert bank.entries[0]["label_sources"] == {"smiling": "labels", "mouth_open": "labels",
+                                               "eyes_closed": "measured", "brows_raised": "measured"}
+    assert list(bank.labels_of("smiling")) == [0, 1, 1, 0] and bank.entries[1]["person"] == "biden"
+    assert bank.crops.dtype == np.uint8 and bank.crops.shape[1:] == (300, 300, 3)
+    assert set(bank.features) == {"pool1", "b35_3", "b17_3", "descriptor"}
+    copy = tmp_path / "copy.npz"
+    save_bank(bank, copy)
+    again = load_bank(copy)
+    assert again.meta == bank.meta
+    for k in ("crops", "landmarks", "pose", "scores", "labels"):
+        np.testing.assert_array_equal(getattr(again, k), getattr(bank, k))
+    with np.load(copy, allow_pickle=False) as z:  # a plain npz: every array loads without pickle
+        assert {"meta", "crops", "feat_descriptor"} <= set(z.files) and all(z[k] is not None for k in z.files)
+
+
+def test_incremental_add_processes_only_new_photos(photos, tmp_path, capsys):
+    out = tmp_path / "b.npz"
+    a, b, c = (str(photos / n) for n in ("biden_2.png", "obama_1.png", "eileen_collins_astronaut.png"))
+    assert cli_main(["bank", "build", a, b, "-o", str(out), "--quiet"]) == 0
+    first = load_bank(out)
+    assert cli_main(["bank", "build", a, b, c, str(photos / "notes.txt"), "-o", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "1 added from 1 new photo(s), 2 already in the bank, 1 skipped" in text and "notes.txt" in text
+    second = load_bank(out)
+    assert len(second) == 3 and second.entries[:2] == first.entries
+    np.testing.assert_array_equal(second.crops[:2], first.crops)
+
+
+def test_labels_from_a_faces_csv_and_from_celeba(tmp_path):
+    csv_file = tmp_path / "faces.csv"
+    csv_file.write_text("file,person,identity_group,smiling,mouth_open,eyeglasses\n"
+                        "a/x.jpg,X,x1,1,0,1\ny.png,Y,,0,,0\n")
+    assert read_labels(csv_file) == {"x.jpg": {"smiling": 1, "mouth_open": 0, "person": "x1"},
+                                     "y.png": {"smiling": 0, "person": "Y"}}
+    celeba = tmp_path / "list_attr_celeba.txt"
+    celeba.write_text("2\n5_o_Clock_Shadow Mouth_Slightly_Open Smiling Young\n"
+                      "000001.jpg -1  1 1 1\n000002.jpg  1 -1 -1 1\n")
+    assert read_labels(celeba) == {"000001.jpg": {"mouth_open": 1, "smiling": 1},
+                                   "000002.jpg": {"mouth_open": 0, "smiling": 0}}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,smiling\nx.jpg,yes\n")
+    with pytest.raises(FATError, match="expected 0 or 1") as e:
+        read_labels(bad)
+    assert e.value.exit_code == EXIT_INPUT
+
+
+def synthetic_bank(n: int = 8):
+    bank = empty_bank("dlib-resnet", "0" * 64, {"kind": "dlib_chip", "size": [4, 4]}, {"descriptor": [2]},
+                      ["smiling", "mouth_open"])
+    bank.crops = np.zeros((n, 8, 8, 3), np.uint8)
+    bank.landmarks = np.zeros((n, 68, 2), np.float32)
+    bank.pose = np.zeros((n, 3), np.float32)
+    bank.scores = np.zeros((n, 5), np.float32)
+    bank.labels = np.array([[i % 2, -1] for i in range(n)], np.int8)  # smiling: odd faces
+    bank.features = {"descriptor": np.array([[i, 0] for i in range(n)], np.float16)}
+    bank.meta["entries"] = [{"file": f"f{i}.png", "name": f"f{i}.png", "sha256": str(i), "face": 0,
+                             "person": "p" if i == 7 else None} for i in range(n)]
+    return bank
+
+
+def test_k_nearest_on_synthetic_features():
+    bank = synthetic_bank()
+    ref = np.array([2.2, 0], np.float32)
+    c = nearest(bank, "smiling", ref, np.zeros(3), 2, "descriptor")
+    assert list(c.with_idx) == [3, 1] and list(c.without_idx) == [2, 4]
+    np.testing.assert_allclose(c.with_dist, [0.8, 1.2], atol=1e-3)
+    # pose counts: face 1 turned away drops behind face 5
+    bank.pose[1] = [2.0, 0, 0]
+    assert list(nearest(bank, "smiling", ref, np.zeros(3), 2, "descriptor").with_idx) == [3, 5]
+    # the same person first, whatever the distance (by label, or by identity distance under the threshold)
+    assert list(nearest(bank, "smiling", ref, np.zeros(3), 2, "descriptor", person="p").with_idx) == [7, 3]
+    bank.pose[2] = [3.0, 0, 0]  # face 2 is near in identity (0.2) but turned away
+    assert list(nearest(bank, "smiling", ref, np.zeros(3), 1, "descriptor").without_idx) == [4]
+    assert list(nearest(bank, "smiling", ref, np.zeros(3), 1, "descriptor", same_person=0.5).without_idx) == [2]
+    own = np.zeros(len(bank), bool)
+    own[3] = True
+    assert list(nearest(bank, "smiling", ref, np.zeros(3), 2, "descriptor", exclude=own).with_idx) == [5, 1]
+
+
+def test_too_few_examples_and_missing_labels_are_refused():
+    bank = synthetic_bank()
+    with pytest.raises(FATError, match="fewer than --k 5") as e:
+        nearest(bank, "smiling", np.zeros(2), np.zeros(3), 5, "descriptor")
+    assert e.value.exit_code == EXIT_USAGE
+    with pytest.raises(FATError, match="no labels for 'mouth_open'") as e:
+        nearest(bank, "mouth_open", np.zeros(2), np.zeros(3), 1, "descriptor")
+    assert e.value.exit_code == EXIT_USAGE
+
+
+def test_strength_range_depends_on_the_mode():
+    assert EditOptions(attribute="smiling", strength=-2).validate().strength == -2
+    with pytest.raises(FATError, match="need --attribute") as e:
+        EditOptions(strength=-0.5).validate()
+    assert e.value.exit_code == EXIT_USAGE
+    with pytest.raises(FATError, match="between"):
+        EditOptions(attribute="smiling", strength=-2.5).validate()
+
+
+def edit_argv(photos, bank, out, *extra):
+    return ["edit", str(photos / "biden_1.png"), "--attribute", "smiling", "--bank", str(bank), "--k", "1",
+            "-o", str(out), "--quiet", "--iterations", "2", *extra]
+
+
+@pytest.fixture()
+def altered(bank_file, tmp_path):
+    """A copy of the bank with one meta value or array changed."""
+    def make(**meta):
+        bank = load_bank(bank_file)
+        if "labels" in meta:
+            bank.labels[:, bank.attributes.index(meta.pop("labels"))] = -1
+        bank.meta.update(meta)
+        path = tmp_path / "altered.npz"
+        save_bank(bank, path)
+        return path
+    return make
+
+
+@pytest.mark.parametrize("change, code, text", [
+    ({"backbone": "vggface"}, EXIT_BACKBONE, "built with backbone 'vggface'"),
+    ({"onnx_sha256": "f" * 64}, EXIT_BACKBONE, "another export"),
+    ({"labels": "smiling"}, EXIT_USAGE, "no labels for 'smiling'"),
+])
+def test_a_mismatched_bank_is_refused(altered, photos, tmp_path, capsys, change, code, text):
+    out = tmp_path / "o.png"
+    assert cli_main(edit_argv(photos, altered(**change), out)) == code
+    assert text in capsys.readouterr().err and not out.exists()
+
+
+def test_too_few_examples_on_one_side_exit_2(bank_file, photos, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    assert cli_main(edit_argv(photos, bank_file, out, "--k", "3")) == EXIT_USAGE
+    assert "fewer than --k 3" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "no-meta", "missing"])
+def test_a_damaged_bank_is_refused(bank_file, photos, tmp_path, capsys, damage):
+    bad = tmp_path / "bad.npz"
+    if damage == "garbage":
+        bad.write_bytes(b"PK\x03\x04 not really a zip")
+    elif damage == "truncated":
+        data = bank_file.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    elif damage == "no-meta":
+        np.savez(bad, crops=np.zeros((1, 2, 2, 3), np.uint8))
+    out = tmp_path / "o.png"
+    assert cli_main(edit_argv(photos, bad, out)) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert ("damaged" in err or "no such file" in err) and "Traceback" not in err and not out.exists()
+
+
+def test_strength_0_returns_the_photo_byte_identical(bank_file, photos, tmp_path):
+    out = tmp_path / "same.png"
+    assert cli_main(edit_argv(photos, bank_file, out, "--strength", "0")) == 0
+    assert out.read_bytes() == (photos / "biden_1.png").read_bytes()
+    side = json.loads(out.with_suffix(".json").read_text())["settings"]
+    assert side["strength"] == 0 and side["examples"]["pixels_from"] == []
+
+
+def test_several_strengths_write_several_files(bank_file, photos, tmp_path):
+    out = tmp_path / "s.png"
+    assert cli_main(edit_argv(photos, bank_file, out, "--strength=-1,0.5,1")) == 0
+    names = sorted(p.name for p in tmp_path.glob("s-*.png"))
+    assert names == ["s-s-1.png", "s-s0.5.png", "s-s1.png"]
+    side = [json.loads((tmp_path / n).with_suffix(".json").read_text())["settings"] for n in ("s-s0.5.png", "s-s1.png")]
+    assert side[0]["warm_start_from"] is None and side[1]["warm_start_from"] == 0.5
+    ex = side[1]["examples"]
+    assert ex["with"][0]["file"].endswith(".png") and len(ex["with"][0]["sha256"]) == 64
+    assert ex["pixels_from"] == [ex["with"][0]["file"]] and "distance" in ex["without"][0]
+    # the reference's own photo is never its own example
+    assert all("biden_1" not in e["file"] for e in ex["with"] + ex["without"])
+    ref = np.asarray(Image.open(photos / "biden_1.png"), np.int16)
+    assert np.abs(np.asarray(Image.open(tmp_path / "s-s1.png"), np.int16) - ref).max() > 0
+
+
+def test_the_api_takes_an_attribute_and_a_loaded_bank(bank_file, photos):
+    from engine import edit
+
+    bank = load_bank(bank_file)
+    result = edit(str(photos / "eileen_collins_astronaut.png"), attribute="mouth_open", bank=bank, k=1,
+                  iterations=2, strength=0.5)
+    assert result.settings["attribute"] == "mouth_open" and result.settings["region_used"] == "mouth"
+    assert result.settings["examples"]["with"][0]["file"].endswith(("biden_2.png", "obama_1.png"))
+    with pytest.raises(FATError, match="not both"):
+        edit(str(photos / "biden_1.png"), guide=str(photos / "obama_1.png"), attribute="smiling", bank=bank)
+
+
+def test_the_pixel_source_is_a_reliable_typical_example():
+    from dataclasses import replace
+
+    from engine.bank.edit import typical_first
+    from engine.objective.recipes import DLIB_RESNET
+
+    bank = synthetic_bank()
+    bank.scores[:, 1] = 1.0  # mouth width 1.0 x eye distance: measured smiling...
+    bank.scores[1, 1] = 0.8  # ...except face 1, labelled smiling: its landmarks disagree
+    bank.features["descriptor"][5] = [50, 0]  # face 5: an odd one out among the four
+    recipe = replace(DLIB_RESNET, attribute_layers={"descriptor": 1.0})
+    assert list(typical_first(bank, np.array([1, 3, 5, 7]), 1, "smiling", recipe)) == [3, 7, 5, 1]
