@@ -51,3 +51,16 @@ def vgg_backbone(models_dir) -> Backbone:
 @pytest.fixture(scope="session")
 def obama() -> np.ndarray:
     return np.asarray(Image.open(EXAMPLES / "obama_1.jpg").convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def small_pair(tmp_path_factory) -> list[Path]:
+    """The examples biden_2 (reference) and obama_1 (guide) at ~500 px: quick to detect, still real photos."""
+    d = tmp_path_factory.mktemp("pair")
+    out = []
+    for name in ("biden_2.jpg", "obama_1.jpg"):
+        im = Image.open(EXAMPLES / name).convert("RGB")
+        im.thumbnail((520, 520))
+        out.append(d / name.replace(".jpg", ".png"))
+        im.save(out[-1])
+    return out

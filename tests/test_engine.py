@@ -23,21 +23,6 @@ from engine.objective.losses import (
     total_variation,
 )
 from engine.objective.optimise import CancelToken
-from tests.conftest import EXAMPLES
-
-
-@pytest.fixture(scope="module")
-def small_pair(tmp_path_factory):
-    """The examples at ~500 px: quick to detect, still real photos."""
-    d = tmp_path_factory.mktemp("pair")
-    out = []
-    for name in ("biden_2.jpg", "obama_1.jpg"):
-        im = Image.open(EXAMPLES / name).convert("RGB")
-        im.thumbnail((520, 520))
-        out.append(d / name.replace(".jpg", ".png"))
-        im.save(out[-1])
-    return out
-
 
 # --- losses: analytic gradients against finite differences on a tiny net ----------
 

@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from engine.io.files import atomic_write, remove_stale_parts
-from tests.conftest import EXAMPLES
 from tests.gimp_env import PROJECT
 
 
@@ -35,18 +34,6 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
     assert not stale.exists() and live.exists() and other.exists()
     remove_stale_parts(out)
     assert live.exists()
-
-
-@pytest.fixture(scope="module")
-def small_pair(tmp_path_factory):
-    d = tmp_path_factory.mktemp("kill")
-    out = []
-    for name in ("biden_2.jpg", "obama_1.jpg"):
-        im = Image.open(EXAMPLES / name).convert("RGB")
-        im.thumbnail((520, 520))
-        out.append(d / name.replace(".jpg", ".png"))
-        im.save(out[-1])
-    return out
 
 
 @pytest.mark.parametrize("delay", [0.5, 2.0, 3.5, 5.0])

@@ -6,27 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from engine import edit
 from engine.face import detect
 from engine.models.descriptor import descriptor_distance
 from engine.models.runtime import cpu_has_bf16, resolve_precision
-from tests.conftest import EXAMPLES
 
 needs_bf16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no bf16 in oneDNN here")
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    d = tmp_path_factory.mktemp("speed")
-    out = []
-    for name in ("biden_2.jpg", "obama_1.jpg"):
-        im = Image.open(EXAMPLES / name).convert("RGB")
-        im.thumbnail((520, 520))
-        out.append(d / name.replace(".jpg", ".png"))
-        im.save(out[-1])
-    return out
 
 
 @pytest.mark.parametrize("name", ["dlib_backbone", "vgg_backbone"])
@@ -61,9 +47,9 @@ def test_bf16_features_are_close_and_differentiable(dlib_backbone):
 
 
 @needs_bf16
-def test_bf16_edit_stays_close_to_fp32(pair, dlib_backbone):
+def test_bf16_edit_stays_close_to_fp32(small_pair, dlib_backbone):
     """The tolerance `python -m engine bench` reports: small changes inside the region, none outside."""
-    ref, guide = pair
+    ref, guide = small_pair
     a = edit(ref, guide=guide, backbone=dlib_backbone, precision="fp32", iterations=12)
     b = edit(ref, guide=guide, backbone=dlib_backbone, precision="bf16", iterations=12)
     assert a.settings["precision_used"] == "fp32" and b.settings["precision_used"] == "bf16"

@@ -9,7 +9,6 @@ from PIL import Image
 from engine import edit
 from engine.face.regions import REGIONS
 from engine.face.warp import target_landmarks, warp_to
-from tests.conftest import EXAMPLES
 
 
 def _blobs(points: np.ndarray, size=(200, 200), sigma=2.0) -> np.ndarray:
@@ -71,13 +70,8 @@ def test_targets_keep_the_guide_mouth_shape_at_the_reference_corners():
     assert gap(t) == pytest.approx(gap(guide), rel=1e-6)  # the guide's opening, in proportion
 
 
-def test_a_warped_edit_changes_nothing_outside_the_region(dlib_backbone, tmp_path):
-    paths = []
-    for name in ("biden_2.jpg", "obama_1.jpg"):
-        im = Image.open(EXAMPLES / name).convert("RGB")
-        im.thumbnail((520, 520))
-        paths.append(tmp_path / name.replace(".jpg", ".png"))
-        im.save(paths[-1])
+def test_a_warped_edit_changes_nothing_outside_the_region(dlib_backbone, small_pair):
+    paths = small_pair
     r = edit(paths[0], guide=paths[1], backbone=dlib_backbone, warp="affine", iterations=4, precision="fp32")
     plain = edit(paths[0], guide=paths[1], backbone=dlib_backbone, warp="none", iterations=4, precision="fp32")
     before = np.asarray(Image.open(paths[0]).convert("RGB")).astype(np.float32)
