@@ -29,25 +29,23 @@ import io
 import json
 import math
 import os
-import queue
-import resource
 import struct
-import subprocess
-import sys
-import threading
 import time
-import traceback
 import zlib
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import fuzzing
+from tests.fuzzing import emit, limit_address_space, run_case, worker_args
+
 CASES = int(os.environ.get("FAT_FUZZ_CASES", "2000"))
 HANG_S = float(os.environ.get("FAT_FUZZ_HANG_S", "5"))
 WORKERS = 2
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1"}
 SEED = 20261129
 TARGETS = ("images", "bridge")
 INTS = [0, 1, 255, 256, 0x7FFF, 0xFFFF, 65536, 60000, 0x7FFFFFFF, 0xFFFFFFFF, 1 << 20, 131232]
@@ -363,180 +361,48 @@ def run_selftest_case(case: int) -> None:
 
 # --- worker process ---------------------------------------------------------------------------------------
 
-def _emit(**record) -> None:
-    sys.stdout.write(json.dumps(record) + "\n")
-    sys.stdout.flush()
-
-
-def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
-
-
 def worker(target: str, folder: Path, cases: list[int]) -> None:
     """Run the cases in this process, one JSON line per event on stdout."""
-    from engine.errors import FATError
-
     seeds = image_seeds() if target == "images" else []  # "selftest": the harness's own check
     for _name, data in seeds:  # every seed loads as it is (and this warms the imports up)
         run_image_case(data, 1, folder)
     (folder / "req").mkdir(exist_ok=True)
-    _emit(event="ready")
+    emit(event="ready")
     for case in cases:
         if target == "images":
             data, what = image_case(seeds, case)
+            call = partial(run_image_case, data, case, folder)
         elif target == "bridge":
             path, what = bridge_case(folder / "req", case)
+            call = partial(run_bridge_case, path)
         else:
             what = SELFTEST[case]
-        _emit(event="start", case=case, what=what)
-        try:
-            if target == "images":
-                run_image_case(data, case, folder)
-            elif target == "bridge":
-                run_bridge_case(path)
-            else:
-                run_selftest_case(case)
-            outcome = "ok"
-        except FATError as e:
-            outcome = f"FATError {e.exit_code}"
-        except BaseException as e:  # noqa: BLE001 - every other exception is what the fuzzer looks for
-            _emit(event="fail", case=case, what=what, error=f"{type(e).__name__}: {str(e)[:200]}", where=_where(e))
-            continue
-        _emit(event="done", case=case, outcome=outcome)
+            call = partial(run_selftest_case, case)
+        outcome = run_case(case, what, call)
+        if outcome is not None:
+            emit(event="done", case=case, outcome=outcome)
 
 
 def _worker_main() -> None:
-    target, folder = sys.argv[1], Path(sys.argv[2])
-    cases = json.loads((folder / "cases.json").read_text())
+    target, folder, cases = worker_args()
     import cv2  # noqa: F401 - its mappings count in the baseline
 
-    with open("/proc/self/status") as f:
-        size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
-    limit = size + (4 << 30)  # a guard for the machine: a runaway allocation fails (reported), never swaps
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    limit_address_space(4 << 30)  # a guard for the machine: a runaway allocation fails (reported), never swaps
     worker(target, folder, cases)
 
 
-# --- the harness ------------------------------------------------------------------------------------------
-
-def _start(target: str, folder: Path, cases: list[int]) -> tuple[subprocess.Popen, queue.Queue]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p),
-           "OMP_NUM_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1"}
-    code = "from tests.test_fuzz_inputs import _worker_main; _worker_main()"
-    (folder / "cases.json").write_text(json.dumps(cases))  # too many for a command line
-    with open(folder / "stderr.txt", "ab") as stderr:
-        proc = subprocess.Popen([sys.executable, "-c", code, target, str(folder)],
-                                stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
-                                text=True)
-    lines: queue.Queue = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stdout:
-            lines.put(json.loads(line))
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return proc, lines
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
+# --- the harness (tests/fuzzing.py) -----------------------------------------------------------------------
 
 def run_cases(target: str, folder: Path, cases: list[int], hang_s: float = HANG_S) -> tuple[list[dict], Counter]:
     """Run `cases`, starting a fresh worker after a crash or a hang (named with its case)."""
-    failures, outcomes, todo = [], Counter(), list(cases)
-    while todo:
-        proc, lines = _start(target, folder, todo)
-        current, ready, timeout = None, False, 120.0  # the first wait covers the imports
-        try:
-            while True:
-                try:
-                    rec = lines.get(timeout=timeout)
-                except queue.Empty:
-                    if current is None:
-                        raise AssertionError(f"{target}: the fuzz worker stalled outside a case") from None
-                    failures.append({**current, "error": f"hang (> {hang_s:g} s)"})
-                    break
-                if rec is None:  # the worker died
-                    _stop(proc)
-                    if not ready:
-                        err = (folder / "stderr.txt").read_text(errors="replace")[-2000:]
-                        raise AssertionError(f"{target}: the fuzz worker failed to start:\n{err}")
-                    if current is not None:
-                        failures.append({**current, "error": f"process died (exit {proc.returncode})"})
-                    break
-                event = rec.pop("event")
-                if event == "ready":
-                    ready, timeout = True, hang_s
-                elif event == "start":
-                    current = rec
-                else:
-                    todo.remove(rec["case"])
-                    current = None
-                    if event == "done":
-                        outcomes[rec["outcome"]] += 1
-                    else:
-                        failures.append(rec)
-        finally:
-            _stop(proc)
-        if current is not None:
-            todo.remove(current["case"])
-    return failures, outcomes
+    return fuzzing.run_cases("tests.test_fuzz_inputs", target, folder, cases, env=WORKER_ENV, hang_s=hang_s)
 
 
-def fuzz(target: str, folder: Path, cases: list[int]) -> tuple[list[dict], Counter]:
-    """The cases split over WORKERS parallel harnesses."""
-    parts = [cases[i::WORKERS] for i in range(WORKERS)]
-    results: list[tuple[list[dict], Counter] | BaseException] = [([], Counter()) for _ in parts]
-
-    def run(i: int) -> None:
-        try:
-            results[i] = run_cases(target, folder / f"w{i}", parts[i])
-        except BaseException as e:  # noqa: BLE001 - raised in the test's own thread below
-            results[i] = e
-
-    threads = []
-    for i, part in enumerate(parts):
-        if part:
-            (folder / f"w{i}").mkdir(parents=True)
-            threads.append(threading.Thread(target=run, args=(i,)))
-            threads[-1].start()
-    for t in threads:
-        t.join()
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    failures = sorted((f for r in results for f in r[0]), key=lambda f: f["case"])
-    return failures, sum((r[1] for r in results), Counter())
-
-
-def _selected() -> list[tuple[str, list[int]]]:
-    only = os.environ.get("FAT_FUZZ_ONLY")  # target:case[,case...] reruns cases
-    if only:
-        target, _, cases = only.partition(":")
-        return [(target, [int(c) for c in cases.split(",")] if cases else list(range(CASES)))]
-    return [(t, list(range(CASES))) for t in TARGETS]
-
-
-@pytest.mark.parametrize("target, cases", _selected(), ids=[t for t, _ in _selected()])
+@pytest.mark.parametrize("target, cases", fuzzing.selected(TARGETS, CASES),
+                         ids=[t for t, _ in fuzzing.selected(TARGETS, CASES)])
 def test_fuzzed_inputs_load_or_raise_fat_error(target, cases, tmp_path):
-    t0 = time.perf_counter()
-    failures, outcomes = fuzz(target, tmp_path, cases)
-    kinds = Counter(f["error"].split(":")[0] for f in failures)
-    summary = (f"{target}: {len(cases)} cases in {time.perf_counter() - t0:.1f} s; outcomes {dict(outcomes)}; "
-               f"{len(failures)} failures {dict(kinds)}")
-    print(summary)
-    report = os.environ.get("FAT_FUZZ_REPORT")
-    if report:
-        with open(report, "a") as f:
-            f.writelines(json.dumps({"target": target, **x}) + "\n" for x in failures)
-    if failures:
-        lines = [f"  case {f['case']} ({f['what']}): {f['error']} at {f.get('where', '')}" for f in failures[:40]]
-        pytest.fail(summary + "\n" + "\n".join(lines) + f"\nreproduce: FAT_FUZZ_ONLY={target}:{failures[0]['case']}")
+    outcomes = fuzzing.check("tests.test_fuzz_inputs", "target", target, tmp_path, cases, env=WORKER_ENV,
+                             hang_s=HANG_S, workers=WORKERS)
     assert outcomes["ok"] > 0 and sum(n for k, n in outcomes.items() if k.startswith("FATError")) > 0
 
 

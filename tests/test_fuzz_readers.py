@@ -21,28 +21,24 @@ runs scipy (export/isolate.py); that child is capped (RLIMIT_DATA) by the reader
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import resource
 import shutil
 import struct
-import subprocess
-import sys
 import tarfile
-import threading
-import time
-import traceback
-from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import fuzzing
+from tests.fuzzing import emit, limit_address_space, run_case, worker_args
+
 CASES = int(os.environ.get("FAT_FUZZ_CASES", "500"))
 WORKERS = 2  # the cases of one reader are split over this many worker processes
 HANG_S = float(os.environ.get("FAT_FUZZ_HANG_S", "5"))  # one case taking longer is a hang
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 MEMORY_GROWTH = 1 << 30  # peak RSS growth over the worker's baseline that counts as a failure
 SEED = 20240611
 READERS = ("caffe", "torch7", "matconvnet", "matconvnet-v73", "pytorch", "keras", "targz", "dlib", "pytorch-legacy")
@@ -282,19 +278,8 @@ def run_reader(reader: str, files: list[Path], workdir: Path) -> None:
 
 # --- worker process ---------------------------------------------------------------------------------------
 
-def _emit(**record) -> None:
-    sys.stdout.write(json.dumps(record) + "\n")
-    sys.stdout.flush()
-
-
 def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
-
-
-def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    last = frames[-1] if frames else None
-    return f"{Path(last.filename).name}:{last.lineno}" if last else "?"
 
 
 def worker(reader: str, folder: Path, cases: list[int]) -> None:
@@ -314,167 +299,37 @@ def worker(reader: str, folder: Path, cases: list[int]) -> None:
         if reader != "dlib":  # the tiny .dat has dlib's layer sequence but not its layer sizes
             raise
     baseline = _peak_rss()
-    _emit(event="ready")
+    emit(event="ready")
     for case in cases:
         data, what = mutate(seed_bytes, reader, case, structure)
         files[0].write_bytes(data)
-        _emit(event="start", case=case, what=what)
-        try:
-            run_reader(reader, files, folder / "work")
-            outcome = "ok"
-        except FATError as e:
-            outcome = f"FATError {e.exit_code}"
-        except BaseException as e:  # noqa: BLE001 - every other exception is what the fuzzer looks for
-            _emit(event="fail", case=case, what=what, error=f"{type(e).__name__}: {str(e)[:200]}", where=_where(e))
+        outcome = run_case(case, what, partial(run_reader, reader, files, folder / "work"))
+        if outcome is None:
             continue
         grown = _peak_rss() - baseline
         if grown > MEMORY_GROWTH:
-            _emit(event="fail", case=case, what=what, error=f"memory grew by {grown / 2**30:.1f} GB", where="")
+            emit(event="fail", case=case, what=what, error=f"memory grew by {grown / 2**30:.1f} GB", where="")
             return  # the peak only grows: a fresh worker measures the next cases
-        _emit(event="done", case=case, what=what, outcome=outcome)
+        emit(event="done", case=case, what=what, outcome=outcome)
 
 
 def _worker_main() -> None:
-    reader, folder, cases = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+    reader, folder, cases = worker_args()
+    import torch  # noqa: F401 - imported first so that its mappings count in the baseline
+
     # A guard for the machine: a case allocating far more than a weights file needs fails
     # with MemoryError (reported) instead of swapping; the 1 GB growth check is the real test.
-    limit = _address_space() + (6 << 30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    limit_address_space(6 << 30)
     worker(reader, folder, cases)
 
 
-def _address_space() -> int:
-    import torch  # noqa: F401 - imported first so that its mappings count in the baseline
+# --- the harness (tests/fuzzing.py) -----------------------------------------------------------------------
 
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-# --- the harness ------------------------------------------------------------------------------------------
-
-def _start(reader: str, folder: Path, cases: list[int]) -> tuple[subprocess.Popen, queue.Queue]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(ROOT)) if p)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    code = "from tests.test_fuzz_readers import _worker_main; _worker_main()"
-    stderr = open(folder / "stderr.txt", "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-c", code, reader, str(folder), json.dumps(cases)],
-                            stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT, env=env, text=True)
-    stderr.close()
-    lines: queue.Queue = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stdout:
-            lines.put(json.loads(line))
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return proc, lines
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
-
-def run_cases(reader: str, folder: Path, cases: list[int]) -> tuple[list[dict], dict[str, int]]:
-    """Run `cases`, restarting the worker after a crash, hang or memory failure."""
-    failures: list[dict] = []
-    outcomes: dict[str, int] = {}
-    todo = list(cases)
-    while todo:
-        proc, lines = _start(reader, folder, todo)
-        current = last = None
-        ready = False
-        timeout = 120.0  # imports and the seed's own load
-        try:
-            while True:
-                try:
-                    rec = lines.get(timeout=timeout)
-                except queue.Empty:
-                    if current is None:
-                        raise AssertionError(f"{reader}: the fuzz worker stalled outside a case") from None
-                    failures.append({**current, "error": f"hang (> {HANG_S:.0f} s)"})
-                    break
-                if rec is None:  # the worker died
-                    _stop(proc)
-                    if not ready:
-                        err = (folder / "stderr.txt").read_text()[-2000:]
-                        raise AssertionError(f"{reader}: the fuzz worker failed to start:\n{err}")
-                    if current is not None:
-                        failures.append({**current, "error": f"process died (exit {proc.returncode})"})
-                    elif last is not None and proc.returncode:  # a late crash, e.g. of a heap damaged by `last`
-                        failures.append({**last, "error": f"process died after the case (exit {proc.returncode})"})
-                    break
-                event = rec.pop("event")
-                if event == "ready":
-                    timeout, ready = HANG_S, True
-                elif event == "start":
-                    current = rec
-                elif event == "done":
-                    outcomes[rec["outcome"]] = outcomes.get(rec["outcome"], 0) + 1
-                    todo.remove(rec["case"])
-                    last, current = {"case": rec["case"], "what": rec.get("what", "")}, None
-                elif event == "fail":
-                    failures.append(rec)
-                    todo.remove(rec["case"])
-                    current = None
-        finally:
-            _stop(proc)
-        if current is not None:
-            todo.remove(current["case"])
-    return failures, outcomes
-
-
-def fuzz(reader: str, folder: Path, cases: list[int], workers: int = WORKERS) -> tuple[list[dict], dict[str, int]]:
-    """The cases split over `workers` parallel harnesses."""
-    parts = [cases[i::workers] for i in range(workers)]
-    results: list[tuple[list[dict], dict[str, int]]] = [([], {})] * workers
-
-    def run(i: int) -> None:
-        results[i] = run_cases(reader, folder / f"w{i}", parts[i])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers) if parts[i]]
-    for i, t in enumerate(threads):
-        (folder / f"w{i}").mkdir(parents=True, exist_ok=True)
-        t.start()
-    for t in threads:
-        t.join()
-    failures = sorted((f for r in results for f in r[0]), key=lambda f: f["case"])
-    outcomes: dict[str, int] = {}
-    for _, o in results:
-        for k, v in o.items():
-            outcomes[k] = outcomes.get(k, 0) + v
-    return failures, outcomes
-
-
-def _selected() -> list[tuple[str, list[int]]]:
-    only = os.environ.get("FAT_FUZZ_ONLY")  # reader:case[,case...] to reproduce failures
-    if only:
-        reader, _, cases = only.partition(":")
-        return [(reader, [int(c) for c in cases.split(",")] if cases else list(range(CASES)))]
-    return [(r, list(range(CASES))) for r in READERS]
-
-
-@pytest.mark.parametrize("reader, cases", _selected(), ids=[r for r, _ in _selected()])
+@pytest.mark.parametrize("reader, cases", fuzzing.selected(READERS, CASES),
+                         ids=[r for r, _ in fuzzing.selected(READERS, CASES)])
 def test_damaged_files_load_or_raise_fat_error(reader, cases, tmp_path):
-    t0 = time.perf_counter()
-    failures, outcomes = fuzz(reader, tmp_path, cases)
-    kinds = Counter(f["error"].split(":")[0] for f in failures)
-    summary = (f"{reader}: {len(cases)} cases in {time.perf_counter() - t0:.1f} s; outcomes {outcomes}; "
-               f"{len(failures)} failures {dict(kinds)}")
-    print(summary)
-    report = os.environ.get("FAT_FUZZ_REPORT")  # a file to append every failure to (JSON lines)
-    if report:
-        with open(report, "a") as f:
-            f.writelines(json.dumps({"reader": reader, **x}) + "\n" for x in failures)
-    if failures:
-        lines = [f"  case {f['case']} ({f['what']}): {f['error']} at {f.get('where', '')}" for f in failures[:40]]
-        pytest.fail(summary + "\n" + "\n".join(lines) + f"\nreproduce: FAT_FUZZ_ONLY={reader}:{failures[0]['case']}")
+    fuzzing.check("tests.test_fuzz_readers", "reader", reader, tmp_path, cases, env=WORKER_ENV, hang_s=HANG_S,
+                  workers=WORKERS)
 
 
 def test_seed_writers_are_deterministic_but_for_the_weights(tmp_path):
