@@ -147,7 +147,7 @@ class AttributeEditor:
             crop, marks = example_pixels(self.bank, idx, self.ref.size, self.ref.factor, self.ref.crop,
                                          self.pixel_mask, self.recipe)
             mask, pixel_mask = self.mask, self.pixel_mask
-            if self.user_mask is None:
+            if self.user_mask is None and self.recipe.region_union > 0:
                 mask = np.maximum(mask, region_mask(marks, self.spec_region, self.ref.size))
                 pixel_mask = (np.maximum(pixel_mask, region_mask(marks, self.pixels, self.ref.size)) * mask
                               if self.pixels else mask)

@@ -36,6 +36,10 @@ class Recipe:
     chroma_gain_max: float = 2.0  #   ...and up, to the reference's
     pose_weight: float = 1.0  # attribute banks: k-NN distance = identity distance + this x (yaw, pitch) distance
     fuse: float = 1.0  # attribute banks: how many nearest examples' regions are averaged into the start image
+    # attribute banks: 1 = the region of the reference and of the example together, 0 = the reference's alone.
+    # 1 opened 14/22 mouths and made 8/15 faces smile, but kept mobileface >= 0.75 in 11/22 and 9/15; 0: 11/22 and
+    # 5/15, identity 17/22 and 14/15 (bench/bank_quality.py): identity first
+    region_union: float = 0.0
     # What --precision auto picks where the hardware runs bf16 natively (python -m engine bench decides): bf16
     # halves VGG-Face's evaluations; dlib-resnet's are so small that bf16's one-off kernel set-up (~1.5-3 s in a
     # new process) costs more than it saves.
