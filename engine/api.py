@@ -89,6 +89,17 @@ def backbone_recipe(options: EditOptions, backbone: Backbone | None) -> tuple[di
     return spec, with_overrides(recipe, options.overrides)
 
 
+def ready_backbone(options: EditOptions, backbone: Backbone | None, recipe: Recipe,
+                   log: Callable[[str], None]) -> tuple[Backbone, torch.device, str]:
+    """The device, the precision (options + the recipe's preference + the hardware) and the loaded backbone."""
+    dev = resolve_device(options.device)
+    precision = resolve_precision(options.precision, dev, recipe.precision)
+    bb = backbone if backbone is not None else load_backbone(options.backbone, dev)
+    bb.precision = precision
+    log(f"backbone: {bb.name} ({bb.onnx_path}), {precision}")
+    return bb, dev, precision
+
+
 def start_crop(frame: FaceFrame, options: EditOptions, recipe: Recipe) -> np.ndarray:
     """The optimisation's start. Strength acts here as well as on the feature target: 0.5 pastes half
     of the guide's region, 0 leaves the reference as it is; above 1 only the target moves further."""
@@ -132,11 +143,7 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
     torch.manual_seed(options.seed)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    dev = resolve_device(options.device)
-    precision = resolve_precision(options.precision, dev, recipe.precision)
-    bb = backbone if backbone is not None else load_backbone(options.backbone, dev)
-    bb.precision = precision
-    log(f"backbone: {bb.name} ({bb.onnx_path}), {precision}")
+    bb, dev, precision = ready_backbone(options, backbone, recipe, log)
     ref_photo, guide_photo = load_photo(reference), load_photo(guide)
     timings["load"] = time.perf_counter() - t
 
@@ -197,11 +204,7 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
     log = log or (lambda _m: None)
     torch.manual_seed(options.seed)
     t = time.perf_counter()
-    dev = resolve_device(options.device)
-    precision = resolve_precision(options.precision, dev, recipe.precision)
-    bb = backbone if backbone is not None else load_backbone(options.backbone, dev)
-    bb.precision = precision
-    log(f"backbone: {bb.name} ({bb.onnx_path}), {precision}")
+    bb, dev, precision = ready_backbone(options, backbone, recipe, log)
     editor = AttributeEditor(bb, spec, recipe, options, bank, reference, mask, log)
     setup = time.perf_counter() - t
     results, warm = [], None
