@@ -1,9 +1,10 @@
 """The one options schema of an edit: names, defaults, ranges, choices and help.
 
 Standard library only: the CLI parses and checks options before torch loads
-(`--help` and option errors answer at once), `install.py` writes `schema()` into
-the GIMP plug-in's config.json (GIMP's Python cannot import the engine), and the
-bridge, the API and the sidecar all go through `EditOptions`. A new option is one
+(`--help` and option errors answer at once), the GIMP plug-in imports this file
+from the project to build its dialog from `schema()` (GIMP's Python has no torch,
+but needs nothing more here), and the bridge, the API and the sidecar all go
+through `EditOptions`. A new option is one
 field here; the CLI flag, the bridge key, the GIMP argument and the sidecar entry
 follow from it.
 """

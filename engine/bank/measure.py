@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.face.detect import eye_distance
+
 SCORES = ("mouth_open", "mouth_width", "corner_lift", "eye_aspect", "brow_height")
 
 
 def _iod(p: np.ndarray) -> float:
-    return float(np.linalg.norm(p[42:48].mean(0) - p[36:42].mean(0))) + 1e-6
+    return eye_distance(p) + 1e-6  # never divide by zero on degenerate landmarks
 
 
 def scores(landmarks: np.ndarray) -> dict[str, float]:

@@ -28,12 +28,17 @@ class Face:
 
     @property
     def eye_distance(self) -> float:
-        return float(np.linalg.norm(self.landmarks[42:48].mean(0) - self.landmarks[36:42].mean(0)))
+        return eye_distance(self.landmarks)
 
     @property
     def area(self) -> float:
         left, top, right, bottom = self.box
         return (right - left) * (bottom - top)
+
+
+def eye_distance(landmarks: np.ndarray) -> float:
+    """Distance between the eye centres of 68 landmarks: the unit every face-relative size is given in."""
+    return float(np.linalg.norm(landmarks[42:48].mean(0) - landmarks[36:42].mean(0)))
 
 
 @lru_cache(maxsize=1)

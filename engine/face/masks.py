@@ -13,11 +13,8 @@ import torch
 from torch.nn import functional as F
 
 from engine.errors import EXIT_INPUT, EXIT_USAGE, FATError
+from engine.face.detect import eye_distance
 from engine.face.regions import BROWS, PARTS, REGIONS, Region
-
-
-def eye_distance(landmarks: np.ndarray) -> float:
-    return float(np.linalg.norm(landmarks[42:48].mean(0) - landmarks[36:42].mean(0)))
 
 
 def lookup_region(name: str) -> Region:

@@ -7,7 +7,6 @@ gradient-free feature extraction) runs the same file.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -77,19 +76,16 @@ class Backbone:
         except (RuntimeError, KeyError) as e:
             raise FATError(f"{self.onnx_path}: weights do not fit architecture {self.spec['architecture']} "
                            f"({str(e).splitlines()[0]}). Re-export it.", EXIT_BACKBONE) from None
-        net = net.eval().to(self.device)
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net
+        return _frozen(net.eval().to(self.device))
 
     @cached_property
     def module_bf16(self) -> nn.Module:
         """A bfloat16, channels-last copy for the optimisation's forward + backward passes (half the memory
-        traffic, the CPU's bf16 matrix units); normalisation stays in fp32 (engine/models/runtime.py)."""
-        net = copy.deepcopy(self.module).to(dtype=torch.bfloat16, memory_format=torch.channels_last)
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net
+        traffic, the CPU's bf16 matrix units); normalisation stays in fp32 (engine/models/runtime.py). Built
+        from bf16 casts of the weights, so no second fp32 copy of the network is ever held."""
+        state = {k: v.to(torch.bfloat16) for k, v in self.module.state_dict().items()}
+        net = ARCHITECTURES[self.spec["architecture"]](state)
+        return _frozen(net.eval().to(self.device, memory_format=torch.channels_last))
 
     @cached_property
     def session(self):
@@ -118,6 +114,12 @@ class Backbone:
         taps = list(taps)
         out = self.session.run(taps, {self.spec["input"]["name"]: np.ascontiguousarray(image, dtype=np.float32)})
         return dict(zip(taps, out, strict=True))
+
+
+def _frozen(net: nn.Module) -> nn.Module:
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
 
 
 def initializer_state(path: Path, prefix: str) -> dict[str, torch.Tensor]:
