@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.errors import EXIT_USAGE, FATError
+from engine.errors import EXIT_USAGE, FATError, deferred_interrupts
 
 
 def parser(parser_class) -> argparse.ArgumentParser:
@@ -109,7 +109,8 @@ def cmd_attribute_edit(args, options, check_inputs, progress_printer, write_debu
     check_inputs(args)
     for out in outs:
         check_output_path(out, [args.reference], sidecar=not args.no_sidecar)
-    from engine.api import edit_strengths
+    with deferred_interrupts():  # as for guide edits: Ctrl-C during torch's import is a clean "cancelled"
+        from engine.api import edit_strengths
 
     log = (lambda m: None) if args.quiet and not args.json_progress else (lambda m: print(m, file=sys.stderr))
     progress, bar = progress_printer(args, options.iterations)
