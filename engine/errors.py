@@ -96,8 +96,9 @@ def deferred_interrupts() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def describe_failure(exc: BaseException, verbose: bool = False) -> tuple[int, str]:
-    """(exit code, one-line message) for anything a front door catches."""
+def describe_failure(exc: BaseException, verbose: bool = False, audience: str = "cli") -> tuple[int, str]:
+    """(exit code, one-line message) for anything a front door catches; `audience` ("cli" or "gimp") says
+    whose words the message should use."""
     if isinstance(exc, FATError):
         return exc.exit_code, str(exc)
     if interrupted(exc):

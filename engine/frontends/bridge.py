@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
             raise FATError("usage: python -m engine bridge REQUEST.json", EXIT_USAGE)
         return run(Path(argv[0]))
     except (Exception, KeyboardInterrupt) as e:  # the plug-in must always get a message, never a silent death
-        code, message = describe_failure(e)
+        code, message = describe_failure(e, audience="gimp")
         emit({"event": "error", "exit_code": code, "message": message})
         return code
 
