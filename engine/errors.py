@@ -24,6 +24,7 @@ EXIT_INPUT = 3  # unreadable, corrupt or wrong-shaped input file
 EXIT_NO_FACE = 4  # no usable face found / ambiguous face choice
 EXIT_BACKBONE = 5  # backbone model missing or failing verification
 EXIT_CANCELLED = 6  # cancelled by the user
+EXIT_SOME_FAILED = 7  # a batch ran, but some of its images failed (listed in its report)
 EXIT_INTERNAL = 70  # a bug: please report
 
 

@@ -17,12 +17,13 @@ class Attribute:
     # a smile's cheeks pasted from another face made light/grey patches (bench/bank_quality.py contact sheet),
     # so only its mouth is pasted and the optimisation shades the cheeks and folds
     pixels: str | None = None
+    score: str = "mouth_open"  # the landmark score that tracks it (engine/bank/measure.py SCORES), for reports
 
 
 ATTRIBUTES: dict[str, Attribute] = {
-    "smiling": Attribute("Smiling", "smile", "Smiling", pixels="mouth"),
-    "mouth_open": Attribute("Mouth open", "mouth", "Mouth_Slightly_Open"),
-    "eyes_closed": Attribute("Eyes closed", "eyes", None),
-    "brows_raised": Attribute("Brows raised", "upper_face", None),
+    "smiling": Attribute("Smiling", "smile", "Smiling", pixels="mouth", score="mouth_width"),
+    "mouth_open": Attribute("Mouth open", "mouth", "Mouth_Slightly_Open", score="mouth_open"),
+    "eyes_closed": Attribute("Eyes closed", "eyes", None, score="eye_aspect"),
+    "brows_raised": Attribute("Brows raised", "upper_face", None, score="brow_height"),
 }
 CELEBA_COLUMNS = {a.celeba: name for name, a in ATTRIBUTES.items() if a.celeba}

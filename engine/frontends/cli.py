@@ -212,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             from engine.frontends.bench import main as bench_main
 
             return bench_main(argv[1:])
+        if argv[:1] == ["batch"]:  # recipes over many photos (engine/batch/cli.py)
+            from engine.batch.cli import main as batch_main
+
+            return batch_main(argv[1:], Parser)
         if argv[:1] == ["bank"]:  # attribute banks (engine/bank/cli.py)
             from engine.bank.cli import main as bank_main
 

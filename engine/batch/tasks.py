@@ -1,0 +1,128 @@
+"""A recipe -> one task per (edit, input photo, strength), each with the key that makes a run resumable.
+
+A task's key is a hash of everything that decides its output: the edit options, the strength,
+the faces choice and the sha256 of the input, the guide and the bank. The key is stored in the
+output's sidecar (OUT.json, "batch" entry); a later run skips a task whose output exists with the
+same key, so changing one strength re-runs only the outputs of that strength.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from engine.batch.recipe import Edit, Recipe
+from engine.errors import EXIT_USAGE, FATError
+from engine.io.files import sha256_file
+
+KEY_VERSION = 1  # bump when the meaning of a key changes
+
+
+@dataclass(frozen=True)
+class Task:
+    edit: str
+    input: str
+    output: str
+    guide: str | None
+    strength: float
+    faces: str | int
+    options: dict  # edit options without strength
+    key: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def strength_text(s: float) -> str:
+    """1.0 -> '1', 0.5 -> '0.5', -1 -> 'm1' (file names without a leading minus)."""
+    text = f"{s:g}"
+    return "m" + text[1:] if text.startswith("-") else text
+
+
+def output_path(edit: Edit, source: Path, strength: float) -> Path:
+    ext = source.suffix.lstrip(".").lower() or "png"
+    return Path(edit.output.format(stem=source.stem, name=source.name, ext=ext, strength=strength_text(strength),
+                                   edit=edit.name, region=edit.options.get("region", "mouth"),
+                                   attribute=edit.options.get("attribute") or "guide"))
+
+
+def guide_path(edit: Edit, source: Path) -> str | None:
+    if edit.guide is None:
+        return None
+    ext = source.suffix.lstrip(".").lower()
+    return edit.guide.format(stem=source.stem, name=source.name, ext=ext)
+
+
+class Hashes:
+    """sha256 of each file, computed once per run (an input shared by several edits is read once)."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, str] = {}
+
+    def __call__(self, path: str | None) -> str | None:
+        if path is None:
+            return None
+        if path not in self.known:
+            try:
+                self.known[path] = sha256_file(Path(path))
+            except OSError:
+                self.known[path] = "unreadable"  # the task fails later with the reader's own message
+        return self.known[path]
+
+
+def task_key(options: dict, strength: float, faces: str | int, hashes: dict) -> str:
+    data = {"version": KEY_VERSION, "options": options, "strength": strength, "faces": faces, "files": hashes}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def plan(recipe: Recipe) -> list[Task]:
+    """Every task of the recipe, checked: no two tasks write one file and no output replaces an input."""
+    hashes = Hashes()
+    tasks: list[Task] = []
+    for edit in recipe.edits:
+        bank = edit.options.get("bank")
+        for source in edit.inputs:
+            guide = guide_path(edit, source)
+            files = {"input": hashes(str(source)), "guide": hashes(guide), "bank": hashes(bank)}
+            for strength in edit.strengths:
+                out = output_path(edit, source, strength)
+                tasks.append(Task(edit.name, str(source), str(out), guide, strength, edit.faces, edit.options,
+                                  task_key(edit.options, strength, edit.faces, files)))
+    _check_outputs(tasks, recipe)
+    return tasks
+
+
+def _check_outputs(tasks: list[Task], recipe: Recipe) -> None:
+    by_output: dict[str, Task] = {}
+    reads = {t.input for t in tasks} | {t.guide for t in tasks if t.guide}
+    for t in tasks:
+        if t.output in by_output:
+            other = by_output[t.output]
+            raise FATError(f"{recipe.path}: two tasks would write {t.output} ({other.edit} of {other.input} and "
+                           f"{t.edit} of {t.input}); put {{stem}}, {{edit}} or {{strength}} in the output pattern.",
+                           EXIT_USAGE)
+        by_output[t.output] = t
+        sidecar = str(Path(t.output).with_suffix(".json"))
+        if t.output in reads or sidecar in reads:
+            raise FATError(f"{recipe.path}: output {t.output} would replace an input photo; choose another "
+                           "output folder.", EXIT_USAGE)
+
+
+def sidecar_of(task: Task) -> Path:
+    return Path(task.output).with_suffix(".json")
+
+
+def finished_record(task: Task) -> dict | None:
+    """The stored report record when the task's output exists with the same key, else None."""
+    out, sidecar = Path(task.output), sidecar_of(task)
+    if not out.is_file() or not sidecar.is_file():
+        return None
+    try:
+        batch = json.loads(sidecar.read_text()).get("batch", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(batch, dict) or batch.get("key") != task.key or not isinstance(batch.get("record"), dict):
+        return None
+    return batch["record"]
