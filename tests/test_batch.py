@@ -156,8 +156,8 @@ def test_recipe_over_a_folder_then_resume(photos, models_dir, capsys):
     page = (out / "report.html").read_text()
     for src in re.findall(r'<img src="([^"]+)"', page):  # every thumbnail is there and is a picture
         with Image.open(out / src) as im:
-            assert max(im.size) <= 200
-    assert page.count("<img ") == 4 + 3  # the befores that decode (not the corrupt one) + 3 afters
+            assert im.height <= 200 and im.width <= (404 if "/face-" in src else 200)
+    assert page.count("<img ") == 4 + 3 + 3  # the befores that decode (not the corrupt one), afters, face pairs
     assert page.count("no preview") == 1 + 2  # the corrupt one's before, the two failures' afters
     assert "truncated" in page and "no face found" in page
 
@@ -268,3 +268,29 @@ def test_a_worker_killed_mid_run_costs_only_its_image(photos, models_dir, cluste
         if r["status"] == "done":
             assert Path(r["output"]).is_file() and Path(r["output"]).with_suffix(".json").is_file()
     assert set(cluster.run(os.getpid).values()) != set(before.values())  # the nanny replaced the dead worker
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_the_current_image_and_says_how_to_resume(photos, models_dir):
+    import subprocess
+    import sys
+
+    path = write(photos, recipe_text(models_dir, out="stopped").replace('["photos/*"]', '["photos/*.jpg"]')
+                 .replace('"photos/*.jpg"]', '"photos/biden_2.jpg", "photos/obama_1.jpg", '
+                                             '"photos/obama_biden_group.jpg"]'), "stop.toml")
+    out = photos / "stopped"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "batch", str(path), "--quiet"], cwd=Path(
+        __file__).resolve().parents[1], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob("*.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 6, err
+    assert "stopping after the current image" in err and "again to resume" in err
+    finished = sorted(p.name for p in out.glob("*.png"))
+    assert 1 <= len(finished) < 3, finished
+    statuses = [json.loads(line)["status"] for line in (out / "report.jsonl").read_text().splitlines()]
+    assert statuses.count("not run") == 3 - len(finished)
+    again = run_batch(path, quiet=True, say=quiet).records
+    assert sorted(r["status"] for r in again) == sorted(["skipped"] * len(finished) + ["done"] * (3 - len(finished)))
