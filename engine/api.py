@@ -119,12 +119,15 @@ def build_problem(bb: Backbone, frame: FaceFrame, init_crop: np.ndarray, options
 
 def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None,
          backbone: Backbone | None = None, progress: Callable[[Progress], None] | None = None,
-         cancel: CancelToken | None = None, log: Callable[[str], None] | None = None, **values) -> Result:
+         cancel: CancelToken | None = None, log: Callable[[str], None] | None = None,
+         stage: Callable[[str], None] | None = None, **values) -> Result:
     """Give the reference face the guide's `region` (mouth, eyes, ...); options as in engine/options.py,
     either as `options=EditOptions(...)` or as keywords (`region="eyes", strength=0.5`).
 
     reference / guide: file paths, PIL images or H x W x 3 arrays. `mask` (same size as the
     reference, white = edit) is the region ('selection'). `backbone` may be a loaded Backbone.
+    `stage` hears what is starting ("Loading the model", "Finding faces", "Optimising", "Pasting back"),
+    so that a front end can say more than a step count.
     """
     if isinstance(values.get("backbone"), Backbone):  # a loaded backbone passed by keyword name
         backbone = values.pop("backbone")
@@ -134,16 +137,20 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
         options.backbone = backbone.name
     if options.attribute is not None:
         return edit_strengths(reference, [options.strength], options, mask=mask, backbone=backbone, bank=bank,
-                              guide=guide, progress=progress, cancel=cancel, log=log)[0]
+                              guide=guide, progress=progress, cancel=cancel, log=log, stage=stage)[0]
     if guide is None:
         raise FATError("a guide image is needed (--guide): the face whose attribute to transfer, or an attribute "
                        "(--attribute) to take from an attribute bank.", EXIT_USAGE)
     spec, recipe = backbone_recipe(options, backbone)
     log = log or (lambda _m: None)
+    stage = stage or (lambda _m: None)
     torch.manual_seed(options.seed)
     timings: dict[str, float] = {}
     t = time.perf_counter()
+    if backbone is None:
+        stage("Loading the model")
     bb, dev, precision = ready_backbone(options, backbone, recipe, log)
+    stage("Finding faces")
     ref_photo, guide_photo = load_photo(reference), load_photo(guide)
     timings["load"] = time.perf_counter() - t
 
@@ -153,6 +160,7 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
     timings["align"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    stage("Optimising")
     init_crop = start_crop(frame, options, recipe)
     problem = build_problem(bb, frame, init_crop, options, recipe, dev)
     iterations = options.iterations
@@ -166,6 +174,7 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
     timings["optimise"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    stage("Pasting back")
     image = frame.paste(ref_photo.rgb, result_crop)
     timings["paste_back"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -185,7 +194,8 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
 def edit_strengths(reference, strengths: list[float], options: EditOptions | None = None, *, mask=None,
                    backbone: Backbone | None = None, bank=None, guide=None,
                    progress: Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
-                   log: Callable[[str], None] | None = None, **values) -> list[Result]:
+                   log: Callable[[str], None] | None = None, stage: Callable[[str], None] | None = None,
+                   **values) -> list[Result]:
     """Attribute edits (mode B: an attribute bank instead of a guide photo), one Result per strength, each
     warm-started from the previous one of the same sign. `bank`: a path, a loaded engine.bank.store.Bank, or
     None (options.bank, else the default bank). See engine/bank/edit.py."""
@@ -202,9 +212,13 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
     spec, recipe = backbone_recipe(options, backbone)
     bank = bank_of(bank if bank is not None else options.bank, spec["backbone"])
     log = log or (lambda _m: None)
+    stage = stage or (lambda _m: None)
     torch.manual_seed(options.seed)
     t = time.perf_counter()
+    if backbone is None:
+        stage("Loading the model")
     bb, dev, precision = ready_backbone(options, backbone, recipe, log)
+    stage("Finding faces")
     editor = AttributeEditor(bb, spec, recipe, options, bank, reference, mask, log)
     setup = time.perf_counter() - t
     results, warm = [], None
@@ -219,8 +233,10 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
             image, distance, unchanged = editor.photo.rgb, 0.0, True
         else:
             w = warm if warm is not None and (warm[0] > 0) == (strength > 0) else None
+            stage("Optimising")
             init, crop, history = editor.run(strength, w, progress, cancel)
             warm = (strength, crop)
+            stage("Pasting back")
             image = frame.paste(editor.photo.rgb, crop)
             distance = descriptor_distance(editor.photo.rgb8().astype(np.float32), np.clip(np.rint(image), 0, 255),
                                            ref.face.landmarks)

@@ -1,12 +1,15 @@
-"""The plug-in's engine subprocess outside GIMP: protocol, errors, and dying with the plug-in."""
+"""The plug-in's engine outside GIMP: the one-shot subprocess (protocol, errors, dying with the plug-in) and
+the warm service path with its fallback (the service itself: tests/test_service.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +27,36 @@ PLUGIN_DIR = PROJECT / "plugin" / "face-attribute-transfer"
 @pytest.fixture(scope="module")
 def engine_process():
     return load_module("engine_process", PLUGIN_DIR / "engine_process.py")
+
+
+@pytest.fixture(autouse=True)
+def one_shot_engine(monkeypatch):
+    """The subprocess path unless a test asks for the service (no test leaves a service running)."""
+    monkeypatch.setenv("FAT_NO_SERVICE", "1")
+
+
+@pytest.fixture
+def service_runtime(monkeypatch, models_dir):
+    """The service path, in a private runtime folder of the test's own; its service is stopped afterwards."""
+    from engine.frontends import service_client
+
+    base = Path(tempfile.mkdtemp(prefix="fat-rt-", dir="/tmp"))
+    os.chmod(base, 0o700)
+    for name, value in (("XDG_RUNTIME_DIR", str(base)), ("FAT_MODELS_DIR", str(models_dir)),
+                        ("FAT_SERVICE_IDLE", "120")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("FAT_NO_SERVICE")
+    monkeypatch.delenv("FAT_SERVICE_SOCKET", raising=False)
+    yield base
+    try:
+        os.kill(int(service_client.ping(timeout=2)["pid"]), signal.SIGTERM)
+    except service_client.ServiceError:
+        pass
+    else:
+        deadline = time.time() + 30
+        while service_client.socket_path().exists() and time.time() < deadline:
+            time.sleep(0.1)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def _raw(path, array):
@@ -130,3 +163,44 @@ def test_a_chatty_engine_cannot_block_on_a_full_stderr_pipe(engine_process, tmp_
          "print(engine_process.run_engine_process(sys.executable, sys.argv[2], 'r.json', lambda s, t: None)[0])",
          str(PLUGIN_DIR), str(tmp_path / "project")], capture_output=True, text=True, timeout=60)
     assert runner.stdout.strip() == "True", runner.stderr
+
+
+def _run_recorded(engine_process, request):
+    steps, stages = [], []
+    ok, message, done = engine_process.run_engine_process(sys.executable, str(PROJECT), str(request),
+                                                          lambda s, t: steps.append((s, t)), stages.append)
+    return ok, message, steps, stages
+
+
+def test_the_plugin_uses_the_warm_service_and_starts_it_once(engine_process, service_runtime, tmp_path):
+    from engine.frontends import service_client
+
+    ref, guide = _rgba("biden_2.jpg"), _rgba("obama_1.jpg")
+    ok, message, steps, stages = _run_recorded(engine_process, _request(tmp_path, ref, guide))
+    assert ok, message
+    assert stages == ["Starting the engine", "Loading the model", "Finding faces", "Optimising", "Pasting back"]
+    assert steps[0] == (1, 3) and steps[-1] == (3, 3)
+    out = np.fromfile(tmp_path / "out.raw", np.uint8).reshape(ref.shape)
+    assert (out[..., 3] == ref[..., 3]).all() and not np.array_equal(out, ref)
+    ok, message, _, stages = _run_recorded(engine_process, _request(tmp_path, ref, guide))
+    assert ok, message
+    assert stages == ["Finding faces", "Optimising", "Pasting back"]  # warm: no start, no model load
+    assert service_client.ping()["served"] == 2
+
+
+def test_the_plugin_falls_back_to_the_one_shot_engine(engine_process, service_runtime, tmp_path, capfd):
+    folder = service_runtime / "face-attribute-transfer"
+    folder.mkdir()
+    os.chmod(folder, 0o755)  # not private: the service is not used
+    ok, message, _, stages = _run_recorded(engine_process, _request(tmp_path, _rgba("biden_2.jpg"),
+                                                                      _rgba("obama_1.jpg")))
+    assert ok, message
+    assert stages[:2] == ["Starting the engine", "Loading the model"]
+    assert "open to other users" in capfd.readouterr().err and not list(folder.iterdir())
+
+
+def test_fat_no_service_takes_the_subprocess(engine_process, service_runtime, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAT_NO_SERVICE", "1")
+    ok, message, _, _ = _run_recorded(engine_process, _request(tmp_path, _rgba("biden_2.jpg"), _rgba("obama_1.jpg")))
+    assert ok, message
+    assert not (service_runtime / "face-attribute-transfer").exists()

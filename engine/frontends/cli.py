@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         from engine.frontends.bridge import main as bridge_main
 
         return bridge_main(argv[1:])
+    if argv[:1] == ["serve"]:  # the warm engine for the plug-in (engine/frontends/service.py)
+        return __import__("engine.frontends.service", fromlist=["main"]).main(argv[1:])
     try:
         if argv[:1] == ["bench"]:  # where an edit's time goes (engine/frontends/bench.py)
             from engine.frontends.bench import main as bench_main

@@ -11,7 +11,8 @@ The request is trusted no further than its own folder (the plug-in's private tem
 - `output` must be a file directly in that folder, must not be the request itself nor any
   input raw file, and must not exist yet unless it is a regular file (not a link, folder or pipe);
 - raw inputs are read only if they are regular files of exactly width x height x channels x
-  bytes-per-value bytes (engine/frontends/bridge.py read_raw), within engine/io/paths.py's size limits.
+  bytes-per-value bytes (engine/frontends/bridge.py read_raw), within engine/io/paths.py's size limits;
+- `guide` may be left out only for an attribute-bank edit (options.attribute set).
 Anything else is refused as a bad request (exit 3) before any work.
 """
 
@@ -50,7 +51,7 @@ class RawImage:
 @dataclass(frozen=True)
 class Request:
     reference: RawImage
-    guide: RawImage
+    guide: RawImage | None  # None: an attribute-bank edit (options["attribute"]), no guide photo
     mask: RawImage | None  # the GIMP selection over the layer: picks the face; with region 'selection' the region
     output: Path
     options: dict
@@ -60,8 +61,12 @@ def raw_image(path: str, width: int, height: int, fmt: str) -> dict:
     return {"raw": str(path), "width": int(width), "height": int(height), "format": fmt}
 
 
-def make_request(reference: dict, guide: dict, output: str, options: dict, mask: dict | None = None) -> dict:
-    request = {"version": VERSION, "reference": reference, "guide": guide, "output": str(output), "options": options}
+def make_request(reference: dict, guide: dict | None, output: str, options: dict, mask: dict | None = None) -> dict:
+    """A request; `guide` None makes an attribute-bank edit, which needs options["attribute"]."""
+    _check_guide(guide is not None, options)
+    request = {"version": VERSION, "reference": reference, "output": str(output), "options": options}
+    if guide is not None:
+        request["guide"] = guide
     if mask is not None:
         request["mask"] = mask
     return request
@@ -112,6 +117,14 @@ def _check_output(output: Path, inputs: list[Path], folder: Path) -> None:
         raise _fail(f"'output' {output} exists and is not a regular file (a link, folder or pipe).")
 
 
+def _check_guide(has_guide: bool, options: object) -> None:
+    """No guide image only for an attribute-bank edit (both at once is refused by the edit itself)."""
+    attribute = options.get("attribute") if isinstance(options, dict) else None
+    if not has_guide and attribute is None:
+        raise _fail("'guide' is missing: give a guide image, or an attribute in the options "
+                    "(options.attribute, an attribute-bank edit).")
+
+
 def _version(value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value != VERSION:
         raise _fail(f"version {value!r:.40}; this engine speaks version {VERSION} (reinstall the plug-in "
@@ -131,9 +144,11 @@ def parse_request(data: object, request_path: Path | None = None) -> Request:
     output, options = _path(data.get("output"), "'output'", folder), data.get("options", {})
     if not isinstance(options, dict):
         raise _fail("'options' must be an object.")
+    _check_guide(data.get("guide") is not None, options)
     mask = _raw(data["mask"], "mask", folder) if data.get("mask") is not None else None
-    reference, guide = _raw(data.get("reference"), "reference", folder), _raw(data.get("guide"), "guide", folder)
+    reference = _raw(data.get("reference"), "reference", folder)
+    guide = _raw(data["guide"], "guide", folder) if data.get("guide") is not None else None
     if folder is not None:
-        inputs = [Path(request_path), reference.path, guide.path] + ([mask.path] if mask else [])
+        inputs = [Path(request_path), reference.path] + [r.path for r in (guide, mask) if r is not None]
         _check_output(output, inputs, folder)
     return Request(reference, guide, mask, output, options)
