@@ -4,11 +4,16 @@ that turns a bug into one line and exit 70 instead of a traceback.
 Every error a user can cause (bad file, no face, wrong option) is raised as
 FATError with a message that says what was wrong and what to do; the CLIs turn
 it into that message on stderr and the exit code below, never a traceback.
+
+A message names an edit option through `option_ref` (one source per message):
+the command line reads `--detector cnn`, a GIMP user reads `Detector: CNN` (the
+dialog's own label and choice label, both from the options schema).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -28,16 +33,53 @@ EXIT_SOME_FAILED = 7  # a batch ran, but some of its images failed (listed in it
 EXIT_INTERNAL = 70  # a bug: please report
 
 
+AUDIENCES = ("cli", "gimp", "recipe")
+_REF = re.compile("\x1e([a-z_]+)(?:=([^\x1f]*))?\x1f")
+
+
+def option_ref(name: str, value: object = None) -> str:
+    """An edit option (and value) inside a message, worded per audience when the message is shown."""
+    return f"\x1e{name}{'' if value is None else '=' + str(value)}\x1f"
+
+
+def _option_words(name: str, value: str | None, audience: str) -> str:
+    """`--flag value` for the command line; `Label: Choice label` for GIMP when the dialog shows the option;
+    `name = 'value'` for a batch recipe."""
+    from engine.options import schema  # late: engine.options imports this module
+
+    record = next((o for o in schema() if o["name"] == name), None)
+    if record is None:
+        raise ValueError(f"option_ref: no option {name!r} in the schema")
+    if audience == "gimp" and record["label"]:  # the dialog's words (attribute: Guide = attribute, then Attribute)
+        label = record["label"].replace("_", "")
+        return label if value is None else f"{label}: {record['labels'].get(value, value)}"
+    if audience == "recipe":  # a batch recipe's key (engine/batch/recipe.py): the option's own name
+        return name if value is None else f"{name} = {value!r}"
+    flag = record["flag"] or "--" + name.replace("_", "-")
+    return flag if value is None else f"{flag} {value}"
+
+
+def render(text: str, audience: str = "cli") -> str:
+    """A message with its option references worded for `audience` ("cli" or "gimp")."""
+    if audience not in AUDIENCES:
+        raise ValueError(f"audience {audience!r}: one of {', '.join(AUDIENCES)}")
+    return _REF.sub(lambda m: _option_words(m.group(1), m.group(2), audience), text)
+
+
 class FATError(Exception):
-    """A user-facing error with an exit code (face-attribute-transfer error)."""
+    """A user-facing error with an exit code (face-attribute-transfer error). `message` may hold option
+    references (`option_ref`); str() words them for the command line, `for_audience` for another."""
 
     def __init__(self, message: str, exit_code: int = EXIT_INPUT) -> None:
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
 
+    def for_audience(self, audience: str) -> str:
+        return render(self.message, audience)
+
     def __str__(self) -> str:
-        return self.message
+        return render(self.message)
 
 
 def log_dir() -> Path:
@@ -45,7 +87,7 @@ def log_dir() -> Path:
     return Path(base) / "face-attribute-transfer" / "logs"
 
 
-def internal_error_message(exc: BaseException, verbose: bool = False) -> str:
+def internal_error_message(exc: BaseException, verbose: bool = False, audience: str = "cli") -> str:
     """One line for an unexpected exception; the traceback goes to stderr with --verbose, else to a log file."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     where = ""
@@ -61,7 +103,7 @@ def internal_error_message(exc: BaseException, verbose: bool = False) -> str:
                 f.write(text)
             where = f"; details in {path}"
         except OSError:
-            where = "; rerun with --verbose for details"
+            where = "; rerun with --verbose for details" if audience == "cli" else "; no log file could be written"
     first = str(exc).splitlines()[0] if str(exc) else ""
     ask = "the traceback above" if verbose else "that file"
     return (f"internal error ({type(exc).__name__}{': ' + first if first else ''}){where}. "
@@ -98,12 +140,12 @@ def deferred_interrupts() -> Iterator[None]:
 
 
 def describe_failure(exc: BaseException, verbose: bool = False, audience: str = "cli") -> tuple[int, str]:
-    """(exit code, one-line message) for anything a front door catches; `audience` ("cli" or "gimp") says
-    whose words the message should use."""
+    """(exit code, one-line message) for anything a front door catches; `audience` ("cli", "gimp" or "recipe")
+    says whose words the message should use."""
     if isinstance(exc, FATError):
-        return exc.exit_code, str(exc)
+        return exc.exit_code, exc.for_audience(audience)
     if interrupted(exc):
         return EXIT_CANCELLED, "cancelled."
     if isinstance(exc, MemoryError):
         return EXIT_INTERNAL, "out of memory; use a smaller image or fewer iterations."
-    return EXIT_INTERNAL, internal_error_message(exc, verbose)
+    return EXIT_INTERNAL, internal_error_message(exc, verbose, audience)

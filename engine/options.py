@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bank.attributes import ATTRIBUTES
-from engine.errors import EXIT_USAGE, FATError
+from engine.errors import EXIT_USAGE, FATError, option_ref
 from engine.face.regions import REGIONS, WARPS
 from engine.objective.recipes import check_overrides
 
@@ -66,7 +66,8 @@ class EditOptions:
     seed: int = option(0, "random seed (results are reproducible)", label="See_d", low=0, high=MAX_SEED,
                        advanced=True)
     backbone: str | None = option(None, "vggface, dlib-resnet, or a spec .json (default: vggface if installed)",
-                                  label="_Backbone", choices=BACKBONES, advanced=True)
+                                  label="_Backbone", choices=BACKBONES, advanced=True,
+                                  labels={"vggface": "VGG-Face", "dlib-resnet": "dlib-resnet"})
     precision: str = option("auto", "arithmetic of the optimisation's network passes: bf16 where the CPU/GPU runs "
                                     "it natively and the backbone's recipe prefers it (auto), or forced",
                             label="_Precision", choices=("auto", "fp32", "bf16"),
@@ -116,8 +117,8 @@ class EditOptions:
             raise FATError(f"--box {' '.join(f'{v:g}' for v in self.box)}: needs left < right and top < bottom.",
                            EXIT_USAGE)
         if self.attribute is None and self.strength < 0:
-            raise FATError(f"--strength {self.strength:g}: must be between 0 and 2 for a guide edit; negative "
-                           "strengths (removing an attribute) need --attribute.", EXIT_USAGE)
+            raise FATError(f"{option_ref('strength')} {self.strength:g}: must be between 0 and 2 for a guide edit; "
+                           f"negative strengths (removing an attribute) need {option_ref('attribute')}.", EXIT_USAGE)
         check_overrides(self.overrides)
         return self
 
@@ -142,7 +143,7 @@ class EditOptions:
 
 def _checked(f, value: Any) -> Any:
     meta, name = f.metadata, f.name
-    flag = cli_flag(f)
+    flag = option_ref(name)  # --name on the command line, the dialog's label in GIMP
     optional = f.default is None
     if value is None:
         if optional:

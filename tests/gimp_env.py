@@ -20,6 +20,11 @@ CACHE = Path(os.environ.get("FAT_GIMP_CHROOT_CACHE", Path.home() / ".cache" / "f
 CHROOT = CACHE / "gimp3-trixie"
 MIRROR = os.environ.get("FAT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = ["gimp", "gir1.2-gimp-3.0", "python3-gi", "gir1.2-gegl-0.4", "gir1.2-babl-0.1"]
+# the real-window test (tests/test_gimp_window.py): a virtual screen, a window manager, keys, screenshots;
+# added to an existing cached chroot on its next use (marker: GUI_MARKER)
+GUI_PACKAGES = ["xvfb", "xauth", "openbox", "xdotool", "imagemagick", "x11-utils"]
+GUI_MARKER = ".fat-gimp-gui-ready"
+GUI_TOOLS = ("Xvfb", "xdotool", "import", "openbox")
 PROJECT = Path(__file__).resolve().parents[1]
 NOISE = ("cannot open display", "gimp_wire_read(): unexpected EOF", "Welcome to GIMP", "gimp_flush(): Broken pipe",
          "CRITICAL")
@@ -38,6 +43,12 @@ class Gimp:
         In the chroot, the project, the host's Python, `scratch` and `extra_paths` are
         bind-mounted at their own paths, so the plug-in can start the engine's .venv.
         """
+        gimp_cmd = [self.executable, "-i", "-n", "-d", "-f", f"--gimprc={self.gimprc(scratch)}",
+                    "--batch-interpreter=python-fu-eval", "-b", f"exec(open({str(batch_file)!r}).read())", "--quit"]
+        return self.run_command(scratch, gimp_cmd, env, extra_paths, timeout)
+
+    def gimprc(self, scratch: Path, extra: str = "") -> Path:
+        """A private GIMP config under `scratch` (home, XDG folders, gimprc naming the project's plug-in)."""
         home = scratch / "home"
         for sub in ("config", "cache", "data", "runtime"):
             (home / sub).mkdir(parents=True, exist_ok=True)
@@ -45,16 +56,20 @@ class Gimp:
         gimprc = home / "gimprc"
         if not gimprc.exists():  # written once: rewriting makes GIMP re-query every plug-in
             gimprc.write_text(f'(plug-in-path "${{gimp_dir}}/plug-ins:${{gimp_plug_in_dir}}/plug-ins:'
-                              f'{PROJECT / "plugin"}")\n')
+                              f'{PROJECT / "plugin"}")\n{extra}')
+        return gimprc
+
+    def run_command(self, scratch: Path, command: list[str], env: dict[str, str], extra_paths: tuple[Path, ...] = (),
+                    timeout: float = 600) -> subprocess.CompletedProcess:
+        """`command` with the private config's environment, inside the chroot when there is one."""
+        home = scratch / "home"
         full_env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
             "XDG_CACHE_HOME": str(home / "cache"), "XDG_DATA_HOME": str(home / "data"),
             "XDG_RUNTIME_DIR": str(home / "runtime"), "LANG": "C.UTF-8", **env,
         }
-        gimp_cmd = [self.executable, "-i", "-n", "-d", "-f", f"--gimprc={gimprc}",
-                    "--batch-interpreter=python-fu-eval", "-b", f"exec(open({str(batch_file)!r}).read())", "--quit"]
         if self.kind == "path":
-            return subprocess.run(gimp_cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
+            return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=timeout)
         binds = [PROJECT, Path(sys.base_prefix), scratch, *extra_paths]
         script = ["set -e"]
         for d in ("proc", "sys", "dev"):
@@ -62,7 +77,7 @@ class Gimp:
         for b in binds:
             script.append(f"mkdir -p {self.root}{b} && mount --bind {b} {self.root}{b}")
         script.append("exec chroot " + str(self.root) + " /usr/bin/env -i " +
-                      " ".join(f"{k}={_q(v)}" for k, v in full_env.items()) + " " + " ".join(_q(a) for a in gimp_cmd))
+                      " ".join(f"{k}={_q(v)}" for k, v in full_env.items()) + " " + " ".join(_q(a) for a in command))
         return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)],
                               capture_output=True, text=True, timeout=timeout)
 
@@ -92,11 +107,7 @@ def _build_chroot(log) -> None:
         subprocess.run(["debootstrap", "--variant=minbase", "trixie", str(tmp), MIRROR], check=True,
                        capture_output=True)
     log("installing GIMP 3 in the chroot (about 30 s)")
-    install = (f"set -e; for d in proc sys dev; do mount --bind /$d {tmp}/$d; done; "
-               f"chroot {tmp} /bin/sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y "
-               f"-qq --no-install-recommends {' '.join(PACKAGES)} && apt-get clean'")
-    subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", install], check=True,
-                   capture_output=True)
+    _apt_install(tmp, PACKAGES)
     (tmp / ".fat-gimp-ready").write_text("ok\n")
     tmp.rename(CHROOT)
 
@@ -120,6 +131,38 @@ def find_gimp(log=print) -> tuple[Gimp | None, str]:
                 err = getattr(e, "stderr", b"") or b""
                 return None, f"could not build the GIMP 3 chroot: {e} {err[-500:]!r}"
     return Gimp("chroot", "/usr/bin/gimp-console-3.0", CHROOT), ""
+
+
+def _apt_install(root: Path, packages: list[str]) -> None:
+    install = (f"set -e; for d in proc sys dev; do mount --bind /$d {root}/$d; done; "
+               f"chroot {root} /bin/sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+               f"-qq --no-install-recommends {' '.join(packages)} && apt-get clean'")
+    subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", install], check=True,
+                   capture_output=True)
+
+
+def find_gui_gimp(log=print) -> tuple[Gimp | None, str]:
+    """A GIMP 3 that can open real windows on a virtual screen (Xvfb, openbox, xdotool, ImageMagick's import):
+    on PATH with those tools, or the chroot, where they are installed once (idempotent, marker file)."""
+    gimp, reason = find_gimp(log)
+    if gimp is None:
+        return None, reason
+    if gimp.kind == "path":
+        missing = [t for t in (*GUI_TOOLS, "gimp-3.0") if shutil.which(t) is None]
+        if missing:
+            return None, f"the real-window test needs {', '.join(missing)} on PATH"
+        return Gimp("path", shutil.which("gimp-3.0")), ""
+    with open(CACHE / "gimp3-trixie.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (CHROOT / GUI_MARKER).exists():
+            log(f"installing {', '.join(GUI_PACKAGES)} in the GIMP chroot (about 30 s)")
+            try:
+                _apt_install(CHROOT, GUI_PACKAGES)
+            except (subprocess.CalledProcessError, OSError) as e:
+                err = getattr(e, "stderr", b"") or b""
+                return None, f"could not add the window tools to the GIMP chroot: {e} {err[-500:]!r}"
+            (CHROOT / GUI_MARKER).write_text("ok\n")
+    return Gimp("chroot", "/usr/bin/gimp-3.0", CHROOT), ""
 
 
 def meaningful(output: str) -> str:

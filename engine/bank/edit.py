@@ -24,7 +24,7 @@ from engine.bank.where import default_bank
 from engine.errors import EXIT_USAGE, FATError
 from engine.face.detect import Face
 from engine.face.frame import AlignedFace, FaceFrame, align_face, to_crop
-from engine.face.masks import lookup_region, region_mask, user_mask
+from engine.face.masks import lookup_region, region_mask, soften_user_mask, user_mask
 from engine.io.files import sha256_file
 from engine.io.images import Photo, from_array, load_photo
 from engine.objective.composite import start_image
@@ -111,7 +111,8 @@ class AttributeEditor:
                                            options.box, "reference", factor=None)
         self.region = options.region
         spec_region = lookup_region(self.region)
-        self.user_mask = user_mask(mask, self.photo.rgb.shape[:2]) if spec_region.user_mask else None
+        self.user_mask = (soften_user_mask(user_mask(mask, self.photo.rgb.shape[:2]), self.ref.face.eye_distance)
+                          if spec_region.user_mask else None)
         self.mask = (to_crop(self.ref, self.user_mask) if self.user_mask is not None
                      else region_mask(self.ref.landmarks, spec_region, self.ref.size))
         self.keep_part = None if spec_region.user_mask else spec_region.keep

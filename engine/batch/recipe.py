@@ -203,12 +203,13 @@ def _options(merged: dict, strengths: list[float], index: int | None, loc: Locat
         try:
             EditOptions.from_mapping({key: value, **({"attribute": attribute} if key != "attribute" else {})})
         except FATError as e:
-            raise loc.fail(index, key, str(e)) from None
+            raise loc.fail(index, key, e.for_audience("recipe")) from None
     for s in strengths:
         try:
             EditOptions.from_mapping({**options, "strength": s})
         except FATError as e:
-            raise loc.fail(index, "strengths" if "strengths" in merged else "strength", str(e)) from None
+            raise loc.fail(index, "strengths" if "strengths" in merged else "strength",
+                           e.for_audience("recipe")) from None
     return options
 
 

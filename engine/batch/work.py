@@ -66,17 +66,24 @@ def face_boxes(photo, detector: str) -> list[tuple[float, float, float, float]]:
     return [f.box for f in faces]
 
 
+def around(rgb8: np.ndarray, box, margin: float = 0.6) -> np.ndarray:
+    """The face's neighbourhood: a detection there costs a fraction of one over a whole group photo."""
+    left, top, right, bottom = box
+    pad = margin * max(right - left, bottom - top)
+    h, w = rgb8.shape[:2]
+    return rgb8[max(0, int(top - pad)): min(h, int(bottom + pad)), max(0, int(left - pad)): min(w, int(right + pad))]
+
+
 def measure(rgb8: np.ndarray, detector: str, box, score: str | None) -> float | None:
-    """The attribute's landmark score of the face in `box` (None when no score applies or no face is found)."""
+    """The attribute's landmark score of the face in `box` (None when no score applies or no face is found).
+    Scores are ratios to the eye distance, so the crop around the face gives the photo's value."""
     if score is None:
         return None
     from engine.bank.measure import scores
-    from engine.face.detect import find_face
+    from engine.face.detect import detect_faces
 
-    try:
-        return round(float(scores(find_face(rgb8, detector, box=box).landmarks)[score]), 4)
-    except FATError:
-        return None
+    faces = detect_faces(around(rgb8, box), detector, upsample=0) or detect_faces(around(rgb8, box), detector, 1)
+    return round(float(scores(faces[0].landmarks)[score]), 4) if faces else None
 
 
 def run_task(task: Task, progress: Callable | None = None, threads: int | None = None) -> dict:
@@ -92,7 +99,7 @@ def run_task(task: Task, progress: Callable | None = None, threads: int | None =
             torch.set_num_threads(threads)
         record.update(_edit_and_save(task, progress, record))
     except (Exception, MemoryError) as e:
-        code, message = describe_failure(e)
+        code, message = describe_failure(e, audience="recipe")
         record.update(status="failed", exit_code=code, error=message)
     record["seconds"] = round(time.perf_counter() - start, 3)
     if record["status"] == "done":
@@ -102,6 +109,7 @@ def run_task(task: Task, progress: Callable | None = None, threads: int | None =
 
 def _edit_and_save(task: Task, progress: Callable | None, record: dict) -> dict:
     from engine.api import edit
+    from engine.bank.measure import scores
     from engine.io.images import load_photo, save_photo
     from engine.options import EditOptions
 
@@ -119,10 +127,10 @@ def _edit_and_save(task: Task, progress: Callable | None, record: dict) -> dict:
         options.box = box
         result = edit(current if box is not None and faces else task.input, task.guide, options=options,
                       backbone=bb, progress=progress, **extra)
-        face_box = box or result.frame.ref.face.box
-        faces.append({"box": [round(v, 1) for v in face_box], "identity_distance": result.descriptor_distance,
-                      "before": measure(photo.rgb8(), options.detector, face_box, score),
-                      "after": measure(result.rgb8(), options.detector, face_box, score),
+        face = result.frame.ref.face
+        faces.append({"box": [round(v, 1) for v in face.box], "identity_distance": result.descriptor_distance,
+                      "before": round(float(scores(face.landmarks)[score]), 4) if score else None,
+                      "after": measure(result.rgb8(), options.detector, face.box, score),
                       "settings": result.settings})
         for k, v in result.timings.items():
             timings[k] = round(timings.get(k, 0.0) + v, 3)

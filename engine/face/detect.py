@@ -13,7 +13,7 @@ from functools import lru_cache
 import dlib
 import numpy as np
 
-from engine.errors import EXIT_NO_FACE, EXIT_USAGE, FATError
+from engine.errors import EXIT_NO_FACE, EXIT_USAGE, FATError, option_ref
 from engine.face import dlib_files as dlib_models
 
 MIN_EYE_DISTANCE = 40.0  # px between eye centres; smaller faces cannot be edited well
@@ -132,7 +132,7 @@ def choose_face(faces: list[Face], index: int | None = None,
     """The largest face, or face `index` (0 = largest), or the one `box` covers most."""
     if not faces:
         raise FATError(f"no face found in the {what}. Use a photo with a clearly visible, roughly frontal "
-                       "face (or try --detector cnn).", EXIT_NO_FACE)
+                       f"face (or try {option_ref('detector', 'cnn')}).", EXIT_NO_FACE)
     if box is not None:  # the faces the box touches, most covered first
         inside = sorted((f for f in faces if _overlap(f, box) > 0), key=lambda f: -_overlap(f, box))
         if not inside:

@@ -15,7 +15,7 @@ import numpy as np
 
 from engine.face.align import scale_of, template_transform, transform_points, warp_crop
 from engine.face.detect import Face, find_face
-from engine.face.masks import lookup_region, region_mask, user_mask
+from engine.face.masks import lookup_region, region_mask, soften_user_mask, user_mask
 from engine.face.pasteback import paste_back
 from engine.face.regions import Region
 from engine.face.warp import anchor_similarity, move_rigidly, target_landmarks, warp_to
@@ -112,7 +112,7 @@ def frame_faces(ref_photo: Photo, guide_photo: Photo, template: dict, region: st
     guide = align_face(guide_photo, template, detector, guide_face, None, "guide", factor=ref.factor)
     guide = bend_guide(guide, ref, spec, warp)
     if spec.user_mask:
-        full = user_mask(mask, ref_photo.rgb.shape[:2])
+        full = soften_user_mask(user_mask(mask, ref_photo.rgb.shape[:2]), ref.face.eye_distance)
         return FaceFrame(ref, guide, to_crop(ref, full), None, full)
     crop_region = region_mask(ref.landmarks, spec, ref.size)
     keep = region_mask(guide.landmarks, spec.keep, ref.size) * crop_region if spec.keep else None

@@ -20,13 +20,13 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError
+from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError, option_ref
 from engine.io.files import sha256_file
-from engine.options import BACKBONES
 from engine.models.dlib_resnet import DlibResNet
-from engine.models.vggface import VGGFace
 from engine.models.runtime import ort_session
 from engine.models.taps import run_stages
+from engine.models.vggface import VGGFace
+from engine.options import BACKBONES
 
 PROJECT = Path(__file__).resolve().parents[2]
 ARCHITECTURES: dict[str, Callable[[dict[str, torch.Tensor]], nn.Module]] = {
@@ -40,8 +40,17 @@ def models_dir() -> Path:
     return Path(os.environ.get("FAT_MODELS_DIR", PROJECT / "models"))
 
 
-def install_hint() -> str:
-    return "Run `python3 install.py` (or `python -m export --dlib`) to create it."
+VGGFACE_WEIGHTS_PAGE = "http://www.robots.ox.ac.uk/~vgg/software/vgg_face/"
+
+
+def install_hint(spec_path: Path | str | None = None) -> str:
+    """What creates the missing/damaged backbone: VGG-Face needs weights the user downloads (no command can make
+    them); dlib-resnet is exported offline by install.py."""
+    if spec_path is not None and Path(spec_path).stem == "vggface":
+        return (f"VGG-Face needs its published weights, which no command here can fetch for you: download one of "
+                f"the files (e.g. from {VGGFACE_WEIGHTS_PAGE}; README: Backbones and VGG-Face weights) and run "
+                f"`python3 install.py --weights FILE`, or use {option_ref('backbone', 'dlib-resnet')}.")
+    return "Run `python3 install.py` in the project folder to create it (dlib-resnet needs no download)."
 
 
 @dataclass
@@ -135,22 +144,24 @@ def read_spec(spec_path: Path, check_hash: bool = True) -> tuple[dict, Path]:
     try:
         spec = json.loads(Path(spec_path).read_text())
     except FileNotFoundError:
-        raise FATError(f"{spec_path}: backbone spec not found. {install_hint()}", EXIT_BACKBONE) from None
+        raise FATError(f"{spec_path}: backbone spec not found. {install_hint(spec_path)}", EXIT_BACKBONE) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FATError(f"{spec_path}: not a valid backbone spec ({e}). {install_hint()}", EXIT_BACKBONE) from None
+        raise FATError(f"{spec_path}: not a valid backbone spec ({e}). {install_hint(spec_path)}",
+                       EXIT_BACKBONE) from None
     required = ("backbone", "architecture", "onnx", "onnx_sha256", "input", "taps", "crop_template")
     missing = [k for k in required if k not in spec]
     if missing:
-        raise FATError(f"{spec_path}: backbone spec lacks {missing}. {install_hint()}", EXIT_BACKBONE)
+        raise FATError(f"{spec_path}: backbone spec lacks {missing}. {install_hint(spec_path)}", EXIT_BACKBONE)
     onnx_path = Path(spec_path).parent / spec["onnx"]
     if not onnx_path.exists():
-        raise FATError(f"{onnx_path}: ONNX file named by {spec_path} is missing. {install_hint()}", EXIT_BACKBONE)
+        raise FATError(f"{onnx_path}: ONNX file named by {spec_path} is missing. {install_hint(spec_path)}",
+                       EXIT_BACKBONE)
     if check_hash:
         digest = sha256_file(onnx_path)
         if digest != spec["onnx_sha256"]:
             raise FATError(f"{onnx_path}: sha256 {digest[:12]}... does not match its spec "
                            f"({spec['onnx_sha256'][:12]}...); the file was changed or damaged after export. "
-                           f"Re-export it. {install_hint()}", EXIT_BACKBONE)
+                           f"Re-export it. {install_hint(spec_path)}", EXIT_BACKBONE)
     return spec, onnx_path
 
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
-from engine.errors import EXIT_USAGE, FATError
+from engine.errors import EXIT_USAGE, FATError, option_ref
 
 
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FATError("--device cuda was asked for but no CUDA GPU is visible to torch; "
-                       "use --device cpu (or auto).", EXIT_USAGE)
+        raise FATError(f"{option_ref('device', device)} was asked for but no CUDA GPU is visible to torch; "
+                       f"use {option_ref('device', 'cpu')} (or {option_ref('device', 'auto')}).", EXIT_USAGE)
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise FATError(f"unknown device {device!r}; use cpu, cuda or auto.", EXIT_USAGE)
     return torch.device(device)
@@ -59,6 +59,6 @@ def resolve_precision(precision: str, device: torch.device, preferred: str = "bf
     if precision == "auto":
         return "bf16" if preferred == "bf16" and native else "fp32"
     if precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        raise FATError("--precision bf16: this CPU has no bf16 support in oneDNN; use --precision fp32 (or auto).",
-                       EXIT_USAGE)
+        raise FATError(f"{option_ref('precision', 'bf16')}: this CPU has no bf16 support in oneDNN; use "
+                       f"{option_ref('precision', 'fp32')} (or {option_ref('precision', 'auto')}).", EXIT_USAGE)
     return precision
