@@ -104,7 +104,7 @@ def start_crop(frame: FaceFrame, options: EditOptions, recipe: Recipe) -> np.nda
     """The optimisation's start. Strength acts here as well as on the feature target: 0.5 pastes half
     of the guide's region, 0 leaves the reference as it is; above 1 only the target moves further."""
     ref = frame.ref.crop
-    init = start_image(options.init, ref, frame.guide.crop, frame.mask, options.seed, recipe)
+    init = start_image(options.init, ref, frame.guide.crop, frame.mask, options.seed, recipe, frame.own)
     return ref + min(1.0, options.strength) * (init - ref)
 
 

@@ -28,9 +28,12 @@ MAX_SEED = 2**31 - 1  # GIMP's int arguments are 32-bit
 
 def option(default: Any, help: str, *, label: str = "", choices: tuple[str, ...] = (), low: float | None = None,
            high: float | None = None, gimp: bool = True, advanced: bool = False, metavar: str | None = None,
-           nargs: int | None = None, flag: str | None = None, labels: dict[str, str] | None = None) -> Any:
-    """A dataclass field carrying its own CLI/GIMP metadata (the single source of truth)."""
-    meta = {"help": help, "label": label, "choices": choices, "low": low, "high": high, "gimp": gimp,
+           nargs: int | None = None, flag: str | None = None, labels: dict[str, str] | None = None,
+           gimp_help: str | None = None) -> Any:
+    """A dataclass field carrying its own CLI/GIMP metadata (the single source of truth). `gimp_help`: the
+    dialog's tooltip where `help` speaks of flags or the command line."""
+    meta = {"help": help, "gimp_help": gimp_help or help, "label": label, "choices": choices, "low": low,
+            "high": high, "gimp": gimp,
             "advanced": advanced, "metavar": metavar, "nargs": nargs, "flag": flag,
             "labels": labels or {c: c.replace("_", " ").capitalize() for c in choices}}
     if isinstance(default, dict):
@@ -43,10 +46,13 @@ class EditOptions:
     """Everything that decides an edit's result besides the images themselves."""
 
     region: str = option("mouth", "face region to change ('selection': the --mask image / GIMP selection)",
+                         gimp_help="face region to change ('Selection': exactly the selected area)",
                          label="_Region", choices=tuple(REGIONS), labels={k: r.label for k, r in REGIONS.items()})
     strength: float = option(1.0, "0 = unchanged, 0.5 = halfway, 1 = the guide's, above 1 pushes the features "
                                   "further; with --attribute -2..2 (below 0 removes the attribute; the CLI also "
-                                  "takes a list, 0.5,1,1.5: one output each)", label="_Strength", low=-2.0, high=2.0)
+                                  "takes a list, 0.5,1,1.5: one output each)", label="_Strength", low=-2.0, high=2.0,
+                             gimp_help="0 = unchanged, 0.5 = halfway, 1 = the guide's, above 1 pushes the features "
+                                       "further; with an attribute instead of a guide -2..2 (below 0 removes it)")
     attribute: str | None = option(None, "instead of a guide photo: the attribute to add or remove, from the "
                                          "nearest example faces of an attribute bank (--bank)", label="_Attribute",
                                    choices=tuple(ATTRIBUTES), labels={k: a.label for k, a in ATTRIBUTES.items()},

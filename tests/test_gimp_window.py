@@ -184,7 +184,8 @@ def test_the_dialog_in_a_real_window_edits_repeats_and_survives_a_closed_image(g
     repeat = status["repeat"]  # Filters > Repeat: the remembered guide, the same settings, the same result
     assert repeat["status"] == "success", repeat
     assert Path(repeat["raw"]).read_bytes() == Path(first["raw"]).read_bytes()
-    assert repeat["layers"][0] == first["layers"][0]  # the name does not grow
+    assert repeat["layers"][0] != first["layers"][0] and repeat["layers"][1] == first["layers"][0]  # on top
+    assert repeat["layers"][0].startswith(first["layers"][0]) and repeat["layers"][0].count("transfer") == 1
 
     runs = runs_of(timeline)  # the warm engine: the second try pays only its own work
     waits = [optimising_after(run) for run in runs]

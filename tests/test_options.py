@@ -124,3 +124,9 @@ def test_the_bridge_reports_an_internal_error_as_exit_70(monkeypatch, capsys, tm
     assert bridge.main([str(tmp_path / "req.json")]) == EXIT_INTERNAL
     event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert event["event"] == "error" and event["exit_code"] == EXIT_INTERNAL and "KeyError" in event["message"]
+
+
+def test_dialog_tooltips_use_no_command_line_words():
+    for o in schema():
+        if o["gimp"]:
+            assert "--" not in o["gimp_help"] and "CLI" not in o["gimp_help"], (o["name"], o["gimp_help"])

@@ -72,6 +72,7 @@ class FaceFrame:
     mask: np.ndarray  # crop-frame region mask, 0..1
     keep: np.ndarray | None  # crop-frame part of the region where change costs more (the attribute itself)
     user_mask: np.ndarray | None  # photo-frame mask given by the user (a hard limit), if any
+    own: np.ndarray | None = None  # crop-frame part where the guide's own pixels start the edit (Region.pixels)
 
     def paste(self, photo_rgb: np.ndarray, result_crop: np.ndarray) -> np.ndarray:
         """The edited crop's change, in the photo; a user's mask is a hard promise: nothing changes outside it."""
@@ -116,4 +117,5 @@ def frame_faces(ref_photo: Photo, guide_photo: Photo, template: dict, region: st
         return FaceFrame(ref, guide, to_crop(ref, full), None, full)
     crop_region = region_mask(ref.landmarks, spec, ref.size)
     keep = region_mask(guide.landmarks, spec.keep, ref.size) * crop_region if spec.keep else None
-    return FaceFrame(ref, guide, crop_region, keep, None)
+    own = region_mask(guide.landmarks, spec.pixels, ref.size) * crop_region if spec.pixels else None
+    return FaceFrame(ref, guide, crop_region, keep, None, own)

@@ -33,13 +33,17 @@ class Region:
     keep: str | None = None  # a PART of the guide where change costs more: the attribute itself (the opening)
     user_mask: bool = False  # the region is the user's mask / GIMP selection, not landmarks
     anchors: tuple[int, ...] = ()  # with --warp: the landmarks whose reference positions place the guide's shape
+    # a PART of the guide whose own pixels start the edit; elsewhere in the region only the guide's mid-frequency
+    # shading (its folds) is laid over the reference's own texture and shading (None: the guide's pixels throughout)
+    pixels: str | None = None
 
 
 REGIONS: dict[str, Region] = {
     "mouth": Region("Mouth", (MOUTH,), 0.22, 0.18, keep="inner_mouth", anchors=MOUTH_ANCHORS),
     # a smile moves more than the lips: the cheeks and the nasolabial folds (the attribute bank's smiling region)
+    # only the guide's lips and teeth come as pixels: its cheeks brought its beard, moustache and shadows along
     "smile": Region("Smile (mouth and cheeks)", (MOUTH + (3, 13, 31, 35),), 0.1, 0.2, shrink=0.9, keep="inner_mouth",
-                    anchors=MOUTH_ANCHORS),
+                    anchors=MOUTH_ANCHORS, pixels="lips"),
     "eyes": Region("Eyes", (EYES[:6], EYES[6:]), 0.22, 0.15, anchors=(36, 39, 42, 45)),
     "eyebrows": Region("Eyebrows", (BROWS[:5], BROWS[5:]), 0.08, 0.08, anchors=(17, 21, 22, 26)),
     "nose": Region("Nose", (NOSE,), 0.15, 0.15, anchors=(27, 31, 35)),
@@ -52,6 +56,7 @@ REGIONS: dict[str, Region] = {
 # Parts used inside the engine (keep-masks), never offered as a region.
 PARTS: dict[str, Region] = {
     "inner_mouth": Region("Inner mouth", (INNER_MOUTH,), 0.05, 0.08),
+    "lips": Region("Lips", (MOUTH,), 0.03, 0.05),
 }
 
 

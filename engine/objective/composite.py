@@ -61,14 +61,33 @@ def composite(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe
             + feathered_paste(guide, reference, mask, recipe) * core)
 
 
+def folds_only(guide: np.ndarray, reference: np.ndarray, own: np.ndarray, mask: np.ndarray,
+               recipe: Recipe) -> np.ndarray:
+    """The guide's own pixels in `own`; elsewhere the reference with the guide's mid-frequency band laid over it
+    (folds and dimples move; texture, stubble, shading and beards stay the reference's)."""
+    w = reference.shape[1]
+    g = colour_match(guide, reference, mask, recipe)
+
+    def band(x: np.ndarray) -> np.ndarray:
+        return (cv2.GaussianBlur(x, (0, 0), recipe.band_fine * w)
+                - cv2.GaussianBlur(x, (0, 0), recipe.band_coarse * w))
+
+    a = own[..., None]
+    return g * a + (reference + band(g) - band(reference)) * (1 - a)
+
+
 def start_image(kind: str, reference: np.ndarray, guide: np.ndarray, mask: np.ndarray, seed: int,
-                recipe: Recipe) -> np.ndarray:
-    """The optimisation's start (options.INITS): a blend of the guide's region, the reference, or noise."""
+                recipe: Recipe, own: np.ndarray | None = None) -> np.ndarray:
+    """The optimisation's start (options.INITS): a blend of the guide's region, the reference, or noise.
+    With `own` (a region's `pixels` part) the composite takes only that part's pixels (folds_only); the
+    seamless and feathered baselines stay plain pastes."""
     if kind == "noise":
         rng = np.random.default_rng(seed)
         noise = rng.uniform(0, 255, reference.shape).astype(np.float32)
         return reference * (1 - mask[..., None]) + noise * mask[..., None]
     if kind == "reference":
         return reference.copy()
+    if kind == "composite" and own is not None:
+        guide = folds_only(guide, reference, own, mask, recipe)
     blend = {"composite": composite, "seamless": seamless_clone, "feathered": feathered_paste}[kind]
     return blend(guide, reference, mask, recipe)

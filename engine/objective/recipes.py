@@ -34,6 +34,11 @@ class Recipe:
     core_width: float = 0.3  #   the Poisson-blended edge, fully at core_start + core_width
     chroma_gain_min: float = 0.5  # colour match: the guide's chroma spread may be scaled this far down
     chroma_gain_max: float = 2.0  #   ...and up, to the reference's
+    # a region with `pixels` (engine/face/regions.py): outside that part, the guide's band between these two
+    # Gaussian scales (x crop width) over the reference; finer is skin texture and stubble, coarser is shading,
+    # beards and moustaches (chosen by eye on the smile pairs of bench/quality.py: 0.05 kept a moustache)
+    band_fine: float = 0.006
+    band_coarse: float = 0.03
     pose_weight: float = 1.0  # attribute banks: k-NN distance = identity distance + this x (yaw, pitch) distance
     fuse: float = 1.0  # attribute banks: how many nearest examples' regions are averaged into the start image
     # attribute banks: 1 = the region of the reference and of the example together, 0 = the reference's alone.
@@ -104,6 +109,9 @@ def check_overrides(overrides: dict[str, float]) -> None:
             raise FATError(f"--set fuse={value}: must be a whole number >= 1.", EXIT_USAGE)
         if name == "luma_grid" and value == 0:
             raise FATError("--set luma_grid=0: the brightness grid must be > 0.", EXIT_USAGE)
+        if name in ("band_fine", "band_coarse") and not 0 < value <= 0.5:
+            raise FATError(f"--set {name}={value}: a blur scale is a fraction of the crop width (above 0, at most "
+                           "0.5).", EXIT_USAGE)
 
 
 def with_overrides(recipe: Recipe, overrides: dict[str, float]) -> Recipe:

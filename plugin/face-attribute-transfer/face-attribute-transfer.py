@@ -162,7 +162,7 @@ def add_choice(procedure, prop, label, help_text, entries, default):
 
 
 def add_option_argument(procedure, prop, o):
-    label, help_text = LABELS[prop], o["help"]
+    label, help_text = LABELS[prop], o["gimp_help"]
     flags = GObject.ParamFlags.READWRITE
     if o["name"] == "face":
         add_choice(procedure, prop, label, "Which face to edit when the photo has several (numbered by size)",
@@ -442,27 +442,20 @@ def result_name(layer, options):
     return f"{base} ({what} {'preview' if options['iterations'] == 0 else 'transfer'})"
 
 
-def result_position(image, layer, guide):
-    """(parent, position) above the photo, and above the guide when the guide is a layer of the same stack
-    above the photo: the canvas must show the result."""
-    parent = layer.get_parent()
-    position = image.get_item_position(layer)
-    if isinstance(guide, Gimp.Layer) and guide.is_valid() and guide.get_image().get_id() == image.get_id():
-        same_stack = (guide.get_parent().get_id() if guide.get_parent() else None) == (
-            parent.get_id() if parent else None)
-        if same_stack:
-            position = min(position, image.get_item_position(guide))
-    return parent, position
+def result_position(layer):
+    """(parent, position): the top of the photo's own stack, over the guide and over earlier results (a result
+    put just above the photo stayed hidden under the previous one): the canvas must show it."""
+    return layer.get_parent(), 0
 
 
-def add_result(image, layer, guide, options, data, babl_format):
+def add_result(image, layer, options, data, babl_format):
     """The result as a new layer in one undo step; the photo stays the selected layer for the next run."""
     width, height = layer.get_width(), layer.get_height()
     image.undo_group_start()
     try:
         new = Gimp.Layer.new(image, result_name(layer, options), width, height, Gimp.ImageType.RGBA_IMAGE, 100.0,
                              Gimp.LayerMode.NORMAL)
-        parent, position = result_position(image, layer, guide)
+        parent, position = result_position(layer)
         image.insert_layer(new, parent, position)
         ok_off, ox, oy = layer.get_offsets()
         new.set_offsets(ox, oy)
@@ -568,7 +561,7 @@ def attribute_transfer(procedure, run_mode, image, drawables, config, data):
         with open(request["output"], "rb") as f:
             result = f.read()
         try:
-            new = add_result(image, layer, guide, options, result, babl_format)
+            new = add_result(image, layer, options, result, babl_format)
         except (TypeError, GLib.Error):  # GIMP refused the closed image's calls (Layer.new returns NULL)
             return error_values(procedure, CLOSED)
         Gimp.progress_end()
