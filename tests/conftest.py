@@ -39,6 +39,28 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def default_bank(models_dir, tmp_path_factory) -> Path:
+    """A small dlib-resnet attribute bank as the models folder's default bank (what install.py builds from
+    examples/): four example faces at <= 600 px, smiling / mouth_open labelled with both sides present."""
+    from engine.frontends.cli import main as cli_main
+
+    out = models_dir / "bank-dlib-resnet.npz"
+    if not out.exists():
+        d = tmp_path_factory.mktemp("bank-examples")
+        for name, crop in (("biden_1.jpg", (250, 150, 750, 650)), ("biden_2.jpg", None), ("obama_1.jpg", None),
+                           ("eileen_collins_astronaut.png", None)):
+            im = Image.open(EXAMPLES / name).convert("RGB")
+            im = im.crop(crop) if crop else im
+            im.thumbnail((600, 600))
+            im.save(d / (Path(name).stem + ".png"))
+        (d / "labels.csv").write_text("file,smiling,mouth_open\nbiden_1.png,0,0\nbiden_2.png,1,1\nobama_1.png,1,1\n"
+                                      "eileen_collins_astronaut.png,0,0\n")
+        assert cli_main(["bank", "build", str(d), "-o", str(out), "--labels", str(d / "labels.csv"), "--backbone",
+                         str(models_dir / "dlib-resnet.json"), "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def dlib_backbone(models_dir) -> Backbone:
     return load_backbone("dlib-resnet", directory=models_dir)
 

@@ -175,20 +175,8 @@ def test_recipe_over_a_folder_then_resume(photos, models_dir, capsys):
 
 
 @pytest.mark.slow
-def test_attribute_recipe_and_force(photos, models_dir, tmp_path):
-    examples = tmp_path / "examples"
-    examples.mkdir()
-    for name, crop in (("biden_1.jpg", (250, 150, 750, 650)), ("biden_2.jpg", None), ("obama_1.jpg", None),
-                       ("eileen_collins_astronaut.png", None)):
-        im = Image.open(EXAMPLES / name).convert("RGB")
-        im = im.crop(crop) if crop else im
-        im.thumbnail((600, 600))
-        im.save(examples / (Path(name).stem + ".png"))
-    (examples / "labels.csv").write_text("file,mouth_open\nbiden_1.png,0\nbiden_2.png,1\nobama_1.png,1\n"
-                                         "eileen_collins_astronaut.png,0\n")
-    bank = tmp_path / "bank.npz"
-    assert cli_main(["bank", "build", str(examples), "-o", str(bank), "--labels", str(examples / "labels.csv"),
-                     "--backbone", str(models_dir / "dlib-resnet.json"), "--quiet"]) == 0
+def test_attribute_recipe_and_force(photos, models_dir, default_bank):
+    bank = default_bank
     path = write(photos, f'inputs = ["photos/biden_2.jpg"]\noutput = "attr/{{stem}}-{{attribute}}.png"\n'
                          f'attribute = "mouth_open"\nstrength = -1\niterations = 2\n'
                          f'backbone = "{models_dir / "dlib-resnet.json"}"\nbank = "{bank}"\n', "attr.toml")
