@@ -90,3 +90,21 @@ def test_detections_are_cached_by_content(obama):
     again = detect.detect_faces(obama.copy())
     assert [f.box for f in first] == [f.box for f in again]
     assert len(detect._found) <= detect.DETECTION_CACHE
+
+
+def test_target_features_are_remembered_by_content(dlib_backbone, monkeypatch):
+    """A guide shared by a batch (or a reference at several strengths) costs one target pass per model."""
+    calls = []
+    real = type(dlib_backbone).features_exact
+    monkeypatch.setattr(type(dlib_backbone), "features_exact",
+                        lambda self, image, taps: calls.append(1) or real(self, image, taps))
+    size = dlib_backbone.input_size
+    guide = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)) * 255
+    taps = dlib_backbone.taps[-2:]
+    first = dlib_backbone.features_remembered(guide, taps)
+    first.clear()  # the caller's dict is its own
+    again = dlib_backbone.features_remembered(guide.clone(), list(reversed(taps)))
+    assert len(calls) == 1 and set(again) == set(taps)
+    assert all(torch.equal(again[k], real(dlib_backbone, guide, taps)[k]) for k in taps)
+    dlib_backbone.features_remembered(guide + 1, taps)
+    assert len(calls) == 2  # other pixels: another pass

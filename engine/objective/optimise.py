@@ -85,8 +85,8 @@ def targets(backbone: Backbone, reference: torch.Tensor, guide: torch.Tensor, re
     with torch.no_grad():
         layers = set(identity_layers) | set(attribute_layers)
         size = backbone.input_size
-        ref = backbone.features_exact(to_network(reference, size), layers)
-        gui = backbone.features_exact(to_network(guide, size), attribute_layers)
+        ref = backbone.features_remembered(to_network(reference, size), layers)
+        gui = backbone.features_remembered(to_network(guide, size), attribute_layers)
     return ref, attribute_target({k: ref[k] for k in attribute_layers}, gui, strength)
 
 
