@@ -19,8 +19,9 @@ def parser(parser_class) -> argparse.ArgumentParser:
                                                       "when above 1)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask cluster (tcp://host:8786); "
                                                           "outputs must be on a file system the workers share")
-    p.add_argument("--verbose", action="store_true", help="per-image optimisation progress (single process) and "
-                                                           "tracebacks for internal errors")
+    p.add_argument("--verbose", action="store_true", help="per-image optimisation progress (single process); an "
+                                                           "internal error of the run prints its traceback (an image's "
+                                                           "own internal error is logged to the file its record names)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
