@@ -153,8 +153,11 @@ class AttributeEditor:
                 pixel_mask = (np.maximum(pixel_mask, region_mask(marks, self.pixels, self.ref.size)) * mask
                               if self.pixels else mask)
             keep = (region_mask(marks, self.keep_part, self.ref.size) * mask if self.keep_part else None)
-            composite = start_image(self.options.init, self.ref.crop, crop, pixel_mask, self.options.seed,
-                                    self.recipe)
+            # the example's own pixels where the attribute says (its mouth); over the rest of the region only
+            # its mid-scale folds (composite.folds_only), as for a guide photo's smile
+            own = pixel_mask if self.pixels else None
+            composite = start_image(self.options.init, self.ref.crop, crop, mask if self.pixels else pixel_mask,
+                                    self.options.seed, self.recipe, own)
             self._sources[positive] = (crop, marks, keep, composite, idx[: max(1, int(self.recipe.fuse))], mask)
         return self._sources[positive]
 
