@@ -485,6 +485,18 @@ def test_hook(image, layer):
 
 # ---- the procedure ----
 
+def follow_guide_source(dialog):
+    """Only the chosen guide source's field is editable (a file name left in Guide file greys out while Guide
+    says a layer), so the dialog shows which one counts."""
+    for prop, source in (("guide-layer", "layer"), ("guide-file", "file"), ("attribute", "attribute")):
+        values = Gimp.ValueArray.new(1)
+        values.append(GObject.Value(GObject.TYPE_STRING, source))
+        try:
+            dialog.set_sensitive_if_in(prop, None, "guide-source", values, True)
+        except (TypeError, AttributeError, GLib.Error) as e:  # an older libgimpui: the fields stay editable
+            print(f"face-attribute-transfer: cannot link {prop} to the guide source: {e}", file=sys.stderr)
+
+
 def show_dialog(procedure, config):
     """The dialog: guide and main options first, expert settings in a collapsed Advanced group."""
     gi.require_version("GimpUi", "3.0")
@@ -497,6 +509,7 @@ def show_dialog(procedure, config):
     dialog.get_label("advanced-label", LABELS["advanced"], False, True)
     dialog.fill_expander("advanced", "advanced-label", False, "advanced-box")
     dialog.fill(main)
+    follow_guide_source(dialog)
     ok = dialog.run()
     dialog.destroy()
     return ok
