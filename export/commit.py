@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from export import scratch
+from engine.io import scratch
 
 PREVIOUS = "previous"
 

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.errors import EXIT_INPUT, FATError
-from export import formats, scratch
+from engine.io import scratch
+from export import formats
 
 # Members worth extracting from the publishers' archives (vgg_face_*.tar.gz).
 ARCHIVE_MEMBERS = formats.archive_members()

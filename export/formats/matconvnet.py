@@ -100,8 +100,8 @@ def v5_to_npy(path: Path, folder: Path) -> dict:
 
 
 def _v5_read(path: Path) -> dict[str, np.ndarray]:
+    from engine.io.scratch import scratch_dir
     from export.isolate import run_isolated
-    from export.scratch import scratch_dir
 
     size = file_size(path)
     with scratch_dir("fat-export-mat-") as folder:

@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import gi
 
@@ -54,17 +55,18 @@ def engine_command():
 
 
 def engine_modules(project):
-    """The engine's options schema, request format and errors: standard-library modules, so GIMP's Python
+    """The engine's options schema, request format, errors and temp folders: standard-library modules, so GIMP's Python
     imports them from the project itself and the dialog can never drift from the engine."""
     if project not in sys.path:
         sys.path.insert(0, project)
     from engine import errors, options
     from engine.frontends import protocol
+    from engine.io import scratch
 
-    return options, protocol, errors
+    return options, protocol, errors, scratch
 
 
-OPTIONS, PROTOCOL, ERRORS = engine_modules(engine_command()[1])
+OPTIONS, PROTOCOL, ERRORS, SCRATCH = engine_modules(engine_command()[1])
 SCHEMA = {o["name"]: o for o in OPTIONS.schema()}
 
 
@@ -234,36 +236,6 @@ def write_raw(folder, name, data):
 
 # ---- the private temp folder, swept when its plug-in died ----
 
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def sweep_stale_folders(base=None):
-    """Remove our temp folders whose plug-in process is gone: GIMP's Cancel kills the plug-in before its own
-    cleanup runs, which would leave raw copies of the user's photos behind."""
-    base = base or tempfile.gettempdir()
-    pattern = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-")
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return
-    for name in names:
-        m = pattern.match(name)
-        path = os.path.join(base, name)
-        try:
-            own = os.lstat(path).st_uid == os.getuid()
-        except OSError:
-            continue
-        if m and own and os.path.isdir(path) and not pid_alive(int(m.group(1))):
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def request_folder_parent():
     """The system temp folder (None); inside a Flatpak sandbox the service folder, which the sandbox shares with
     a service running on the host, so that it can read the request (README: The warm engine)."""
@@ -276,10 +248,11 @@ def request_folder_parent():
 
 
 def make_workdir():
-    sweep_stale_folders(request_folder_parent())
-    workdir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=request_folder_parent())
-    os.chmod(workdir, 0o700)
-    return workdir
+    """A private (0700) request folder named after this process; first, ours whose process died are removed: GIMP's
+    Cancel kills the plug-in before its own cleanup runs, which would leave raw copies of the user's photos."""
+    parent = request_folder_parent()
+    SCRATCH.sweep(Path(parent or tempfile.gettempdir()), TEMP_PREFIX)
+    return str(SCRATCH.make_dir(TEMP_PREFIX, parent))
 
 
 # ---- the engine ----

@@ -1,5 +1,6 @@
-"""Temporary folders of an export run: named after the process that owns them, removed on
-every path, and swept by the next run when a kill -9 left them behind.
+"""Temporary folders named after the process that owns them (an export run, the GIMP plug-in's
+request folders), removed on every path, and swept by the next run when a kill -9 (or GIMP's
+Cancel) left them behind. Standard library only: GIMP's Python imports it from the project.
 
 A folder is `<prefix><pid>-<random>`; one whose process is gone is stale. Folders of a
 live process (a concurrent export) are never touched.
