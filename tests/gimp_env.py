@@ -167,3 +167,15 @@ def find_gui_gimp(log=print) -> tuple[Gimp | None, str]:
 
 def meaningful(output: str) -> str:
     return "\n".join(line for line in output.splitlines() if line.strip() and not any(n in line for n in NOISE))
+
+
+def gimp_or_skip(find, what: str) -> Gimp:
+    """The GIMP `find` gives (find_gimp or find_gui_gimp), else a skip; under CI (FAT_REQUIRE_GIMP=1) a failure."""
+    import pytest
+
+    found, reason = find()
+    if found is None:
+        if os.environ.get("FAT_REQUIRE_GIMP") == "1":
+            pytest.fail(f"{what} is required here (FAT_REQUIRE_GIMP=1) but unavailable: {reason}")
+        pytest.skip(reason)
+    return found

@@ -15,19 +15,14 @@ from PIL import Image
 from engine.frontends.cli import main as cli_main
 from engine.options import schema
 from tests.conftest import EXAMPLES
-from tests.gimp_env import PROJECT, find_gimp, meaningful
+from tests.gimp_env import PROJECT, find_gimp, gimp_or_skip, meaningful
 
 SETTINGS = {"region": "mouth", "iterations": 6, "strength": 1.0, "seed": 0, "backbone": "dlib-resnet"}
 
 
 @pytest.fixture(scope="module")
 def gimp():
-    found, reason = find_gimp()
-    if found is None:
-        if os.environ.get("FAT_REQUIRE_GIMP") == "1":
-            pytest.fail(f"GIMP 3 is required here (FAT_REQUIRE_GIMP=1) but unavailable: {reason}")
-        pytest.skip(reason)
-    return found
+    return gimp_or_skip(find_gimp, "GIMP 3")
 
 
 def test_plugin_file_is_where_gimp_looks():

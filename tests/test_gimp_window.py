@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import EXAMPLES
-from tests.gimp_env import PROJECT, find_gui_gimp, meaningful
+from tests.gimp_env import PROJECT, find_gui_gimp, gimp_or_skip, meaningful
 
 SHOTS = Path(os.environ.get("FAT_WINDOW_SHOTS", "/tmp/gimp-window-shots"))  # a copy the lead can look at
 SIZE = 400  # small photos, few iterations: the whole test is about a minute
@@ -127,12 +127,7 @@ exit 0
 
 @pytest.fixture(scope="module")
 def gui_gimp():
-    found, reason = find_gui_gimp()
-    if found is None:
-        if os.environ.get("FAT_REQUIRE_GIMP") == "1":
-            pytest.fail(f"GIMP 3 with a virtual screen is required here (FAT_REQUIRE_GIMP=1): {reason}")
-        pytest.skip(reason)
-    return found
+    return gimp_or_skip(find_gui_gimp, "GIMP 3 with a virtual screen")
 
 
 def small(src: Path, dst: Path, size: int = SIZE) -> Path:

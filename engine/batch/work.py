@@ -1,8 +1,9 @@
 """One batch task in whatever process runs it (this one, or a Dask worker): edit, save, report record.
 
-The backbone and the banks load once per process (the caches below) and the face detections of a
-shared guide are computed once (engine/face/detect.py caches them by content hash), so a worker
-pays the start-up once and then only each photo's own work.
+The backbones load once per process (the warm service's own ModelCache) and so do the banks (the cache
+below); the face detections and target features of a shared guide are computed once (engine/face/detect.py
+and Backbone.features_remembered remember them by content), so a worker pays the start-up once and then
+only each photo's own work.
 """
 
 from __future__ import annotations
@@ -16,22 +17,12 @@ import numpy as np
 from engine.bank.attributes import ATTRIBUTES
 from engine.batch.tasks import Task, sidecar_of
 from engine.errors import EXIT_NO_FACE, FATError, describe_failure
+from engine.frontends.service import ModelCache
 from engine.io.files import atomic_write_json
 from engine.io.paths import check_output_path
 
-_BACKBONES: dict[tuple, object] = {}
+_MODELS = ModelCache()
 _BANKS: dict[tuple, object] = {}
-
-
-def backbone_for(name: str | None, device: str):
-    """The loaded backbone for (name, device), loaded on first use in this process."""
-    key = (name, device)
-    if key not in _BACKBONES:
-        from engine.models.backbone import load_backbone
-        from engine.models.runtime import resolve_device
-
-        _BACKBONES[key] = load_backbone(name, resolve_device(device))
-    return _BACKBONES[key]
 
 
 def bank_for(path: str | None, backbone: str):
@@ -82,7 +73,8 @@ def measure(rgb8: np.ndarray, detector: str, box, score: str | None) -> float | 
     from engine.bank.measure import scores
     from engine.face.detect import detect_faces
 
-    faces = detect_faces(around(rgb8, box), detector, upsample=0) or detect_faces(around(rgb8, box), detector, 1)
+    near = around(rgb8, box)
+    faces = detect_faces(near, detector, upsample=0) or detect_faces(near, detector, upsample=1)
     return round(float(scores(faces[0].landmarks)[score]), 4) if faces else None
 
 
@@ -97,7 +89,7 @@ def run_task(task: Task, progress: Callable | None = None, threads: int | None =
             import torch
 
             torch.set_num_threads(threads)
-        record.update(_edit_and_save(task, progress, record))
+        record.update(_edit_and_save(task, progress))
     except (Exception, MemoryError) as e:
         code, message = describe_failure(e, audience="recipe")
         record.update(status="failed", exit_code=code, error=message)
@@ -107,7 +99,7 @@ def run_task(task: Task, progress: Callable | None = None, threads: int | None =
     return record
 
 
-def _edit_and_save(task: Task, progress: Callable | None, record: dict) -> dict:
+def _edit_and_save(task: Task, progress: Callable | None) -> dict:
     from engine.api import edit
     from engine.bank.measure import scores
     from engine.io.images import load_photo, save_photo
@@ -115,7 +107,7 @@ def _edit_and_save(task: Task, progress: Callable | None, record: dict) -> dict:
 
     check_output_path(Path(task.output), [Path(task.input)] + ([Path(task.guide)] if task.guide else []))
     options = EditOptions.from_mapping({**task.options, "strength": task.strength}, f"edit {task.edit!r}")
-    bb = backbone_for(options.backbone, options.device)
+    bb = _MODELS(options, lambda _stage: None)
     extra = {"bank": bank_for(options.bank, bb.name)} if options.attribute else {}
     photo = load_photo(task.input)
     boxes = face_boxes(photo, options.detector) if task.faces == "all" else [None]
