@@ -75,8 +75,10 @@ METHODS = {
     "warp-similarity": {"warp": "similarity"},
     "reference-init": {"init": "reference"},
     "composite-only": {"init": "composite", "iterations": 0},
-    "seamlessclone": {"init": "seamless", "iterations": 0},
-    "feathered": {"init": "feathered", "iterations": 0},
+    # the classic baselines: a plain paste of the similarity-aligned guide, nothing bent
+    "seamlessclone": {"init": "seamless", "iterations": 0, "warp": "none"},
+    "feathered": {"init": "feathered", "iterations": 0, "warp": "none"},
+    "warp-none": {"warp": "none"},
     "mouth-only": {"region": "mouth"},  # the smile pairs' reference point: a mouth-only change
 }
 

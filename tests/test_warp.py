@@ -95,3 +95,76 @@ def test_similarity_moves_the_region_anchors_onto_the_reference():
     assert np.abs(landmarks - ref).max() < 1e-3
     for x, y in ref[list(REGIONS["mouth"].anchors)]:
         assert np.hypot(*np.subtract(_peak_near(moved, x, y), (x, y))) < 1.0
+
+
+def test_a_fade_limits_the_bend(synthetic):
+    """fade 0: those pixels stay exactly; fade 1: the full bend."""
+    source, target = synthetic
+    img = np.random.default_rng(6).uniform(0, 255, (200, 200, 3)).astype(np.float32)
+    fade = np.zeros((200, 200), np.float32)
+    fade[:, 100:] = 1.0
+    out, full = warp_to(img, source, target, "affine", fade), warp_to(img, source, target, "affine")
+    assert np.array_equal(out[:, :100], img[:, :100])
+    assert np.allclose(out[:, 100:], full[:, 100:], atol=1e-3)
+
+
+def test_reshape_targets_put_each_guide_eye_at_the_reference_corners():
+    """Eyes: each eye's guide shape (its opening) placed by that eye's own corners, however the guide's head is
+    turned; every other point stays the reference's."""
+    from engine.face.warp import reshape_targets
+
+    rng = np.random.default_rng(7)
+    reference = rng.uniform(40, 160, (68, 2))
+    guide = reference * 0.9 + 3
+    guide[42:48] += (0, 12)  # the guide's far eye sits lower (a turned head)
+    guide[[37, 38, 43, 44]] -= (0, 4)  # and both its eyes open wider
+    spec = REGIONS["eyes"]
+    t = reshape_targets(guide, reference, spec.groups, spec.reshape_anchors)
+    assert np.allclose(t[:36], reference[:36]) and np.allclose(t[48:], reference[48:])
+    for eye, (a, b) in zip(spec.groups, spec.reshape_anchors, strict=True):
+        assert np.abs(t[[a, b]] - reference[[a, b]]).max() < 1e-3  # the reference's corners
+
+        def opening(p, eye=eye):
+            return np.linalg.norm(p[eye[1]] - p[eye[5]]) / np.linalg.norm(p[eye[0]] - p[eye[3]])
+
+        assert opening(t) == pytest.approx(opening(guide), rel=1e-4)  # the guide's opening
+
+
+def test_thicken_moves_a_brow_as_a_block_and_the_eye_stays():
+    """A raised 'brow' (a row of blobs, plus hair blobs just above and below its points) rises whole; the 'eye'
+    below it does not move."""
+    from engine.face.warp import thicken
+
+    brow = np.c_[np.arange(60, 141, 20), np.full(5, 80.0)]
+    eye = np.array([[100.0, 125.0]])
+    source = np.vstack([brow, eye])
+    target = source.copy()
+    target[:5, 1] -= 8  # the brow rises 8 px
+    hair = np.vstack([brow + (0, -5), brow + (0, 5)])
+    img = _blobs(np.vstack([hair, eye]), sigma=1.5)
+    src, dst = thicken(source, target, tuple(range(5)), 10.0, np.full(5, 10.0))
+    out = warp_to(img, src, dst, "affine")
+    for x, y in hair:  # both hair rows moved by the brow's move: the block did not stretch
+        assert np.hypot(*np.subtract(_peak_near(out, x, y - 8), (x, y - 8))) < 1.0
+    assert np.hypot(*np.subtract(_peak_near(out, *eye[0]), eye[0])) < 0.5
+
+
+@pytest.mark.parametrize("region", ["eyes", "eyebrows"])
+def test_a_reshaped_edit_changes_nothing_outside_where_it_may(dlib_backbone, small_pair, region):
+    paths = small_pair
+    r = edit(paths[0], guide=paths[1], backbone=dlib_backbone, region=region, iterations=3, precision="fp32")
+    assert r.frame.reshape is not None  # auto reshapes eyes and brows
+    before = np.asarray(Image.open(paths[0]).convert("RGB")).astype(np.float32)
+    outside = r.frame.photo_mask(before.shape[:2]) == 0
+    assert np.array_equal(np.rint(r.image)[outside], before[outside])
+    moved = np.abs(r.frame.reshape.target - r.frame.ref.landmarks).max()
+    assert moved > 0.5 and not np.array_equal(r.crops["init"], r.crops["reference"])
+    plain = edit(paths[0], guide=paths[1], backbone=dlib_backbone, region=region, warp="none", iterations=0)
+    assert plain.frame.reshape is None  # --warp none: nothing bent
+
+
+def test_a_reshape_towards_the_reference_itself_changes_nothing(dlib_backbone, small_pair):
+    """Identical landmarks: the bend is the identity, so the brows' start is the reference, pixel for pixel."""
+    r = edit(small_pair[0], guide=small_pair[0], backbone=dlib_backbone, region="eyebrows", iterations=0)
+    assert np.abs(r.frame.reshape.target - r.frame.ref.landmarks).max() < 1e-3
+    assert np.array_equal(r.crops["init"], r.crops["reference"])

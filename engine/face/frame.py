@@ -14,11 +14,11 @@ import cv2
 import numpy as np
 
 from engine.face.align import scale_of, template_transform, transform_points, warp_crop
-from engine.face.detect import Face, find_face
-from engine.face.masks import lookup_region, region_mask, soften_user_mask, user_mask
+from engine.face.detect import Face, eye_distance, find_face
+from engine.face.masks import grow_and_feather, lookup_region, region_mask, soften_user_mask, user_mask
 from engine.face.pasteback import paste_back
-from engine.face.regions import Region
-from engine.face.warp import anchor_similarity, move_rigidly, target_landmarks, warp_to
+from engine.face.regions import EYES, Region
+from engine.face.warp import anchor_similarity, move_rigidly, reshape_targets, target_landmarks, thicken, warp_to
 from engine.io.images import Photo
 
 MAX_WORK_FACTOR = 4
@@ -64,6 +64,22 @@ def to_crop(aligned: AlignedFace, photo_mask: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class Reshape:
+    """A region that takes the guide's shape: where its landmarks go, how the crop is bent there, and where."""
+
+    target: np.ndarray  # 68 x 2 crop pixels: the guide's shape of the region at the reference's anchors
+    method: str  # affine | tps
+    # the bend's points on the reference and where they go: the landmarks and target, and a block region's copies
+    bend_from: np.ndarray
+    bend_to: np.ndarray
+    fade: np.ndarray  # 1 where the region moves with its landmarks, fading to 0 where nothing moves
+    # where the photo may change: 1 wherever the bend moved anything (wider than the optimiser's region), so the
+    # feathered paste never blends a moved brow with the unmoved one (a doubled brow)
+    paste_mask: np.ndarray
+    guide_pixels: bool = True  # False: the composite start is the reference's own region bent (Region.guide_pixels)
+
+
+@dataclass
 class FaceFrame:
     """Reference and guide in one canonical frame at the reference's work resolution."""
 
@@ -73,24 +89,38 @@ class FaceFrame:
     keep: np.ndarray | None  # crop-frame part of the region where change costs more (the attribute itself)
     user_mask: np.ndarray | None  # photo-frame mask given by the user (a hard limit), if any
     own: np.ndarray | None = None  # crop-frame part where the guide's own pixels start the edit (Region.pixels)
+    reshape: Reshape | None = None  # eyes, brows: the region takes the guide's shape (Region.reshape_anchors)
+
+    def bent(self, amount: float) -> tuple[np.ndarray, np.ndarray]:
+        """Reference and guide crops with the region bent `amount` (0..1) of the way from the reference's shape to
+        the guide's (unchanged without a reshape)."""
+        r = self.reshape
+        if r is None or amount <= 0:
+            return self.ref.crop, self.guide.crop
+        goal = r.bend_from + min(1.0, amount) * (r.bend_to - r.bend_from)
+        return (warp_to(self.ref.crop, r.bend_from, goal, r.method, r.fade),
+                warp_to(self.guide.crop, r.bend_to, goal, r.method, r.fade))
 
     def paste(self, photo_rgb: np.ndarray, result_crop: np.ndarray) -> np.ndarray:
         """The edited crop's change, in the photo; a user's mask is a hard promise: nothing changes outside it."""
-        image = paste_back(photo_rgb, self.ref.transform, result_crop - self.ref.crop, self.mask)
+        mask = self.mask if self.reshape is None else self.reshape.paste_mask
+        image = paste_back(photo_rgb, self.ref.transform, result_crop - self.ref.crop, mask)
         if self.user_mask is not None:
             a = self.user_mask[..., None]
             image = np.where(a > 0, photo_rgb + a * (image - photo_rgb), photo_rgb)
         return image
 
     def photo_mask(self, size: tuple[int, int]) -> np.ndarray:
-        """The region mask in photo pixels (h, w), for the debug overlay."""
+        """Where the photo may change (the region mask; with a reshape, everywhere the bend moved), in photo pixels
+        (h, w): the debug overlay."""
         h, w = size
-        return cv2.warpAffine(self.mask, self.ref.transform, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        mask = self.mask if self.reshape is None else self.reshape.paste_mask
+        return cv2.warpAffine(mask, self.ref.transform, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
 
 
 def bend_guide(guide: AlignedFace, ref: AlignedFace, spec: Region, method: str) -> AlignedFace:
     """The guide's crop bent onto the reference's geometry (engine/face/warp.py), keeping the region's shape."""
-    if method == "none" or not spec.anchors:
+    if method in ("auto", "none") or not spec.anchors:
         return guide
     if method == "similarity":  # the region's anchors (mouth corners...) onto the reference's, nothing bent
         m = anchor_similarity(guide.landmarks, ref.landmarks, spec.anchors)
@@ -98,19 +128,58 @@ def bend_guide(guide: AlignedFace, ref: AlignedFace, spec: Region, method: str) 
             return guide
         crop, landmarks = move_rigidly(guide.crop, guide.landmarks, m)
         return replace(guide, crop=crop, landmarks=landmarks)
-    points = tuple(sorted({i for group in spec.groups for i in group}))
-    target = target_landmarks(guide.landmarks, ref.landmarks, points, spec.anchors)
+    target = target_landmarks(guide.landmarks, ref.landmarks, region_points(spec), spec.anchors)
     return replace(guide, crop=warp_to(guide.crop, guide.landmarks, target, method), landmarks=target)
+
+
+def region_points(spec: Region) -> tuple[int, ...]:
+    return tuple(sorted({i for group in spec.groups for i in group}))
+
+
+def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str) -> FaceFrame:
+    """A region whose shape is the attribute (eye opening, brow height). Fitting the guide to the reference's
+    landmarks would undo the edit, so both go to one target: the guide's shape of the region placed at the
+    reference's anchors (each eye's corners), the rest of the face where the reference has it. The mask covers the
+    region at both shapes; the start bends the reference's own region to the target (FaceFrame.bent)."""
+    method = warp if warp in ("affine", "tps") else "affine"
+    target = reshape_targets(guide.landmarks, ref.landmarks, spec.groups, spec.reshape_anchors)
+    guide = replace(guide, crop=warp_to(guide.crop, guide.landmarks, target, method), landmarks=target)
+
+    def both(**size: float) -> np.ndarray:
+        return np.maximum(region_mask(ref.landmarks, spec, ref.size, **size),
+                          region_mask(target, spec, ref.size, **size))
+
+    # the bend fades out over a ring several times wider than the move: a narrow ring folds the skin next to a
+    # raised brow over itself (the brow smeared upwards)
+    iod = eye_distance(ref.landmarks)
+    bend_from, bend_to = ref.landmarks, target
+    if spec.block:
+        # the hair below each point, but never more than half-way to the eye (some brows sit on the lids)
+        points = region_points(spec)
+        to_eye = np.linalg.norm(ref.landmarks[list(points)][:, None] - ref.landmarks[list(EYES)][None], axis=2)
+        below = np.minimum(spec.block * iod, 0.5 * to_eye.min(1))
+        bend_from, bend_to = thicken(ref.landmarks, target, points, spec.block * iod, below)
+    moved = float(np.linalg.norm(target - ref.landmarks, axis=1).max()) / iod
+    ring = spec.feather + 2 * moved
+    fade = both(grow=spec.grow + 1.5 * ring, feather=ring)  # 1 on the region's own points, then the ring
+    paste = np.maximum(grow_and_feather((fade > 0).astype(np.float32), iod * spec.feather, iod * spec.feather),
+                       both())
+    mask = both()
+    own = region_mask(target, spec.pixels, ref.size) * mask if spec.pixels else None
+    return FaceFrame(ref, guide, mask, None, None, own, Reshape(target, method, bend_from, bend_to, fade, paste,
+                                                                    spec.guide_pixels))
 
 
 def frame_faces(ref_photo: Photo, guide_photo: Photo, template: dict, region: str, detector: str = "hog",
                 face: int | None = None, guide_face: int | None = None,
-                box: tuple[float, float, float, float] | None = None, mask=None, warp: str = "none") -> FaceFrame:
+                box: tuple[float, float, float, float] | None = None, mask=None, warp: str = "auto") -> FaceFrame:
     """Detect, align and mask: the guide is cropped at the reference's work factor so both share one frame.
     `mask` (path or array the size of the reference, white = edit) is the region when region is a user mask."""
     spec = lookup_region(region)
     ref = align_face(ref_photo, template, detector, face, box, "reference", factor=None)
     guide = align_face(guide_photo, template, detector, guide_face, None, "guide", factor=ref.factor)
+    if spec.reshape and warp in ("auto", "affine", "tps"):  # eyes and brows take the guide's shape
+        return reshaped_frame(ref, guide, spec, warp)
     guide = bend_guide(guide, ref, spec, warp)
     if spec.user_mask:
         full = soften_user_mask(user_mask(mask, ref_photo.rgb.shape[:2]), ref.face.eye_distance)

@@ -18,8 +18,10 @@ EYES = tuple(range(36, 48))
 MOUTH = tuple(range(48, 68))
 INNER_MOUTH = tuple(range(60, 68))
 MOUTH_ANCHORS = (48, 54, 51, 57)  # corners, upper-lip top, lower-lip bottom
+EYE_CORNERS = ((36, 39), (42, 45))  # each eye's corners
 # How the guide's crop is fitted to the reference's landmarks before blending (engine/face/warp.py).
-WARPS = ("none", "similarity", "affine", "tps")
+# auto: the region's own choice (eyes and brows are reshaped, piecewise-affine; the rest is not bent)
+WARPS = ("auto", "none", "similarity", "affine", "tps")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,20 @@ class Region:
     # a PART of the guide whose own pixels start the edit; elsewhere in the region only the guide's mid-frequency
     # shading (its folds) is laid over the reference's own texture and shading (None: the guide's pixels throughout)
     pixels: str | None = None
+    # a region whose shape is the attribute (eye opening, brow height): per landmark group, the landmarks that place
+    # the guide's shape of that group on the reference (each eye by its own corners); the reference's own region is
+    # bent to that shape before the guide's pixels are laid over it (engine/face/frame.py reshaped_frame)
+    reshape_anchors: tuple[tuple[int, ...], ...] = ()
+    # False: the composite start is the reference's own region bent to the guide's shape (brows: the person's own
+    # brows, moved to the guide's height); the guide's features still set the attribute target
+    guide_pixels: bool = True
+    # a reshaped region bent as a block this thick (x eye distance) about its points: a brow rises whole instead of
+    # its hair stretching towards the still eye below (0: the lids of an eye open apart, point by point)
+    block: float = 0.0
+
+    @property
+    def reshape(self) -> bool:
+        return bool(self.reshape_anchors)
 
 
 REGIONS: dict[str, Region] = {
@@ -46,8 +62,11 @@ REGIONS: dict[str, Region] = {
     # only the guide's lips and teeth come as pixels: its cheeks brought its beard, moustache and shadows along
     "smile": Region("Smile (mouth and cheeks)", (MOUTH + (3, 13, 31, 35),), 0.1, 0.2, shrink=0.9, keep="inner_mouth",
                     anchors=MOUTH_ANCHORS, pixels="lips"),
-    "eyes": Region("Eyes", (EYES[:6], EYES[6:]), 0.22, 0.15, anchors=(36, 39, 42, 45)),
-    "eyebrows": Region("Eyebrows", (BROWS[:5], BROWS[5:]), 0.08, 0.08, anchors=(17, 21, 22, 26)),
+    "eyes": Region("Eyes", (EYES[:6], EYES[6:]), 0.22, 0.15, reshape_anchors=EYE_CORNERS),
+    # each brow placed by its eye's corners, so it keeps the guide's height above the eye
+    # (bench/quality.py eyebrows pairs: the guide's brow pixels moved the brows further but cost identity)
+    "eyebrows": Region("Eyebrows", (BROWS[:5], BROWS[5:]), 0.08, 0.08, reshape_anchors=EYE_CORNERS,
+                       guide_pixels=False, block=0.08),
     "nose": Region("Nose", (NOSE,), 0.15, 0.15, anchors=(27, 31, 35)),
     "upper_face": Region("Upper face", (BROWS + EYES + (27, 28),), 0.25, 0.2),
     "lower_face": Region("Lower face", (JAW[3:14] + NOSE[4:] + MOUTH,), 0.0, 0.2, shrink=0.88),

@@ -33,6 +33,17 @@ def target_landmarks(guide: np.ndarray, reference: np.ndarray, region_points: tu
     return target
 
 
+def reshape_targets(guide: np.ndarray, reference: np.ndarray, groups: tuple[tuple[int, ...], ...],
+                    anchors: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """For a reshaped region: each group's guide shape placed by its own anchors on the reference (each eye by its
+    own corners: one fit for both eyes put a turned guide's far eye on the cheek); the rest where the reference has
+    it."""
+    target = np.asarray(reference, float).copy()
+    for group, anchor in zip(groups, anchors, strict=True):
+        target[list(group)] = target_landmarks(guide, reference, group, anchor)[list(group)]
+    return target
+
+
 def _border(size: tuple[int, int], n: int = 8) -> np.ndarray:
     h, w = size
     xs, ys = np.linspace(0, w - 1, n), np.linspace(0, h - 1, n)
@@ -54,8 +65,10 @@ def move_rigidly(image: np.ndarray, landmarks: np.ndarray, m: np.ndarray) -> tup
     return moved, landmarks @ m[:, :2].T + m[:, 2]
 
 
-def warp_to(image: np.ndarray, source: np.ndarray, target: np.ndarray, method: str = "affine") -> np.ndarray:
-    """The image bent so that its points `source` land on `target` (both N x 2, x/y in its pixels)."""
+def warp_to(image: np.ndarray, source: np.ndarray, target: np.ndarray, method: str = "affine",
+            fade: np.ndarray | None = None) -> np.ndarray:
+    """The image bent so that its points `source` land on `target` (both N x 2, x/y in its pixels).
+    `fade` (h, w, 0..1) scales the bend: 1 where the points must land, 0 where the image must not move."""
     if method == "none" or np.allclose(source, target):
         return image.copy()
     h, w = image.shape[:2]
@@ -72,6 +85,20 @@ def warp_to(image: np.ndarray, source: np.ndarray, target: np.ndarray, method: s
         mapped = RBFInterpolator(dst, src - dst, kernel="thin_plate_spline", smoothing=1e-3)(grid) + grid
     else:
         raise ValueError(f"unknown warp {method!r}; use one of {', '.join(WARPS)}")
+    if fade is not None:
+        mapped = grid + (mapped - grid) * np.asarray(fade, np.float64).reshape(-1, 1)
     map_x = mapped[:, 0].reshape(h, w).astype(np.float32)
     map_y = mapped[:, 1].reshape(h, w).astype(np.float32)
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+
+
+
+def thicken(source: np.ndarray, target: np.ndarray, points: tuple[int, ...], above: float,
+            below: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bend points that make `points` move as a block: a copy of each `above` px above it and one `below` px (per
+    point) below moves with it, so a raised brow rises whole instead of its hair stretching towards the eye."""
+    idx = list(points)
+    up = np.c_[np.zeros(len(idx)), np.full(len(idx), -above)]
+    down = np.c_[np.zeros(len(idx)), np.asarray(below, float)]
+    return (np.vstack([source, source[idx] + up, source[idx] + down]),
+            np.vstack([target, target[idx] + up, target[idx] + down]))
