@@ -157,7 +157,7 @@ def test_a_reshaped_edit_changes_nothing_outside_where_it_may(dlib_backbone, sma
     before = np.asarray(Image.open(paths[0]).convert("RGB")).astype(np.float32)
     outside = r.frame.photo_mask(before.shape[:2]) == 0
     assert np.array_equal(np.rint(r.image)[outside], before[outside])
-    moved = np.abs(r.frame.reshape.target - r.frame.ref.landmarks).max()
+    moved = np.abs(r.frame.guide.landmarks - r.frame.ref.landmarks).max()
     assert moved > 0.5 and not np.array_equal(r.crops["init"], r.crops["reference"])
     plain = edit(paths[0], guide=paths[1], backbone=dlib_backbone, region=region, warp="none", iterations=0)
     assert plain.frame.reshape is None  # --warp none: nothing bent
@@ -166,5 +166,5 @@ def test_a_reshaped_edit_changes_nothing_outside_where_it_may(dlib_backbone, sma
 def test_a_reshape_towards_the_reference_itself_changes_nothing(dlib_backbone, small_pair):
     """Identical landmarks: the bend is the identity, so the brows' start is the reference, pixel for pixel."""
     r = edit(small_pair[0], guide=small_pair[0], backbone=dlib_backbone, region="eyebrows", iterations=0)
-    assert np.abs(r.frame.reshape.target - r.frame.ref.landmarks).max() < 1e-3
+    assert np.abs(r.frame.guide.landmarks - r.frame.ref.landmarks).max() < 1e-3
     assert np.array_equal(r.crops["init"], r.crops["reference"])

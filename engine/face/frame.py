@@ -65,9 +65,9 @@ def to_crop(aligned: AlignedFace, photo_mask: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Reshape:
-    """A region that takes the guide's shape: where its landmarks go, how the crop is bent there, and where."""
+    """A region that takes the guide's shape (the frame's guide landmarks are that target: the guide's shape of the
+    region at the reference's anchors): how the crop is bent there, and where."""
 
-    target: np.ndarray  # 68 x 2 crop pixels: the guide's shape of the region at the reference's anchors
     method: str  # affine | tps
     # the bend's points on the reference and where they go: the landmarks and target, and a block region's copies
     bend_from: np.ndarray
@@ -101,21 +101,24 @@ class FaceFrame:
         return (warp_to(self.ref.crop, r.bend_from, goal, r.method, r.fade),
                 warp_to(self.guide.crop, r.bend_to, goal, r.method, r.fade))
 
+    @property
+    def paste_mask(self) -> np.ndarray:
+        """Where the photo may change: the region mask, or with a reshape everywhere the bend moved."""
+        return self.mask if self.reshape is None else self.reshape.paste_mask
+
     def paste(self, photo_rgb: np.ndarray, result_crop: np.ndarray) -> np.ndarray:
         """The edited crop's change, in the photo; a user's mask is a hard promise: nothing changes outside it."""
-        mask = self.mask if self.reshape is None else self.reshape.paste_mask
-        image = paste_back(photo_rgb, self.ref.transform, result_crop - self.ref.crop, mask)
+        image = paste_back(photo_rgb, self.ref.transform, result_crop - self.ref.crop, self.paste_mask)
         if self.user_mask is not None:
             a = self.user_mask[..., None]
             image = np.where(a > 0, photo_rgb + a * (image - photo_rgb), photo_rgb)
         return image
 
     def photo_mask(self, size: tuple[int, int]) -> np.ndarray:
-        """Where the photo may change (the region mask; with a reshape, everywhere the bend moved), in photo pixels
-        (h, w): the debug overlay."""
+        """The paste mask in photo pixels (h, w): the debug overlay."""
         h, w = size
-        mask = self.mask if self.reshape is None else self.reshape.paste_mask
-        return cv2.warpAffine(mask, self.ref.transform, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        return cv2.warpAffine(self.paste_mask, self.ref.transform, (w, h),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
 
 
 def bend_guide(guide: AlignedFace, ref: AlignedFace, spec: Region, method: str) -> AlignedFace:
@@ -162,11 +165,10 @@ def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str
     moved = float(np.linalg.norm(target - ref.landmarks, axis=1).max()) / iod
     ring = spec.feather + 2 * moved
     fade = both(grow=spec.grow + 1.5 * ring, feather=ring)  # 1 on the region's own points, then the ring
-    paste = np.maximum(grow_and_feather((fade > 0).astype(np.float32), iod * spec.feather, iod * spec.feather),
-                       both())
     mask = both()
+    paste = np.maximum(grow_and_feather((fade > 0).astype(np.float32), iod * spec.feather, iod * spec.feather), mask)
     own = region_mask(target, spec.pixels, ref.size) * mask if spec.pixels else None
-    return FaceFrame(ref, guide, mask, None, None, own, Reshape(target, method, bend_from, bend_to, fade, paste,
+    return FaceFrame(ref, guide, mask, None, None, own, Reshape(method, bend_from, bend_to, fade, paste,
                                                                     spec.guide_pixels))
 
 

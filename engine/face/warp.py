@@ -92,7 +92,6 @@ def warp_to(image: np.ndarray, source: np.ndarray, target: np.ndarray, method: s
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
 
 
-
 def thicken(source: np.ndarray, target: np.ndarray, points: tuple[int, ...], above: float,
             below: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bend points that make `points` move as a block: a copy of each `above` px above it and one `below` px (per
