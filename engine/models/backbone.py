@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 from torch import nn
 
 from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError, option_ref
@@ -28,6 +29,7 @@ from engine.models.dlib_resnet import DlibResNet
 from engine.models.runtime import ort_session
 from engine.models.taps import run_stages
 from engine.models.vggface import VGGFace
+from engine.models.window import LocalForward, changed_window
 from engine.options import BACKBONES
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -105,13 +107,42 @@ class Backbone:
     def session(self):
         return ort_session(self.onnx_path, self.device)
 
+    @property
+    def _net(self) -> nn.Module:
+        """The module the differentiable path runs (bf16 channels-last, or the fp32 one)."""
+        return self.module_bf16 if self.precision == "bf16" else self.module
+
+    def _prepared(self, image: torch.Tensor) -> torch.Tensor:
+        """RGB 0..255 -> the network's normalised input, in the differentiable path's precision and layout."""
+        x = self.module.normalise(image)
+        if self.precision != "bf16":
+            return x
+        return x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+
     def features(self, image: torch.Tensor, taps: Iterable[str]) -> dict[str, torch.Tensor]:
         """Differentiable taps (fp32 tensors) for RGB 0..255 images (N,3,H,W) at the input size."""
-        if self.precision != "bf16":
-            return self.module(image, list(taps))
-        x = self.module.normalise(image).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
-        out = run_stages(self.module_bf16.stages(), x, list(taps))
+        out = run_stages(self._net.stages(), self._prepared(image), list(taps))
         return {k: v.float() for k, v in out.items()}
+
+    def local_pass(self, base: torch.Tensor, mask: torch.Tensor, taps: Iterable[str]) -> LocalForward | None:
+        """The windowed pass (engine/models/window.py) for images that equal `base` wherever the network-size
+        `mask` is 0. None where it saves nothing: networks that do not describe their stages' geometry
+        (dlib-resnet's residual blocks), or a window over most of the input."""
+        window = changed_window(mask)
+        kinds = getattr(self._net, "stage_kinds", None)
+        if window is None or kinds is None or window.covers(*self.input_size):
+            return None
+        layout = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
+        return LocalForward(self._net.stages(), kinds(), self._prepared(base), window, taps, layout)
+
+    def local_features(self, base: torch.Tensor, mask: torch.Tensor,
+                       taps: Iterable[str]) -> Callable[[torch.Tensor], dict[str, torch.Tensor]] | None:
+        """`features` for images that equal `base` outside the mask (an edit's region), recomputing only the
+        changed window of each map: the same taps, less work. None where `local_pass` is."""
+        local = self.local_pass(base, mask, taps)
+        if local is None:
+            return None
+        return lambda image: {k: v.float() for k, v in local(self._prepared(image)).items()}
 
     def features_exact(self, image: torch.Tensor, taps: Iterable[str]) -> dict[str, torch.Tensor]:
         """fp32 taps without a gradient (targets): ONNX Runtime when its session is already open (a warm
@@ -151,12 +182,23 @@ def _frozen(net: nn.Module) -> nn.Module:
 
 
 def initializer_state(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+    """The weights, as tensors sharing the parsed file's bytes where it stores them raw (every exporter of ours):
+    no copy per tensor, which was 1.2 s of VGG-Face's 2.2 s load. Those tensors are read-only views; the modules
+    built from them are frozen (no weight is ever written)."""
     model = onnx.load(str(path))
-    return {
-        init.name[len(prefix):]: torch.from_numpy(numpy_helper.to_array(init).copy())
-        for init in model.graph.initializer
-        if init.name.startswith(prefix)
-    }
+    state = {}
+    for init in model.graph.initializer:
+        if not init.name.startswith(prefix):
+            continue
+        if init.HasField("raw_data") and init.data_location != onnx.TensorProto.EXTERNAL:
+            array = np.frombuffer(init.raw_data, dtype=helper.tensor_dtype_to_np_dtype(init.data_type))
+            with warnings.catch_warnings():  # "non-writable array": by design, see above
+                warnings.simplefilter("ignore", UserWarning)
+                tensor = torch.from_numpy(array.reshape(tuple(init.dims)))
+        else:
+            tensor = torch.from_numpy(numpy_helper.to_array(init).copy())
+        state[init.name[len(prefix):]] = tensor
+    return state
 
 
 def read_spec(spec_path: Path, check_hash: bool = True) -> tuple[dict, Path]:

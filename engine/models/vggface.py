@@ -104,6 +104,14 @@ class VGGFace(nn.Module):
                 ("relu7", F.relu), ("fc8", self.fc8)]
         return out
 
+    @staticmethod
+    def stage_kinds() -> dict[str, str]:
+        """What each stage does to space, for forwards that recompute only a changed window
+        (engine/models/window.py): 3x3 convolutions, ReLUs, 2x2 pools, then the fully connected layers."""
+        kinds = {n: "conv" if n.startswith("conv") else "pool" if n.startswith("pool") else "pointwise"
+                 for n in tap_names(include_fc=False)}
+        return {**kinds, "fc6": "global"}
+
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
         return image - self.mean
 

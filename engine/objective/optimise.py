@@ -56,6 +56,7 @@ class Problem:
     attribute_features: dict[str, torch.Tensor]  # target features (already moved by strength)
     recipe: Recipe  # every tuned number: term weights, layers, grids
     keep: torch.Tensor | None = None  # (H,W) 0..1: where the attribute itself is (the opening); change costs more
+    local: bool = True  # recompute only the region's window of each feature map (same result, less work)
 
     # Constant per problem; computed once here rather than at every evaluation of the losses.
     @cached_property
@@ -65,6 +66,14 @@ class Problem:
     @cached_property
     def network_mask(self) -> torch.Tensor:
         return to_network(self.mask[None, None], self.backbone.input_size)[0, 0]
+
+    @cached_property
+    def features(self) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+        """Network-size image -> the recipe's taps. Outside the mask every image rendered here equals the
+        (clamped) start, so only the region's window needs recomputing."""
+        base = to_network(self.init.clamp(0, 255), self.backbone.input_size)
+        local = self.backbone.local_features(base, self.network_mask, self.layers) if self.local else None
+        return local or (lambda x_net: self.backbone.features(x_net, self.layers))
 
     @cached_property
     def change_cost(self) -> torch.Tensor:
@@ -104,7 +113,7 @@ def render(problem: Problem, luma: torch.Tensor, chroma: torch.Tensor) -> torch.
 def loss_terms(problem: Problem, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each term of the recipe with a non-zero weight, weighted, by name (engine/objective/losses.py TERMS)."""
     x_net = to_network(x, problem.backbone.input_size)
-    evaluation = Evaluation(problem, x, x_net, problem.backbone.features(x_net, problem.layers))
+    evaluation = Evaluation(problem, x, x_net, problem.features(x_net))
     return {name: TERMS[name](evaluation, weight) for name, weight in problem.recipe.weights.items() if weight}
 
 

@@ -1,0 +1,131 @@
+"""Recomputing only the changed window of each feature map gives the full pass's taps and input gradient
+(engine/models/window.py); an edit through it is the same edit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine import api, edit
+from engine.models.taps import run_stages
+from engine.models.window import LocalForward, Window, changed_window
+
+TAPS = ["relu2_2", "relu3_3", "relu4_3", "pool5", "fc7"]
+WINDOWS = {
+    "mouth": Window(125, 201, 51, 171),
+    "top-left corner": Window(0, 30, 0, 45),  # the network's zero padding at two edges
+    "bottom-right corner": Window(190, 224, 200, 224),
+    "one pixel": Window(100, 101, 57, 58),
+    "most of the input": Window(10, 214, 5, 220),  # grows to the whole map early
+}
+
+
+def _image_changed_in(window: Window, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(1, 3, 224, 224, generator=g) * 255
+    x = base.clone()
+    window.of(x).copy_(torch.rand(window.of(x).shape, generator=g) * 255)
+    return base, x
+
+
+@pytest.mark.parametrize("where", list(WINDOWS))
+def test_windowed_taps_and_gradient_equal_the_full_pass(vgg_backbone, where):
+    net, window = vgg_backbone.module, WINDOWS[where]
+    base, x = _image_changed_in(window, seed=len(where))
+    local = LocalForward(net.stages(), net.stage_kinds(), net.normalise(base), window, TAPS)
+
+    def taps_and_grad(forward):
+        xx = x.clone().requires_grad_(True)
+        out = forward(net.normalise(xx))
+        sum((v * torch.linspace(-1, 1, v.numel()).view(v.shape)).sum() for v in out.values()).backward()
+        return {k: v.detach() for k, v in out.items()}, xx.grad
+
+    full, full_grad = taps_and_grad(lambda t: run_stages(net.stages(), t, TAPS))
+    part, part_grad = taps_and_grad(local)
+    for tap in TAPS:
+        assert part[tap].shape == full[tap].shape, tap
+        scale = float(full[tap].abs().max())
+        assert torch.allclose(part[tap], full[tap], rtol=1e-5, atol=1e-5 * scale), (tap, where)
+    inside = window.of(full_grad)
+    assert torch.allclose(window.of(part_grad), inside, rtol=1e-4, atol=1e-5 * float(inside.abs().max()))
+    outside = part_grad.clone()
+    window.of(outside).zero_()
+    assert outside.abs().max() == 0  # pixels outside the window are the base's: no gradient reaches them
+
+
+def test_a_change_outside_the_window_is_not_seen(vgg_backbone):
+    """The contract: outside its window the image is taken to be the base (the edit's mask guarantees it)."""
+    net, window = vgg_backbone.module, WINDOWS["mouth"]
+    base, x = _image_changed_in(window, seed=3)
+    local = LocalForward(net.stages(), net.stage_kinds(), net.normalise(base), window, TAPS)
+    y = x.clone()
+    y[..., :20, :20] = 0
+    with torch.no_grad():
+        a, b = local(net.normalise(x)), local(net.normalise(y))
+    assert all(torch.equal(a[k], b[k]) for k in TAPS)
+
+
+def test_changed_window_is_the_masks_support_grown():
+    mask = torch.zeros(224, 224)
+    assert changed_window(mask) is None
+    mask[100:110, 50:70] = 0.3
+    assert changed_window(mask, margin=2) == Window(98, 112, 48, 72)
+    mask[0, 0] = 1
+    assert changed_window(mask, margin=2) == Window(0, 112, 0, 72)
+
+
+def test_backbones_without_stage_geometry_or_with_a_whole_face_mask_use_the_full_pass(dlib_backbone, vgg_backbone):
+    small = torch.zeros(224, 224)
+    small[120:160, 60:150] = 1
+    for bb, mask in ((dlib_backbone, small[:150, :150]), (vgg_backbone, torch.ones(224, 224)),
+                     (vgg_backbone, torch.zeros(224, 224))):
+        assert bb.local_features(torch.rand(1, 3, *bb.input_size) * 255, mask, bb.taps[:1]) is None
+    base = torch.rand(1, 3, 224, 224) * 255
+    local = vgg_backbone.local_features(base, small, ["fc7"])
+    assert local is not None
+    with torch.no_grad():
+        assert torch.allclose(local(base)["fc7"], vgg_backbone.features(base, ["fc7"])["fc7"], atol=1e-5)
+
+
+def test_an_edit_through_the_window_is_the_same_edit(small_pair, vgg_backbone, monkeypatch):
+    """fp32: the L-BFGS path and the result are the full pass's (float summation order aside)."""
+    ref, guide = small_pair
+    built = []
+    original = api.build_problem
+
+    def build(*args, local: bool, **kwargs):
+        problem = original(*args, **kwargs)
+        problem.local = local
+        built.append(problem)
+        return problem
+
+    runs = {}
+    for local in (False, True):
+        monkeypatch.setattr(api, "build_problem", lambda *a, _l=local, **k: build(*a, local=_l, **k))
+        runs[local] = edit(ref, guide=guide, backbone=vgg_backbone, precision="fp32", iterations=8)
+    assert [p.local for p in built] == [False, True]
+    assert len(runs[True].history) == len(runs[False].history)
+    assert np.allclose([h["total"] for h in runs[True].history], [h["total"] for h in runs[False].history],
+                       rtol=1e-4)
+    d = np.abs(runs[True].image - runs[False].image)
+    assert d.max() <= 1.0
+
+
+def test_multiply_adds_count_the_windows(vgg_backbone):
+    """The bench's roofline: a whole-input window costs the full pass; a mouth-sized one a fraction of it."""
+    net = vgg_backbone.module
+    x = torch.rand(1, 3, 224, 224) * 255
+    counted = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: counted.append(
+        (9 * mod.in_channels if isinstance(mod, torch.nn.Conv2d) else mod.in_features) * o.numel()))
+        for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        net(x, ["fc7"])
+    for h in hooks:
+        h.remove()
+    full = float(sum(counted))
+    whole = LocalForward(net.stages(), net.stage_kinds(), net.normalise(x), Window(0, 224, 0, 224), ["fc7"])
+    mouth = LocalForward(net.stages(), net.stage_kinds(), net.normalise(x), WINDOWS["mouth"], ["fc7"])
+    assert whole.multiply_adds() == pytest.approx(full)
+    assert 0.2 * full < mouth.multiply_adds() < 0.7 * full
