@@ -20,6 +20,24 @@ def quiet(*_a, **_k) -> None:
     pass
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_outside_service(tmp_path_factory):
+    """A warm engine service the developer left running must not serve the tests' command-line edits (the CLI
+    hands edits to one when it answers): the tests get a runtime folder of their own; the service tests make
+    their own service in theirs."""
+    import os
+
+    folder = tmp_path_factory.mktemp("runtime")
+    os.chmod(folder, 0o700)
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(folder)
+    yield
+    if old is None:
+        os.environ.pop("XDG_RUNTIME_DIR", None)
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = old
+
+
 def load_module(name: str, path: Path):
     """Import a file that is not in a package (install.py, the plug-in's helpers)."""
     spec = importlib.util.spec_from_file_location(name, path)

@@ -315,3 +315,76 @@ def test_a_socket_path_too_long_is_refused_before_any_work(runtime, monkeypatch)
                          timeout=120)
     assert run.returncode == 2 and "too long" in run.stderr
     assert time.perf_counter() - t0 < 30 and not long.parent.exists()
+
+
+def _cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", "edit", *args], cwd=PROJECT, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_a_shell_edit_goes_through_a_running_service_with_the_same_result(runtime, small_pair, tmp_path):
+    """`python -m engine edit` hands its argv to the warm service: same file, same messages, same exit codes;
+    relative paths are the shell's; --no-service (or FAT_NO_SERVICE=1) edits in the new process."""
+    ref, guide = small_pair
+    pong, _ = _start(runtime)
+    sock = client.socket_path()
+    args = [os.path.relpath(ref, PROJECT), "--guide", os.path.relpath(guide, PROJECT), "--iterations", "6",
+            "--backbone", "dlib-resnet"]
+    served = _cli(*args, "-o", str(tmp_path / "served.png"))
+    assert served.returncode == 0, served.stderr
+    assert "wrote " + str(tmp_path / "served.png") in served.stdout
+    assert f"editing python -m engine edit {args[0]}" in _log(sock)
+    here = _cli(*args, "-o", str(tmp_path / "here.png"), "--no-service")
+    assert here.returncode == 0, here.stderr
+    assert (tmp_path / "served.png").read_bytes() == (tmp_path / "here.png").read_bytes()
+    sides = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("served", "here")]
+    for side in sides:
+        del side["timings_s"]
+    assert sides[0] == sides[1]  # settings (the reference path as typed), losses, identity distance
+    assert client.ping()["served"] == 1  # --no-service did not reach it
+
+    missing = _cli(*args, "-o", str(tmp_path / "x.png"), "--guide", "no/such/guide.jpg")  # an error, told as here
+    assert missing.returncode == EXIT_INPUT and "no/such/guide.jpg" in missing.stderr
+    assert client.ping()["served"] == 2 and client.ping()["pid"] == pong["pid"]
+    usage = _cli(*args, "-o", str(tmp_path / "y.png"), "--strength", "7")  # refused before any socket
+    assert usage.returncode == 2 and client.ping()["served"] == 2
+
+
+def test_a_service_with_another_environment_or_code_is_not_used_by_the_shell(runtime, small_pair, tmp_path,
+                                                                            models_dir):
+    ref, guide = small_pair
+    _start(runtime)
+    other = tmp_path / "models"
+    shutil.copytree(models_dir, other)  # the same models elsewhere: another FAT_MODELS_DIR, so another setting
+    env = {**os.environ, "FAT_MODELS_DIR": str(other)}
+    done = _cli(str(ref), "--guide", str(guide), "--iterations", "2", "-o", str(tmp_path / "a.png"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "refused a command: the client's environment" in _log(client.socket_path())
+    assert client.ping()["served"] == 0
+
+    # a command stamped with other engine code (the service started before an update) is refused the same way
+    refused = []
+    with pytest.raises(client.ServiceError):
+        client._run({"command": ["edit", str(ref)], "cwd": str(tmp_path), "env": client.shared_env(),
+                     "code": "0" * 64, "tty": False}, refused.append, None, None)
+    assert "refused a command: this service runs other engine code" in _log(client.socket_path())
+
+
+def test_ctrl_c_in_the_shell_cancels_its_edit_in_the_service(runtime, small_pair, tmp_path):
+    ref, guide = small_pair
+    _start(runtime)
+    sock = client.socket_path()
+    out = tmp_path / "long.png"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "edit", str(ref), "--guide", str(guide), "--iterations",
+                             "400", "-o", str(out)], cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for(lambda: "editing python -m engine edit" in _log(sock), 60, "the edit to reach the service")
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_CANCELLED and "cancelled" in err
+    _wait_for(lambda: "finished python -m engine edit" in _log(sock), 60, "the cancelled edit to end")
+    assert "went away: cancelling its edit" in _log(sock)
+    assert not out.exists()
+    again = _cli(str(ref), "--guide", str(guide), "--iterations", "2", "-o", str(tmp_path / "next.png"))
+    assert again.returncode == 0 and client.ping()["served"] == 2

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from dataclasses import MISSING, fields
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from engine.errors import EXIT_USAGE, FATError, deferred_interrupts, describe_failure
 from engine.options import EditOptions, cli_flag, option_kind
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a warm engine service lends a command it runs for a client (engine/frontends/service.py): its loaded
+    models (options -> Backbone) and the client's cancel token."""
+
+    model: Callable
+    cancel: object
 
 
 class Parser(argparse.ArgumentParser):
@@ -88,6 +99,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--no-sidecar", action="store_true", help="do not write OUTPUT.json")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--json-progress", action="store_true", help="JSON lines on stdout (for scripts)")
+    e.add_argument("--no-service", action="store_true",
+                   help="edit in this process even when a warm engine service is running (also FAT_NO_SERVICE=1)")
     e.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="print a traceback for internal errors")
     return p
@@ -171,12 +184,33 @@ def check_inputs(args) -> None:
             print(f"note: {note}", file=sys.stderr)
 
 
-def cmd_edit(args) -> int:
+def through_service(argv: list[str]) -> int | None:
+    """Hand the edit to a running warm engine service (`python -m engine serve`, or the one GIMP started): it has
+    torch, the detectors and the models loaded, so a new shell command starts optimising at once. Its exit code,
+    or None when no service answers or it refuses (other engine code, another environment): then edit here."""
+    from engine.frontends import service_client as client
+
+    def show(event: dict) -> None:
+        if event.get("event") == "output":
+            stream = sys.stdout if event.get("stream") == "stdout" else sys.stderr
+            stream.write(str(event.get("text", "")))
+            stream.flush()
+
+    try:
+        final = client.run_command(argv, show)
+    except client.ServiceError as e:
+        if e.reached:  # it went away mid-edit: outputs are written atomically, so nothing half-done is left
+            print(f"note: {e} Editing here instead.", file=sys.stderr)
+        return None
+    return int(final.get("exit_code", 70))
+
+
+def cmd_edit(args, session: Session | None = None) -> int:
     options = options_from_args(args)
     if options.attribute is not None or args.guide is None:  # mode B: an attribute bank (engine/bank/cli.py)
         from engine.bank.cli import cmd_attribute_edit
 
-        return cmd_attribute_edit(args, options, check_inputs, _progress_printer, write_debug)
+        return cmd_attribute_edit(args, options, check_inputs, _progress_printer, write_debug, session)
     check_inputs(args)
     with deferred_interrupts():
         from engine.api import edit
@@ -185,7 +219,9 @@ def cmd_edit(args) -> int:
     progress, bar = _progress_printer(args, options.iterations)
     t0 = time.perf_counter()
     try:
-        result = edit(args.reference, guide=args.guide, options=options, mask=args.mask, progress=progress, log=log)
+        result = edit(args.reference, guide=args.guide, options=options, mask=args.mask, progress=progress, log=log,
+                      backbone=session.model(options) if session else None,
+                      cancel=session.cancel if session else None)
     finally:
         if bar is not None:
             bar.close()
@@ -201,7 +237,8 @@ def cmd_edit(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, session: Session | None = None) -> int:
+    """`session`: set when a warm engine service runs this command for a client."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bridge"]:  # the GIMP plug-in's JSON protocol (engine/bridge.py)
         from engine.frontends.bridge import main as bridge_main
@@ -223,7 +260,13 @@ def main(argv: list[str] | None = None) -> int:
 
             return bank_main(argv[1:], Parser)
         args = parser().parse_args(argv)
-        return {"edit": cmd_edit}[args.command](args)
+        if (session is None and args.command == "edit" and not args.no_service
+                and os.environ.get("FAT_NO_SERVICE") != "1"):
+            options_from_args(args)  # a usage error is told here, before any socket
+            code = through_service(argv)
+            if code is not None:
+                return code
+        return {"edit": cmd_edit}[args.command](args, session)
     except (Exception, KeyboardInterrupt) as e:  # a bug too: one line and exit 70, a traceback only on request
         code, message = describe_failure(e, verbose="--verbose" in argv)
         print(f"error: {message}", file=sys.stderr)

@@ -9,6 +9,9 @@ request through the bridge's own `handle` (engine/frontends/bridge.py), with a c
   or nothing starts), beside its token (.token, 0600), lock (.lock) and log (.log, when the client started it).
 - Who: every connection's peer uid is checked (SO_PEERCRED) and another user's is closed and logged; the first
   line must carry the token (defence in depth).
+- Also `python -m engine edit` run from a shell (engine/frontends/cli.py hands its argv over when a service
+  answers): run here by the same CLI code, in the client's folder, its output streamed back, provided the service's
+  engine code and the environment it depends on are the client's (else refused, and the client runs it itself).
 - One edit at a time: later requests wait in turn (their clients hear {"event": "accepted", "waiting": N} and a
   "Waiting for another edit to finish" stage), at most MAX_WAITING of them; beyond that, a "busy" error.
 - A client that disconnects mid-edit (the plug-in cancelled or killed) cancels its edit; the service goes on.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hmac
+import io
 import os
 import queue
 import secrets
@@ -46,8 +50,29 @@ MODELS_KEPT = 2  # loaded backbones kept warm (VGG-Face alone holds ~0.5 GB)
 
 
 def log(message: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} engine service [{os.getpid()}]: {message}", file=sys.stderr,
+    """To the service's own stderr (its log file), also while a command's output is being sent to its client."""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} engine service [{os.getpid()}]: {message}", file=sys.__stderr__,
           flush=True)
+
+
+class ClientStream(io.TextIOBase):
+    """sys.stdout / sys.stderr of a command run for a client: what is written goes to it as "output" events."""
+
+    encoding = "utf-8"  # the events are UTF-8 JSON; a progress bar may draw with block characters
+
+    def __init__(self, job: Job, name: str, tty: bool) -> None:
+        self.job, self.name, self.tty = job, name, tty
+
+    def write(self, text: str) -> int:
+        if text:
+            self.job.emit({"event": "output", "stream": self.name, "text": text})
+        return len(text)
+
+    def isatty(self) -> bool:  # a progress bar draws itself as it would on the client's terminal
+        return self.tty
+
+    def writable(self) -> bool:
+        return True
 
 
 class ModelCache:
@@ -91,13 +116,19 @@ class ModelCache:
 
 @dataclass
 class Job:
-    """One admitted request: its connection, its cancel token (set when the client goes away)."""
+    """One admitted request (a bridge request file, or a CLI command): its connection, its cancel token (set
+    when the client goes away)."""
 
     conn: socket.socket
-    request: Path
+    request: Path | None
     cancel: object
+    command: dict | None = None
     finished: threading.Event = field(default_factory=threading.Event)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def label(self) -> str:
+        return str(self.request) if self.command is None else "python -m engine " + " ".join(self.command["argv"])
 
     def emit(self, event: dict) -> None:
         """Send an event; a client that cannot take it is gone, and its edit is cancelled."""
@@ -120,7 +151,7 @@ class Job:
             if not data:
                 break
         if not self.finished.is_set():
-            log(f"the client of {self.request} went away: cancelling its edit")
+            log(f"the client of {self.label} went away: cancelling its edit")
             self.cancel.cancel()
 
     def close(self) -> None:
@@ -143,6 +174,7 @@ class Service:
         self.served = 0
         self.started = time.time()
         self.models = ModelCache()
+        self.code = client.code_stamp()  # the engine code this process imported (a command needs the same)
 
     def serve(self) -> None:
         threading.Thread(target=self.accept_loop, name="accept", daemon=True).start()
@@ -162,13 +194,13 @@ class Service:
         from engine.frontends.bridge import handle
 
         if job.cancel.cancelled:
-            log(f"skipped {job.request}: its client went away while waiting")
+            log(f"skipped {job.label}: its client went away while waiting")
             job.close()
             return
         with self.lock:
             self.busy = True
         t0 = time.perf_counter()
-        log(f"editing {job.request}")
+        log(f"editing {job.label}")
         code = None
 
         def emit(event: dict) -> None:
@@ -178,7 +210,10 @@ class Service:
             job.emit(event)
 
         try:
-            code = handle(job.request, emit, self.models, job.cancel)
+            if job.command is not None:
+                code = self.run_command(job.command, job, emit)
+            else:
+                code = handle(job.request, emit, self.models, job.cancel)
         except SystemExit:
             job.emit({"event": "error", "exit_code": 6, "message": "the engine service was stopped."})
             raise
@@ -187,7 +222,31 @@ class Service:
             with self.lock:
                 self.busy = False
             gone = " (the client went away)" if job.cancel.cancelled else ""
-            log(f"finished {job.request}: exit {code} in {time.perf_counter() - t0:.1f} s{gone}")
+            log(f"finished {job.label}: exit {code} in {time.perf_counter() - t0:.1f} s{gone}")
+
+    def run_command(self, command: dict, job: Job, emit) -> int:
+        """`python -m engine ARGV` for a client: the CLI's own code, in the client's folder, with this service's
+        loaded models and the client's cancel; its output streamed to the client, then an "exit" event."""
+        from engine.frontends.cli import Session
+        from engine.frontends.cli import main as cli_main
+
+        here = os.getcwd()
+        try:
+            os.chdir(command["cwd"])
+            with contextlib.redirect_stdout(ClientStream(job, "stdout", command["tty"])), \
+                    contextlib.redirect_stderr(ClientStream(job, "stderr", command["tty"])):
+                try:
+                    code = cli_main(command["argv"], Session(lambda o: self.models(o, lambda _t: None), job.cancel))
+                except SystemExit as e:  # argparse's --help and the like: an exit code, never the service's end
+                    code = e.code if isinstance(e.code, int) else 0
+        except OSError as e:
+            code = EXIT_USAGE
+            job.emit({"event": "output", "stream": "stderr", "text": f"error: the engine service cannot work in "
+                                                                      f"{command['cwd']}: {e.strerror}.\n"})
+        finally:
+            os.chdir(here)
+        emit({"event": "exit", "exit_code": code})
+        return code
 
     def accept_loop(self) -> None:
         while True:
@@ -223,12 +282,34 @@ class Service:
                                     "served": self.served, "busy": self.busy,
                                     "up_s": round(time.time() - self.started, 1)})
             return False
+        if "command" in first:
+            command = self._command(first)
+            if isinstance(command, str):
+                log(f"refused a command: {command}")
+                client.send_line(conn, {"event": "refused", "message": command})
+                return False
+            return self._queue(conn, None, command)
         request = first.get("request")
         if not isinstance(request, str) or not os.path.isabs(request) or "\0" in request:
             client.send_line(conn, {"event": "error", "exit_code": 3,
                                     "message": "bad request from the plug-in: 'request' must be an absolute path."})
             return False
         return self._queue(conn, Path(request))
+
+    def _command(self, first: dict) -> dict | str:
+        """A client's CLI command checked: {"argv", "cwd", "tty"}, or why it is refused (the client then runs it
+        itself): another engine code, another environment, or not an edit."""
+        argv, cwd = first.get("command"), first.get("cwd")
+        if (not isinstance(argv, list) or not all(isinstance(a, str) for a in argv)
+                or [a for a in argv if not a.startswith("-")][:1] != ["edit"]):
+            return "only `python -m engine edit` commands are served"
+        if not isinstance(cwd, str) or not os.path.isabs(cwd) or "\0" in cwd:
+            return "'cwd' must be an absolute path"
+        if first.get("code") != self.code:
+            return "this service runs other engine code (started before an update, or from another folder)"
+        if first.get("env") != client.shared_env():
+            return "the client's environment (FAT_*, XDG_*, HOME) differs from this service's"
+        return {"argv": argv, "cwd": cwd, "tty": bool(first.get("tty"))}
 
     def _refusal(self, first: dict) -> str | None:
         token = first.get("token")
@@ -238,10 +319,10 @@ class Service:
             return f"protocol version {first.get('version')!r}; this service speaks {client.VERSION}"
         return None
 
-    def _queue(self, conn: socket.socket, request: Path) -> bool:
+    def _queue(self, conn: socket.socket, request: Path | None, command: dict | None = None) -> bool:
         from engine.objective.optimise import CancelToken
 
-        job = Job(conn, request, CancelToken())
+        job = Job(conn, request, CancelToken(), command)
         conn.settimeout(SEND_TIMEOUT)
         with self.lock:
             if self.closing:

@@ -6,7 +6,8 @@ per-user folder; this module knows where that is, checks the folder is really pr
 none answers (`ensure_service`) and runs one request through it (`run_request`).
 
 The protocol: JSON lines over the socket. The client sends one line,
-    {"version": 1, "token": "...", "request": "/abs/path/request.json"}   (or "ping": true instead of "request")
+    {"version": 1, "token": "...", "request": "/abs/path/request.json"}   (or "ping": true instead of "request",
+    or "command": a `python -m engine edit` argv with "cwd", "env" and "code": see `run_command`)
 and reads events until a final one. First comes {"event": "accepted", "waiting": N} (N edits ahead of this one:
 the service runs one edit at a time, the others wait in turn), or "refused" (wrong token or version, the service
 is stopping: use another way in), or "pong" for a ping; then the bridge's own events,
@@ -32,7 +33,11 @@ APP = "face-attribute-transfer"
 SOCKET_NAME = "engine.sock"
 MAX_LINE = 1 << 16  # an event or a request line is a few hundred bytes
 MAX_LOG = 1 << 20  # the service log is started afresh past this
-FINAL = ("done", "error")
+FINAL = ("done", "error", "exit")
+# what a command run in the service must share with its client, or the client runs it itself: the variables that
+# change where the engine finds models, banks and caches (the service's own socket and idle time are its own)
+SHARED_ENV_PREFIXES = ("FAT_", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "HOME")
+OWN_ENV = ("FAT_SERVICE_SOCKET", "FAT_SERVICE_IDLE", "FAT_NO_SERVICE")
 
 
 class ServiceError(Exception):
@@ -256,15 +261,50 @@ def ensure_service(python: str, project: str, timeout: float = 120.0, sock_path:
     raise ServiceError(f"the engine service did not answer within {timeout:.0f} s: {log_tail(sock_path)}")
 
 
+def shared_env(environ: dict | None = None) -> dict[str, str]:
+    """The environment a command's result depends on (SHARED_ENV_PREFIXES)."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if k.startswith(SHARED_ENV_PREFIXES) and k not in OWN_ENV}
+
+
+def code_stamp(project: Path | None = None) -> str:
+    """Which engine code this is: the project folder and every engine/*.py file's size and modification time.
+    A service started before the code changed serves no command (its client runs the newer code itself)."""
+    import hashlib
+
+    project = Path(project or Path(__file__).resolve().parents[2])
+    h = hashlib.sha256(str(project).encode())
+    for path in sorted((project / "engine").rglob("*.py")):
+        st = path.stat()
+        h.update(f"{path.relative_to(project)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def run_command(argv: list[str], on_event: Callable[[dict], None], cancel: Callable[[], bool] | None = None,
+                sock_path: Path | None = None) -> dict:
+    """Run `python -m engine ARGV` in the service, as if here: the same folder (relative paths), output streamed
+    back as {"event": "output", "stream": "stdout"|"stderr", "text": ...}, ending with {"event": "exit",
+    "exit_code": N}. Refused (ServiceError, not reached: run it here) when the service's engine code or the
+    environment it depends on differs from this process's."""
+    message = {"command": list(argv), "cwd": os.getcwd(), "env": shared_env(), "code": code_stamp(),
+               "tty": sys.stderr.isatty()}
+    return _run(message, on_event, cancel, sock_path)
+
+
 def run_request(request_path: str, on_event: Callable[[dict], None], cancel: Callable[[], bool] | None = None,
                 sock_path: Path | None = None) -> dict:
     """Run one bridge request (engine/frontends/protocol.py) through the service: every event goes to `on_event`;
     returns the final one ("done" or "error"). `cancel()` returning True closes the connection, which cancels the
     edit in the service. ServiceError: not reached (fall back) or lost during the edit (`reached`)."""
+    return _run({"request": os.path.abspath(request_path)}, on_event, cancel, sock_path)
+
+
+def _run(message: dict, on_event: Callable[[dict], None], cancel: Callable[[], bool] | None,
+         sock_path: Path | None) -> dict:
     sock, token = connect(sock_path)
     try:
         try:
-            reader, event = _first_reply(sock, {"token": token, "request": os.path.abspath(request_path)})
+            reader, event = _first_reply(sock, {"token": token, **message})
         except (OSError, ValueError) as e:
             raise ServiceError(f"the engine service did not take the request ({e}).") from None
         if event is None or event.get("event") == "refused":
