@@ -248,3 +248,26 @@ def test_the_pixel_source_is_a_reliable_typical_example():
     bank.features["descriptor"][5] = [50, 0]  # face 5: an odd one out among the four
     recipe = replace(DLIB_RESNET, attribute_layers={"descriptor": 1.0})
     assert list(typical_first(bank, np.array([1, 3, 5, 7]), 1, "smiling", recipe)) == [3, 7, 5, 1]
+
+
+def test_an_open_mouth_takes_only_the_examples_lips_as_pixels(bank_file, photos, dlib_backbone):
+    """As for a guide photo: the example's lips and teeth start the edit; over the rest of the mouth region (its
+    moustache, chin, philtrum) the reference's own skin stays, with only the example's folds laid over it."""
+    from engine.api import backbone_recipe
+    from engine.bank.edit import AttributeEditor
+    from engine.face.masks import region_mask
+
+    options = EditOptions(attribute="mouth_open", k=1)
+    spec, recipe = backbone_recipe(options, dlib_backbone)
+    editor = AttributeEditor(dlib_backbone, spec, recipe, options, load_bank(bank_file),
+                             str(photos / "eileen_collins_astronaut.png"), None, lambda _m: None)
+    example, marks, _, start, _, mask = editor.source(1.0)
+    lips = region_mask(marks, "lips", editor.ref.size)
+    inside = lips > 0.95
+    rest = (mask > 0.8) & (lips < 0.05)
+    assert inside.sum() > 200 and rest.sum() > 100
+
+    def closer_to_example(where):
+        return np.abs(start - example)[where].mean() < np.abs(start - editor.ref.crop)[where].mean()
+
+    assert closer_to_example(inside) and not closer_to_example(rest)
