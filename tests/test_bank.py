@@ -271,3 +271,16 @@ def test_an_open_mouth_takes_only_the_examples_lips_as_pixels(bank_file, photos,
         return np.abs(start - example)[where].mean() < np.abs(start - editor.ref.crop)[where].mean()
 
     assert closer_to_example(inside) and not closer_to_example(rest)
+
+
+def test_an_opening_takes_the_widest_open_of_the_three_nearest():
+    """mouth_open's `strongest_of` = 3: of the three nearest reliable examples the widest-open mouth gives the
+    pixels (a closing takes the most closed); the rest keep their order. Smiling keeps the nearest."""
+    from engine.bank.edit import strongest_first
+
+    bank = synthetic_bank()
+    bank.scores[:, 0] = [0.10, 0.30, 0.12, 0.20, 0.50, 0.11, 0.02, 0.04]  # mouth_open measure per face
+    nearest_first = np.array([0, 2, 3, 4, 1])
+    assert list(strongest_first(bank, nearest_first, 1, "mouth_open")) == [3, 2, 0, 4, 1]
+    assert list(strongest_first(bank, np.array([7, 6, 5]), 0, "mouth_open")) == [6, 7, 5]
+    assert list(strongest_first(bank, nearest_first, 1, "smiling")) == list(nearest_first)

@@ -72,7 +72,7 @@ def typical_first(bank: Bank, idx: np.ndarray, value: int, attribute: str, recip
     landmark measurements agree with their labels (a mouth labelled open but hidden by a microphone measures
     closed: not a face to paste from, for any attribute), then those whose attribute features are typical of
     the k (distance to the k's mean at most ATYPICAL x the median distance: a moustache among shaven faces is
-    an odd one out); nearest first within."""
+    an odd one out); nearest first within; then the attribute's `strongest_of` nearest by how clearly they show it."""
     def agrees(i: int) -> bool:
         measured = labels_from_scores(dict(zip(SCORES, map(float, bank.scores[i]), strict=True)))
         given = [a for a, src in bank.entries[i].get("label_sources", {}).items() if src == "labels"]
@@ -86,7 +86,17 @@ def typical_first(bank: Bank, idx: np.ndarray, value: int, attribute: str, recip
                             for k in layers], axis=1)
     spread = np.linalg.norm(feats - feats.mean(0), axis=1)
     atypical = spread > ATYPICAL * np.median(spread) if len(idx) > 2 else np.zeros(len(idx), bool)
-    return idx[np.lexsort((np.arange(len(idx)), atypical, ~measured))]
+    ordered = idx[np.lexsort((np.arange(len(idx)), atypical, ~measured))]
+    return strongest_first(bank, ordered, value, attribute)
+
+
+def strongest_first(bank: Bank, ordered: np.ndarray, value: int, attribute: str) -> np.ndarray:
+    """The first `strongest_of` (engine/bank/attributes.py) reordered by how clearly each shows the side's value:
+    the widest-open mouth for an opening, the most closed one for a closing."""
+    n = ATTRIBUTES[attribute].strongest_of
+    top = ordered[:n]
+    score = bank.scores[top, SCORES.index(ATTRIBUTES[attribute].score)] * (1 if value else -1)
+    return np.concatenate([top[np.argsort(-score, kind="stable")], ordered[n:]])
 
 
 def _tensor(a: np.ndarray, dev: torch.device) -> torch.Tensor:
