@@ -29,13 +29,17 @@ def no_outside_service(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("runtime")
     os.chmod(folder, 0o700)
-    old = os.environ.get("XDG_RUNTIME_DIR")
+    names = ("XDG_RUNTIME_DIR", "FAT_SERVICE_SOCKET", "FAT_NO_SERVICE")
+    old = {n: os.environ.get(n) for n in names}
     os.environ["XDG_RUNTIME_DIR"] = str(folder)
+    os.environ.pop("FAT_SERVICE_SOCKET", None)
+    os.environ.pop("FAT_NO_SERVICE", None)
     yield
-    if old is None:
-        os.environ.pop("XDG_RUNTIME_DIR", None)
-    else:
-        os.environ["XDG_RUNTIME_DIR"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def load_module(name: str, path: Path):

@@ -281,6 +281,23 @@ def test_an_opening_takes_the_widest_open_of_the_three_nearest():
     bank = synthetic_bank()
     bank.scores[:, 0] = [0.10, 0.30, 0.12, 0.20, 0.50, 0.11, 0.02, 0.04]  # mouth_open measure per face
     nearest_first = np.array([0, 2, 3, 4, 1])
-    assert list(strongest_first(bank, nearest_first, 1, "mouth_open")) == [3, 2, 0, 4, 1]
-    assert list(strongest_first(bank, np.array([7, 6, 5]), 0, "mouth_open")) == [6, 7, 5]
-    assert list(strongest_first(bank, nearest_first, 1, "smiling")) == list(nearest_first)
+    assert list(strongest_first(bank, nearest_first, 1, "mouth_open", reliable=5)) == [3, 2, 0, 4, 1]
+    assert list(strongest_first(bank, np.array([7, 6, 5]), 0, "mouth_open", reliable=3)) == [6, 7, 5]
+    assert list(strongest_first(bank, nearest_first, 1, "smiling", reliable=5)) == list(nearest_first)
+    # only two lead as reliable (landmarks agree, typical): the third, however wide open, stays behind them
+    assert list(strongest_first(bank, np.array([0, 2, 4]), 1, "mouth_open", reliable=2)) == [2, 0, 4]
+
+
+def test_the_opening_pixel_source_is_the_widest_of_the_three_nearest_reliable():
+    from dataclasses import replace
+
+    from engine.bank.edit import typical_first
+    from engine.objective.recipes import DLIB_RESNET
+
+    bank = synthetic_bank()
+    bank.labels[:, 1] = 1  # all labelled open...
+    bank.scores[:, 0] = [0.12, 0.30, 0.02, 0.20, 0.50, 0.15, 0.11, 0.13]  # ...face 2 measures closed: unreliable
+    bank.features["descriptor"][:] = [[i % 3, 0] for i in range(8)]  # no odd one out
+    recipe = replace(DLIB_RESNET, attribute_layers={"descriptor": 1.0})
+    # nearest first 2, 0, 3, 1, 4: face 2 drops to the back; 0, 3, 1 are taken widest open first
+    assert list(typical_first(bank, np.array([2, 0, 3, 1, 4]), 1, "mouth_open", recipe)) == [1, 3, 0, 4, 2]

@@ -48,6 +48,7 @@ def runtime(monkeypatch, models_dir):
     monkeypatch.setenv("FAT_MODELS_DIR", str(models_dir))
     monkeypatch.delenv("FAT_SERVICE_SOCKET", raising=False)
     monkeypatch.delenv("FAT_SERVICE_IDLE", raising=False)
+    monkeypatch.delenv("FAT_NO_SERVICE", raising=False)
     yield base
     _stop(client.socket_path())
     shutil.rmtree(base, ignore_errors=True)
@@ -317,37 +318,93 @@ def test_a_socket_path_too_long_is_refused_before_any_work(runtime, monkeypatch)
     assert time.perf_counter() - t0 < 30 and not long.parent.exists()
 
 
-def _cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", "edit", *args], cwd=PROJECT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+def _cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path = PROJECT) -> subprocess.CompletedProcess:
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(PROJECT)}  # runs from any folder
+    return subprocess.run([sys.executable, "-m", "engine", "edit", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 def test_a_shell_edit_goes_through_a_running_service_with_the_same_result(runtime, small_pair, tmp_path):
     """`python -m engine edit` hands its argv to the warm service: same file, same messages, same exit codes;
-    relative paths are the shell's; --no-service (or FAT_NO_SERVICE=1) edits in the new process."""
-    ref, guide = small_pair
+    relative paths are the shell's folder's (not the service's); --no-service edits in the new process."""
+    shell = tmp_path / "shell"
+    shell.mkdir()
+    for path in small_pair:
+        shutil.copy(path, shell / path.name)
+    ref, guide = (p.name for p in small_pair)
     pong, _ = _start(runtime)
     sock = client.socket_path()
-    args = [os.path.relpath(ref, PROJECT), "--guide", os.path.relpath(guide, PROJECT), "--iterations", "6",
-            "--backbone", "dlib-resnet"]
-    served = _cli(*args, "-o", str(tmp_path / "served.png"))
+    args = [ref, "--guide", guide, "--iterations", "6", "--backbone", "dlib-resnet"]
+    served = _cli(*args, "-o", "served.png", cwd=shell)
     assert served.returncode == 0, served.stderr
-    assert "wrote " + str(tmp_path / "served.png") in served.stdout
-    assert f"editing python -m engine edit {args[0]}" in _log(sock)
-    here = _cli(*args, "-o", str(tmp_path / "here.png"), "--no-service")
+    assert "wrote served.png" in served.stdout and (shell / "served.png").exists()
+    assert f"editing python -m engine edit {ref}" in _log(sock)
+    here = _cli(*args, "-o", "here.png", "--no-service", cwd=shell)
     assert here.returncode == 0, here.stderr
-    assert (tmp_path / "served.png").read_bytes() == (tmp_path / "here.png").read_bytes()
-    sides = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("served", "here")]
+    assert (shell / "served.png").read_bytes() == (shell / "here.png").read_bytes()
+    sides = [json.loads((shell / f"{n}.json").read_text()) for n in ("served", "here")]
     for side in sides:
         del side["timings_s"]
     assert sides[0] == sides[1]  # settings (the reference path as typed), losses, identity distance
     assert client.ping()["served"] == 1  # --no-service did not reach it
 
-    missing = _cli(*args, "-o", str(tmp_path / "x.png"), "--guide", "no/such/guide.jpg")  # an error, told as here
+    missing = _cli(*args, "-o", "x.png", "--guide", "no/such/guide.jpg", cwd=shell)  # an error, told as here
     assert missing.returncode == EXIT_INPUT and "no/such/guide.jpg" in missing.stderr
     assert client.ping()["served"] == 2 and client.ping()["pid"] == pong["pid"]
-    usage = _cli(*args, "-o", str(tmp_path / "y.png"), "--strength", "7")  # refused before any socket
+    usage = _cli(*args, "-o", "y.png", "--strength", "7", cwd=shell)  # refused before any socket
     assert usage.returncode == 2 and client.ping()["served"] == 2
+
+
+def test_a_service_that_does_not_take_the_command_leaves_the_edit_to_the_shell(runtime, small_pair, tmp_path):
+    """An older service (no commands), a busy one: anything but "accepted" -> the shell edits by itself."""
+    import threading
+
+    folder = client.private_folder(client.runtime_folder(), create=True)
+    sock_path = folder / client.SOCKET_NAME
+    token = client.companion(sock_path, ".token")
+    token.write_text("t")
+    token.chmod(0o600)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock_path))
+    listener.listen()
+    heard = []
+
+    def old_service() -> None:
+        for _ in range(2):  # the ping-less first line of each client, answered as a version-1 service did
+            conn, _ = listener.accept()
+            heard.append(client.LineReader(conn).read())
+            client.send_line(conn, {"event": "error", "exit_code": EXIT_INPUT,
+                                    "message": "bad request from the plug-in: 'request' must be an absolute path."})
+            conn.close()
+
+    threading.Thread(target=old_service, daemon=True).start()
+    ref, guide = small_pair
+    try:
+        for name in ("a.png", "b.png"):
+            done = _cli(str(ref), "--guide", str(guide), "--iterations", "2", "-o", str(tmp_path / name))
+            assert done.returncode == 0, done.stderr
+            assert (tmp_path / name).exists()
+    finally:
+        listener.close()
+    assert [h["command"][0] for h in heard] == ["edit", "edit"]
+
+
+def test_a_service_stopped_mid_edit_leaves_the_edit_to_the_shell(runtime, small_pair, tmp_path):
+    ref, guide = small_pair
+    pong, _ = _start(runtime)
+    sock = client.socket_path()
+    out = tmp_path / "stopped.png"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "edit", str(ref), "--guide", str(guide), "--iterations",
+                             "200", "-o", str(out)], cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for(lambda: "editing python -m engine edit" in _log(sock), 60, "the edit to reach the service")
+    time.sleep(1.0)
+    os.kill(int(pong["pid"]), signal.SIGTERM)
+    stdout, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "the engine service was stopped" in err and "Editing here instead" in err
+    assert out.exists() and f"wrote {out}" in stdout
+    _wait_for(lambda: not sock.exists(), 30, "the service to go")
 
 
 def test_a_service_with_another_environment_or_code_is_not_used_by_the_shell(runtime, small_pair, tmp_path,

@@ -10,6 +10,7 @@ import torch
 from engine import api, edit
 from engine.models.taps import run_stages
 from engine.models.window import LocalForward, Window, changed_window
+from engine.objective.optimise import to_network
 
 TAPS = ["relu2_2", "relu3_3", "relu4_3", "pool5", "fc7"]
 WINDOWS = {
@@ -52,6 +53,50 @@ def test_windowed_taps_and_gradient_equal_the_full_pass(vgg_backbone, where):
     outside = part_grad.clone()
     window.of(outside).zero_()
     assert outside.abs().max() == 0  # pixels outside the window are the base's: no gradient reaches them
+
+
+@pytest.mark.parametrize("window", [Window(50, 62, 48, 60), Window(0, 9, 20, 35), Window(30, 31, 59, 60)])
+def test_odd_sized_maps_where_the_pool_drops_a_row(vgg_backbone, window):
+    """A 60 x 62 input pools to 30 x 31, 15 x 15, 7 x 7: odd maps whose last row or column the 2x2 pool drops."""
+    net = vgg_backbone.module
+    g = torch.Generator().manual_seed(window.y0)
+    base = torch.rand(1, 3, 60, 62, generator=g) * 255
+    x = base.clone()
+    window.of(x).copy_(torch.rand(window.of(x).shape, generator=g) * 255)
+    taps = ["relu2_2", "relu3_3", "relu4_3", "pool5"]
+    local = LocalForward(net.stages(), net.stage_kinds(), net.normalise(base), window, taps)
+    with torch.no_grad():
+        full, part = run_stages(net.stages(), net.normalise(x), taps), local(net.normalise(x))
+    for tap in taps:
+        assert torch.allclose(part[tap], full[tap], rtol=1e-5, atol=1e-5 * float(full[tap].abs().max())), tap
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no bf16 in oneDNN here")
+def test_the_bf16_channels_last_windowed_pass_matches_its_full_pass(vgg_backbone):
+    """The path the edits take by default with VGG-Face: bf16, channels-last, through Backbone.local_features."""
+    bb, window = vgg_backbone, WINDOWS["mouth"]
+    base, x = _image_changed_in(window, seed=11)
+    mask = torch.zeros(224, 224)
+    Window(window.y0 + 2, window.y1 - 2, window.x0 + 2, window.x1 - 2).of(mask).fill_(1)  # changed_window adds 2
+    bb.precision = "bf16"
+    try:
+        local = bb.local_features(base, mask, TAPS)
+        assert local is not None
+
+        def taps_and_grad(forward):
+            xx = x.clone().requires_grad_(True)
+            out = forward(xx)
+            sum(v.square().mean() for v in out.values()).backward()
+            return {k: v.detach() for k, v in out.items()}, window.of(xx.grad)
+
+        full, full_grad = taps_and_grad(lambda t: bb.features(t, TAPS))
+        part, part_grad = taps_and_grad(local)
+    finally:
+        bb.precision = "fp32"
+    for tap in TAPS:
+        assert part[tap].dtype == torch.float32
+        assert float((part[tap] - full[tap]).norm() / full[tap].norm()) < 1e-3, tap
+    assert float((part_grad - full_grad).norm() / full_grad.norm()) < 0.03  # bf16 sums in another order
 
 
 def test_a_change_outside_the_window_is_not_seen(vgg_backbone):
@@ -105,6 +150,9 @@ def test_an_edit_through_the_window_is_the_same_edit(small_pair, vgg_backbone, m
         monkeypatch.setattr(api, "build_problem", lambda *a, _l=local, **k: build(*a, local=_l, **k))
         runs[local] = edit(ref, guide=guide, backbone=vgg_backbone, precision="fp32", iterations=8)
     assert [p.local for p in built] == [False, True]
+    mouth = built[1]
+    base = to_network(mouth.init.clamp(0, 255), vgg_backbone.input_size)
+    assert vgg_backbone.local_pass(base, mouth.network_mask, mouth.layers) is not None  # the window did run
     assert len(runs[True].history) == len(runs[False].history)
     assert np.allclose([h["total"] for h in runs[True].history], [h["total"] for h in runs[False].history],
                        rtol=1e-4)

@@ -87,13 +87,14 @@ def typical_first(bank: Bank, idx: np.ndarray, value: int, attribute: str, recip
     spread = np.linalg.norm(feats - feats.mean(0), axis=1)
     atypical = spread > ATYPICAL * np.median(spread) if len(idx) > 2 else np.zeros(len(idx), bool)
     ordered = idx[np.lexsort((np.arange(len(idx)), atypical, ~measured))]
-    return strongest_first(bank, ordered, value, attribute)
+    return strongest_first(bank, ordered, value, attribute, reliable=int((measured & ~atypical).sum()))
 
 
-def strongest_first(bank: Bank, ordered: np.ndarray, value: int, attribute: str) -> np.ndarray:
-    """The first `strongest_of` (engine/bank/attributes.py) reordered by how clearly each shows the side's value:
-    the widest-open mouth for an opening, the most closed one for a closing."""
-    n = ATTRIBUTES[attribute].strongest_of
+def strongest_first(bank: Bank, ordered: np.ndarray, value: int, attribute: str, reliable: int) -> np.ndarray:
+    """The first `strongest_of` (engine/bank/attributes.py) of the `reliable` leading ones (landmarks agree,
+    typical) reordered by how clearly each shows the side's value: the widest-open mouth for an opening, the most
+    closed one for a closing. An unreliable example never moves ahead."""
+    n = min(ATTRIBUTES[attribute].strongest_of, reliable)
     top = ordered[:n]
     score = bank.scores[top, SCORES.index(ATTRIBUTES[attribute].score)] * (1 if value else -1)
     return np.concatenate([top[np.argsort(-score, kind="stable")], ordered[n:]])

@@ -112,13 +112,13 @@ def network_figures(bb, recipe, peaks: dict[str, float], mask) -> dict:
         roofline = 2 * flops / (peaks[precision] * 1e9)  # forward + input gradient ~ 2 x forward
         out[precision] = {"torch_forward_s": fwd, "forward_backward_s": fb, "roofline_s": roofline,
                           "ratio_to_roofline": fb / roofline}
-        local = bb.local_features(x, mask, taps)
+        local = bb.local_pass(x, mask, taps)
         if local is not None:
             def local_forward_backward(local=local) -> None:
                 xg = x.clone().requires_grad_(True)
-                sum(v.square().mean() for v in local(xg).values()).backward()
+                sum(v.float().square().mean() for v in local(bb.prepare(xg)).values()).backward()
 
-            local_flops = 2 * bb.local_pass(x, mask, taps).multiply_adds()
+            local_flops = 2 * local.multiply_adds()
             lfb = best_of(local_forward_backward)
             local_roof = 2 * local_flops / (peaks[precision] * 1e9)
             out[precision]["windowed"] = {"gflop": local_flops / 1e9, "forward_backward_s": lfb,
@@ -157,7 +157,8 @@ def cold_start(backbone: str, precision: str, iterations: int, out_dir: Path) ->
     """A new process running the CLI: interpreter, imports, model load, first edit."""
     out = out_dir / f"cold-{Path(backbone).stem}-{precision}.png"
     cmd = [sys.executable, "-m", "engine", "edit", str(REFERENCE), "--guide", str(GUIDE), "-o", str(out),
-           "--backbone", backbone, "--precision", precision, "--iterations", str(iterations), "--quiet"]
+           "--backbone", backbone, "--precision", precision, "--iterations", str(iterations), "--quiet",
+           "--no-service"]  # a service left running would take the edit: not a cold start
     t = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT)
     wall = time.perf_counter() - t

@@ -187,8 +187,12 @@ def check_inputs(args) -> None:
 def through_service(argv: list[str]) -> int | None:
     """Hand the edit to a running warm engine service (`python -m engine serve`, or the one GIMP started): it has
     torch, the detectors and the models loaded, so a new shell command starts optimising at once. Its exit code,
-    or None when no service answers or it refuses (other engine code, another environment): then edit here."""
+    or None when no service answers, it refuses (other engine code, another environment, busy, an older service)
+    or it stops before the end: then edit here (outputs are written atomically, so nothing half-done is left)."""
     from engine.frontends import service_client as client
+
+    if not client.socket_path().exists():  # the usual case: no service; not even the code stamp is computed
+        return None
 
     def show(event: dict) -> None:
         if event.get("event") == "output":
@@ -199,8 +203,11 @@ def through_service(argv: list[str]) -> int | None:
     try:
         final = client.run_command(argv, show)
     except client.ServiceError as e:
-        if e.reached:  # it went away mid-edit: outputs are written atomically, so nothing half-done is left
+        if e.reached:
             print(f"note: {e} Editing here instead.", file=sys.stderr)
+        return None
+    if final.get("event") != "exit":  # the service was stopped mid-edit: its "error" event says so
+        print(f"note: {final.get('message', 'the engine service stopped')} Editing here instead.", file=sys.stderr)
         return None
     return int(final.get("exit_code", 70))
 

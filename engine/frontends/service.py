@@ -56,14 +56,19 @@ def log(message: str) -> None:
 
 
 class ClientStream(io.TextIOBase):
-    """sys.stdout / sys.stderr of a command run for a client: what is written goes to it as "output" events."""
+    """sys.stdout / sys.stderr of a command run for a client: what the command's thread writes goes to the client
+    as "output" events; other threads (accepting, watching connections) still write to the service's own."""
 
     encoding = "utf-8"  # the events are UTF-8 JSON; a progress bar may draw with block characters
 
     def __init__(self, job: Job, name: str, tty: bool) -> None:
         self.job, self.name, self.tty = job, name, tty
+        self.owner = threading.get_ident()
+        self.own = sys.__stdout__ if name == "stdout" else sys.__stderr__
 
     def write(self, text: str) -> int:
+        if threading.get_ident() != self.owner:
+            return self.own.write(text) if self.own is not None else len(text)
         if text:
             self.job.emit({"event": "output", "stream": self.name, "text": text})
         return len(text)
@@ -225,26 +230,33 @@ class Service:
             log(f"finished {job.label}: exit {code} in {time.perf_counter() - t0:.1f} s{gone}")
 
     def run_command(self, command: dict, job: Job, emit) -> int:
-        """`python -m engine ARGV` for a client: the CLI's own code, in the client's folder, with this service's
-        loaded models and the client's cancel; its output streamed to the client, then an "exit" event."""
-        from engine.frontends.cli import Session
+        """`python -m engine ARGV` for a client: the CLI's own code, in the client's folder and umask, with this
+        service's loaded models and the client's cancel; its output streamed to the client, then an "exit" event.
+        A SystemExit from a stop signal is not caught here: the service ends (run() tells the client)."""
+        from engine.frontends.cli import Session, parser
         from engine.frontends.cli import main as cli_main
 
-        here = os.getcwd()
+        here, umask = os.getcwd(), os.umask(command["umask"])
         try:
             os.chdir(command["cwd"])
             with contextlib.redirect_stdout(ClientStream(job, "stdout", command["tty"])), \
                     contextlib.redirect_stderr(ClientStream(job, "stderr", command["tty"])):
                 try:
-                    code = cli_main(command["argv"], Session(lambda o: self.models(o, lambda _t: None), job.cancel))
-                except SystemExit as e:  # argparse's --help and the like: an exit code, never the service's end
-                    code = e.code if isinstance(e.code, int) else 0
+                    parser().parse_args(command["argv"])  # --help and the like end in SystemExit: answered here
+                    help_code = None
+                except SystemExit as e:
+                    help_code = e.code if isinstance(e.code, int) else 1
+                except FATError:  # a usage error: cli_main tells it
+                    help_code = None
+                code = help_code if help_code is not None else cli_main(
+                    command["argv"], Session(lambda o: self.models(o, lambda _t: None), job.cancel))
         except OSError as e:
             code = EXIT_USAGE
             job.emit({"event": "output", "stream": "stderr", "text": f"error: the engine service cannot work in "
                                                                       f"{command['cwd']}: {e.strerror}.\n"})
         finally:
             os.chdir(here)
+            os.umask(umask)
         emit({"event": "exit", "exit_code": code})
         return code
 
@@ -283,7 +295,7 @@ class Service:
                                     "up_s": round(time.time() - self.started, 1)})
             return False
         if "command" in first:
-            command = self._command(first)
+            command = self._command(first, client.peer_pid(conn))
             if isinstance(command, str):
                 log(f"refused a command: {command}")
                 client.send_line(conn, {"event": "refused", "message": command})
@@ -296,10 +308,14 @@ class Service:
             return False
         return self._queue(conn, Path(request))
 
-    def _command(self, first: dict) -> dict | str:
-        """A client's CLI command checked: {"argv", "cwd", "tty"}, or why it is refused (the client then runs it
-        itself): another engine code, another environment, or not an edit."""
-        argv, cwd = first.get("command"), first.get("cwd")
+    def _command(self, first: dict, pid: int | None) -> dict | str:
+        """A client's CLI command checked: {"argv", "cwd", "tty", "umask"}, or why it is refused (the client then
+        runs it itself): not an edit, another engine code or environment, or a client in a sandbox. A command
+        names any file of the user's, so a sandboxed plug-in (Flatpak, another mount namespace), which may send
+        bridge requests through the shared folder, may not send commands."""
+        if not same_mount_namespace(pid):
+            return "commands are taken only from clients outside a sandbox (the same mount namespace)"
+        argv, cwd, umask = first.get("command"), first.get("cwd"), first.get("umask")
         if (not isinstance(argv, list) or not all(isinstance(a, str) for a in argv)
                 or [a for a in argv if not a.startswith("-")][:1] != ["edit"]):
             return "only `python -m engine edit` commands are served"
@@ -308,8 +324,10 @@ class Service:
         if first.get("code") != self.code:
             return "this service runs other engine code (started before an update, or from another folder)"
         if first.get("env") != client.shared_env():
-            return "the client's environment (FAT_*, XDG_*, HOME) differs from this service's"
-        return {"argv": argv, "cwd": cwd, "tty": bool(first.get("tty"))}
+            return "the client's environment (FAT_*, XDG_*_HOME, HOME, TMPDIR, thread and GPU settings) differs"
+        if not isinstance(umask, int) or not 0 <= umask <= 0o777:
+            return "'umask' must be a file mode mask"
+        return {"argv": argv, "cwd": cwd, "tty": bool(first.get("tty")), "umask": umask}
 
     def _refusal(self, first: dict) -> str | None:
         token = first.get("token")
@@ -339,6 +357,21 @@ class Service:
             self.jobs.put(job)
         threading.Thread(target=job.watch, name="watch", daemon=True).start()
         return True
+
+
+def same_mount_namespace(pid: int | None) -> bool:
+    """Whether the process `pid` sees the same files as this one (Linux: /proc/PID/ns/mnt). Where the system has
+    no such thing (macOS) there are no Flatpak sandboxes: True. Unknown pid or unreadable namespace on Linux:
+    False."""
+    own = Path("/proc/self/ns/mnt")
+    if not own.exists():
+        return True
+    if pid is None:
+        return False
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink(own)
+    except OSError:
+        return False
 
 
 def take_lock(path: Path) -> int | None:

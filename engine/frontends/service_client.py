@@ -36,7 +36,8 @@ MAX_LOG = 1 << 20  # the service log is started afresh past this
 FINAL = ("done", "error", "exit")
 # what a command run in the service must share with its client, or the client runs it itself: the variables that
 # change where the engine finds models, banks and caches (the service's own socket and idle time are its own)
-SHARED_ENV_PREFIXES = ("FAT_", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "HOME")
+SHARED_ENV_PREFIXES = ("FAT_", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "HOME", "TMPDIR",
+                       "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 OWN_ENV = ("FAT_SERVICE_SOCKET", "FAT_SERVICE_IDLE", "FAT_NO_SERVICE")
 
 
@@ -125,6 +126,16 @@ def read_token(sock: Path) -> str:
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
             raise ServiceError(f"the engine service token {path} is not a private file of yours; not used.")
         return f.read(256).decode("ascii", "replace").strip()
+
+
+def peer_pid(sock: socket.socket) -> int | None:
+    """The pid at the other end of a Unix socket (Linux SO_PEERCRED); None elsewhere."""
+    import struct
+
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return pid
 
 
 def peer_uid(sock: socket.socket) -> int | None:
@@ -268,12 +279,13 @@ def shared_env(environ: dict | None = None) -> dict[str, str]:
 
 
 def code_stamp(project: Path | None = None) -> str:
-    """Which engine code this is: the project folder and every engine/*.py file's size and modification time.
-    A service started before the code changed serves no command (its client runs the newer code itself)."""
+    """Which engine this is: the Python environment (sys.prefix: the venv, so the same torch), the project folder
+    and every engine/*.py file's size and modification time. A service started before the code changed, or from
+    another environment, serves no command (its client runs it itself)."""
     import hashlib
 
     project = Path(project or Path(__file__).resolve().parents[2])
-    h = hashlib.sha256(str(project).encode())
+    h = hashlib.sha256(f"{sys.prefix}|{project}".encode())
     for path in sorted((project / "engine").rglob("*.py")):
         st = path.stat()
         h.update(f"{path.relative_to(project)}:{st.st_size}:{st.st_mtime_ns};".encode())
@@ -286,9 +298,11 @@ def run_command(argv: list[str], on_event: Callable[[dict], None], cancel: Calla
     back as {"event": "output", "stream": "stdout"|"stderr", "text": ...}, ending with {"event": "exit",
     "exit_code": N}. Refused (ServiceError, not reached: run it here) when the service's engine code or the
     environment it depends on differs from this process's."""
+    umask = os.umask(0o022)
+    os.umask(umask)  # read back: the files the service writes for this command get the shell's permissions
     message = {"command": list(argv), "cwd": os.getcwd(), "env": shared_env(), "code": code_stamp(),
-               "tty": sys.stderr.isatty()}
-    return _run(message, on_event, cancel, sock_path)
+               "tty": sys.stderr.isatty(), "umask": umask}
+    return _run(message, on_event, cancel, sock_path, must_accept=True)
 
 
 def run_request(request_path: str, on_event: Callable[[dict], None], cancel: Callable[[], bool] | None = None,
@@ -300,14 +314,16 @@ def run_request(request_path: str, on_event: Callable[[dict], None], cancel: Cal
 
 
 def _run(message: dict, on_event: Callable[[dict], None], cancel: Callable[[], bool] | None,
-         sock_path: Path | None) -> dict:
+         sock_path: Path | None, must_accept: bool = False) -> dict:
+    """`must_accept`: anything but "accepted" as the first answer (an older service that knows no commands,
+    a busy one) means not reached, so the caller does the work itself."""
     sock, token = connect(sock_path)
     try:
         try:
             reader, event = _first_reply(sock, {"token": token, **message})
         except (OSError, ValueError) as e:
             raise ServiceError(f"the engine service did not take the request ({e}).") from None
-        if event is None or event.get("event") == "refused":
+        if event is None or event.get("event") == "refused" or must_accept and event.get("event") != "accepted":
             raise ServiceError(f"the engine service refused: {(event or {}).get('message', 'no answer')}")
         sock.settimeout(0.25)
         while True:

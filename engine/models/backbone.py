@@ -112,7 +112,7 @@ class Backbone:
         """The module the differentiable path runs (bf16 channels-last, or the fp32 one)."""
         return self.module_bf16 if self.precision == "bf16" else self.module
 
-    def _prepared(self, image: torch.Tensor) -> torch.Tensor:
+    def prepare(self, image: torch.Tensor) -> torch.Tensor:
         """RGB 0..255 -> the network's normalised input, in the differentiable path's precision and layout."""
         x = self.module.normalise(image)
         if self.precision != "bf16":
@@ -121,7 +121,7 @@ class Backbone:
 
     def features(self, image: torch.Tensor, taps: Iterable[str]) -> dict[str, torch.Tensor]:
         """Differentiable taps (fp32 tensors) for RGB 0..255 images (N,3,H,W) at the input size."""
-        out = run_stages(self._net.stages(), self._prepared(image), list(taps))
+        out = run_stages(self._net.stages(), self.prepare(image), list(taps))
         return {k: v.float() for k, v in out.items()}
 
     def local_pass(self, base: torch.Tensor, mask: torch.Tensor, taps: Iterable[str]) -> LocalForward | None:
@@ -133,7 +133,7 @@ class Backbone:
         if window is None or kinds is None or window.covers(*self.input_size):
             return None
         layout = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
-        return LocalForward(self._net.stages(), kinds(), self._prepared(base), window, taps, layout)
+        return LocalForward(self._net.stages(), kinds(), self.prepare(base), window, taps, layout)
 
     def local_features(self, base: torch.Tensor, mask: torch.Tensor,
                        taps: Iterable[str]) -> Callable[[torch.Tensor], dict[str, torch.Tensor]] | None:
@@ -142,7 +142,7 @@ class Backbone:
         local = self.local_pass(base, mask, taps)
         if local is None:
             return None
-        return lambda image: {k: v.float() for k, v in local(self._prepared(image)).items()}
+        return lambda image: {k: v.float() for k, v in local(self.prepare(image)).items()}
 
     def features_exact(self, image: torch.Tensor, taps: Iterable[str]) -> dict[str, torch.Tensor]:
         """fp32 taps without a gradient (targets): ONNX Runtime when its session is already open (a warm

@@ -10,8 +10,8 @@ full pass up to float summation order; the work drops with the region's size
 (VGG-Face, mouth: ~2.5x fewer multiply-adds per evaluation).
 
 A network opts in by naming the kind of each stage (`stage_kinds`): "conv" (3x3,
-stride 1, padding 1), "pointwise", "pool" (2x2, stride 2) or "global" (everything
-after it sees the whole map: the fully connected layers).
+stride 1, padding 1), "pointwise", "pool" (2x2, stride 2, floor) or "global" (everything
+after it sees the whole map: the fully connected layers). One image at a time (N = 1).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class LocalForward:
         previous = self.base_input
         for name, stage in self.stages[:len(self._through())]:
             out = self.maps[name]
-            kind = self.kinds.get(name, "pointwise")
+            kind = self.kinds.get(name) if whole else self.kinds[name]  # past "global": the fully connected part
             if kind == "global" or isinstance(stage, nn.Linear):
                 whole = True
                 total += float(previous.numel()) * out.shape[-1]
@@ -106,7 +106,8 @@ class LocalForward:
                 area = out.shape[-2] * out.shape[-1] if whole else (window.y1 - window.y0) * (window.x1 - window.x0)
                 total += 9.0 * previous.shape[1] * out.shape[1] * area
             elif kind == "pool":
-                window = window.halved(*out.shape[-2:])
+                clipped, _ = _pooled_part(window, previous, *previous.shape[-2:])
+                window = clipped.halved(*out.shape[-2:]) if clipped is not None else Window(0, 0, 0, 0)
             whole = whole or window.covers(*out.shape[-2:])
             previous = out
         return total
@@ -126,10 +127,14 @@ class LocalForward:
                     current = _conv_valid(stage, _padded_patch(base, window, current, grown), self.layout)
                     window = grown
                 elif kind == "pool":
-                    halved = window.halved(h // 2, w // 2)
-                    source = Window(2 * halved.y0, 2 * halved.y1, 2 * halved.x0, 2 * halved.x1)
-                    current = F.max_pool2d(_patched(base, window, current, source), 2, 2)
-                    window = halved
+                    window, current = _pooled_part(window, current, h, w)
+                    if window is None:  # only a row or column the pool drops had changed: nothing further does
+                        whole = self.maps[name]
+                    else:
+                        halved = window.halved(h // 2, w // 2)
+                        source = Window(2 * halved.y0, 2 * halved.y1, 2 * halved.x0, 2 * halved.x1)
+                        current = stage(_patched(base, window, current, source))
+                        window = halved
                 elif kind == "pointwise":
                     current = stage(current)
                 else:  # global: the rest needs the whole map
@@ -142,6 +147,17 @@ class LocalForward:
             if name in self.taps:
                 out[name] = whole if whole is not None else _full(base, window, current)
         return out
+
+
+def _pooled_part(window: Window, current: torch.Tensor, h: int, w: int) -> tuple[Window | None, torch.Tensor]:
+    """The window without the last row / column of an odd-sized map, which a 2x2 floor pool drops."""
+    eh, ew = 2 * (h // 2), 2 * (w // 2)
+    if window.y1 <= eh and window.x1 <= ew:
+        return window, current
+    clipped = Window(window.y0, min(window.y1, eh), window.x0, min(window.x1, ew))
+    if clipped.y1 <= clipped.y0 or clipped.x1 <= clipped.x0:
+        return None, current
+    return clipped, current[..., :clipped.y1 - window.y0, :clipped.x1 - window.x0]
 
 
 def _padded_patch(base: torch.Tensor, inner: Window, current: torch.Tensor, out: Window) -> torch.Tensor:
