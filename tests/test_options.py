@@ -26,7 +26,7 @@ def test_cli_flags_are_the_schema():
         assert cli_flag(f) in dests[f.name].option_strings
         assert dests[f.name].default is None  # the schema alone knows the defaults
     own = {"help", "reference", "guide", "output", "mask", "debug_dir", "no_sidecar", "quiet", "json_progress",
-           "verbose", "no_service"}
+           "verbose", "no_service", "keep_warm"}
     assert set(dests) - own == set(NAMES)
 
 

@@ -355,6 +355,21 @@ def test_a_shell_edit_goes_through_a_running_service_with_the_same_result(runtim
     assert usage.returncode == 2 and client.ping()["served"] == 2
 
 
+def test_keep_warm_starts_the_service_for_the_next_commands(runtime, small_pair, tmp_path):
+    ref, guide = small_pair
+    with pytest.raises(client.ServiceError):
+        client.ping()
+    args = [str(ref), "--guide", str(guide), "--iterations", "2"]
+    first = _cli(*args, "-o", str(tmp_path / "a.png"), "--keep-warm")
+    assert first.returncode == 0, first.stderr
+    pong = client.ping()  # it started one, edited there, and left it running
+    assert pong["served"] == 1 and (tmp_path / "a.png").exists()
+    second = _cli(*args, "-o", str(tmp_path / "b.png"))  # a plain command finds it
+    assert second.returncode == 0, second.stderr
+    assert client.ping()["served"] == 2 and client.ping()["pid"] == pong["pid"]
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
 def test_a_service_that_does_not_take_the_command_leaves_the_edit_to_the_shell(runtime, small_pair, tmp_path):
     """An older service (no commands), a busy one: anything but "accepted" -> the shell edits by itself."""
     import threading

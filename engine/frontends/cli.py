@@ -101,6 +101,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--json-progress", action="store_true", help="JSON lines on stdout (for scripts)")
     e.add_argument("--no-service", action="store_true",
                    help="edit in this process even when a warm engine service is running (also FAT_NO_SERVICE=1)")
+    e.add_argument("--keep-warm", action="store_true",
+                   help="start the warm engine service when none is running, edit there, and leave it running for "
+                        "the next commands (it exits after 10 idle minutes; `python -m engine serve --stop`)")
     e.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="print a traceback for internal errors")
     return p
@@ -184,14 +187,20 @@ def check_inputs(args) -> None:
             print(f"note: {note}", file=sys.stderr)
 
 
-def through_service(argv: list[str]) -> int | None:
+def through_service(argv: list[str], start: bool = False) -> int | None:
     """Hand the edit to a running warm engine service (`python -m engine serve`, or the one GIMP started): it has
     torch, the detectors and the models loaded, so a new shell command starts optimising at once. Its exit code,
     or None when no service answers, it refuses (other engine code, another environment, busy, an older service)
     or it stops before the end: then edit here (outputs are written atomically, so nothing half-done is left)."""
     from engine.frontends import service_client as client
 
-    if not client.socket_path().exists():  # the usual case: no service; not even the code stamp is computed
+    if start:  # --keep-warm: this command pays the start-up, the next ones find the engine loaded
+        try:
+            client.ensure_service(sys.executable, str(Path(__file__).resolve().parents[2]))
+        except client.ServiceError as e:
+            print(f"note: {e} Editing here instead.", file=sys.stderr)
+            return None
+    elif not client.socket_path().exists():  # the usual case: no service; not even the code stamp is computed
         return None
 
     def show(event: dict) -> None:
@@ -270,7 +279,7 @@ def main(argv: list[str] | None = None, session: Session | None = None) -> int:
         if (session is None and args.command == "edit" and not args.no_service
                 and os.environ.get("FAT_NO_SERVICE") != "1"):
             options_from_args(args)  # a usage error is told here, before any socket
-            code = through_service(argv)
+            code = through_service(argv, start=args.keep_warm)
             if code is not None:
                 return code
         return {"edit": cmd_edit}[args.command](args, session)
