@@ -148,4 +148,6 @@ def describe_failure(exc: BaseException, verbose: bool = False, audience: str = 
         return EXIT_CANCELLED, "cancelled."
     if isinstance(exc, MemoryError):
         return EXIT_INTERNAL, "out of memory; use a smaller image or fewer iterations."
+    if isinstance(exc, BrokenPipeError):  # `... --json-progress | head`: the reader went away, as a Ctrl-C would
+        return EXIT_CANCELLED, "the output pipe was closed (its reader stopped); stopped."
     return EXIT_INTERNAL, internal_error_message(exc, verbose, audience)

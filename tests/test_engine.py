@@ -216,3 +216,25 @@ def test_strength_scales_the_visible_change(small_pair, dlib_backbone):
         r = edit(ref, guide=guide, strength=s, iterations=0, backbone=dlib_backbone)
         change[s] = float(np.abs(r.image - before).mean())
     assert change[0.0] == 0.0 and 0 < change[0.5] < change[1.0]
+
+
+def test_a_closed_output_pipe_stops_the_edit_cleanly(small_pair, models_dir, tmp_path):
+    """`python -m engine edit ... --json-progress | head -1`: the reader goes away; the edit stops as if cancelled
+    (exit 6, one line on stderr, no traceback, no output file)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ref, guide = small_pair
+    out = tmp_path / "never.png"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "edit", str(ref), "--guide", str(guide), "-o", str(out),
+                             "--iterations", "200", "--json-progress", "--no-service", "--backbone", "dlib-resnet"],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "FAT_MODELS_DIR": str(models_dir)})
+    assert json.loads(proc.stdout.readline())["event"] == "progress"
+    proc.stdout.close()  # as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(120) == EXIT_CANCELLED
+    assert "the output pipe was closed" in err and "Traceback" not in err and "internal error" not in err
+    assert not out.exists()

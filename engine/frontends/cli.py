@@ -286,6 +286,9 @@ def main(argv: list[str] | None = None, session: Session | None = None) -> int:
     except (Exception, KeyboardInterrupt) as e:  # a bug too: one line and exit 70, a traceback only on request
         code, message = describe_failure(e, verbose="--verbose" in argv)
         print(f"error: {message}", file=sys.stderr)
+        if isinstance(e, BrokenPipeError):  # nothing more can go to stdout, not even Python's flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return code
         if "--json-progress" in argv:
             print(json.dumps({"event": "error", "exit_code": code, "message": message}), flush=True)
         return code
