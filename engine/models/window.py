@@ -71,93 +71,120 @@ def _full(base: torch.Tensor, window: Window, current: torch.Tensor) -> torch.Te
     return _patched(base, window, current, Window(0, base.shape[-2], 0, base.shape[-1]))
 
 
+@dataclass(frozen=True)
+class Step:
+    """One stage of a windowed pass, decided once per base image. `mode`: "window" (recompute the changed box
+    `inside` -> `outside`), "enter" (the stage runs on the whole map, built from the box: the fully connected
+    part), "whole" (the map is whole already) or "same" (nothing changed any more: the stored map)."""
+
+    name: str
+    stage: Stage
+    kind: str
+    mode: str
+    inside: Window | None = None
+    outside: Window | None = None
+    widen: bool = False  # the output box covers most of its map: continue on the whole map
+
+
 class LocalForward:
     """Tapped forward passes of images equal to `base` outside `window` (network-input coordinates).
 
     `stages` and `kinds` describe the network (engine/models/taps.py); `base` is already normalised and in
-    the precision and memory format the stages expect. Every stage output of the base is kept (no grad).
+    the precision and memory format the stages expect. Every stage output of the base is kept (no grad), and
+    the window of every stage is worked out here once (`steps`), for every pass and for `multiply_adds`.
     """
 
     def __init__(self, stages: Sequence[Stage], kinds: dict[str, str], base: torch.Tensor, window: Window,
                  taps: Iterable[str], layout: torch.memory_format = torch.contiguous_format) -> None:
-        self.stages, self.kinds, self.window, self.layout = list(stages), kinds, window, layout
-        self.taps = set(taps)
+        self.layout, self.taps = layout, set(taps)
+        order = [n for n, _ in stages]
+        through = list(stages)[:max(order.index(t) for t in self.taps) + 1]
         with torch.no_grad():
             self.base_input = base
-            self.maps = run_stages(self.stages, base, None if not self.taps else self._through())
+            self.maps = run_stages(through, base, [n for n, _ in through])
+        self.window = window
+        self.steps = self._plan(through, kinds)
 
-    def _through(self) -> list[str]:
-        order = [n for n, _ in self.stages]
-        return order[:max(order.index(t) for t in self.taps) + 1]
+    def _plan(self, through: list[Stage], kinds: dict[str, str]) -> list[Step]:
+        steps: list[Step] = []
+        window: Window | None = self.window
+        mode = "window"
+        previous = self.base_input
+        for name, stage in through:
+            out = self.maps[name]
+            if mode in ("whole", "same"):
+                steps.append(Step(name, stage, kinds.get(name, "pointwise"), mode))
+                continue
+            kind = kinds[name]
+            h, w = previous.shape[-2:]
+            if kind == "global":
+                steps.append(Step(name, stage, kind, "enter", window))
+                mode = "whole"
+            else:
+                inside = _pool_input(window, h, w) if kind == "pool" else window
+                if inside is None:  # only a row or column the pool drops had changed: nothing further does
+                    steps.append(Step(name, stage, kind, "same"))
+                    mode = "same"
+                    continue
+                outside = (inside.grown(1, h, w) if kind == "conv" else inside.halved(h // 2, w // 2)
+                           if kind == "pool" else inside)
+                widen = outside.covers(*out.shape[-2:])
+                steps.append(Step(name, stage, kind, "window", inside, outside, widen))
+                window, mode = outside, "whole" if widen else "window"
+            previous = out
+        return steps
 
     def multiply_adds(self) -> float:
         """Multiply-adds of one pass (each convolution on its window, whatever runs whole at full size), for
         the bench's roofline estimate."""
-        total, window, whole = 0.0, self.window, False
-        previous = self.base_input
-        for name, stage in self.stages[:len(self._through())]:
-            out = self.maps[name]
-            kind = self.kinds.get(name) if whole else self.kinds[name]  # past "global": the fully connected part
-            if kind == "global" or isinstance(stage, nn.Linear):
-                whole = True
+        total, previous = 0.0, self.base_input
+        for step in self.steps:
+            out = self.maps[step.name]
+            if step.mode != "same" and (step.kind == "global" or isinstance(step.stage, nn.Linear)):
                 total += float(previous.numel()) * out.shape[-1]
-            elif kind == "conv":
-                window = window.grown(1, *out.shape[-2:])
-                area = out.shape[-2] * out.shape[-1] if whole else (window.y1 - window.y0) * (window.x1 - window.x0)
-                total += 9.0 * previous.shape[1] * out.shape[1] * area
-            elif kind == "pool":
-                clipped, _ = _pooled_part(window, previous, *previous.shape[-2:])
-                window = clipped.halved(*out.shape[-2:]) if clipped is not None else Window(0, 0, 0, 0)
-            whole = whole or window.covers(*out.shape[-2:])
+            elif step.mode != "same" and step.kind == "conv":
+                box = step.outside or Window(0, out.shape[-2], 0, out.shape[-1])
+                total += 9.0 * previous.shape[1] * out.shape[1] * (box.y1 - box.y0) * (box.x1 - box.x0)
             previous = out
         return total
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The taps for image x (same layout as base); x outside the window is ignored (taken as base's)."""
         out: dict[str, torch.Tensor] = {}
-        window, base = self.window, self.base_input
-        current = window.of(x)
-        whole: torch.Tensor | None = None  # set once the window has grown to the whole map
-        for name, stage in self.stages[:len(self._through())]:
-            if whole is None:
-                kind = self.kinds[name]
-                h, w = base.shape[-2:]
-                if kind == "conv":
-                    grown = window.grown(1, h, w)
-                    current = _conv_valid(stage, _padded_patch(base, window, current, grown), self.layout)
-                    window = grown
-                elif kind == "pool":
-                    window, current = _pooled_part(window, current, h, w)
-                    if window is None:  # only a row or column the pool drops had changed: nothing further does
-                        whole = self.maps[name]
-                    else:
-                        halved = window.halved(h // 2, w // 2)
-                        source = Window(2 * halved.y0, 2 * halved.y1, 2 * halved.x0, 2 * halved.x1)
-                        current = stage(_patched(base, window, current, source))
-                        window = halved
-                elif kind == "pointwise":
-                    current = stage(current)
-                else:  # global: the rest needs the whole map
-                    whole = stage(_full(base, window, current))
-                base = self.maps[name]
-                if whole is None and window.covers(*base.shape[-2:]):
-                    whole = _full(base, window, current)
+        base, current = self.base_input, self.window.of(x)
+        whole: torch.Tensor | None = None  # the full map, once the window has grown to it
+        for step in self.steps:
+            if step.mode == "window":
+                if step.kind == "conv":
+                    current = _conv_valid(step.stage, _padded_patch(base, step.inside, current, step.outside),
+                                          self.layout)
+                elif step.kind == "pool":
+                    source = Window(2 * step.outside.y0, 2 * step.outside.y1, 2 * step.outside.x0,
+                                    2 * step.outside.x1)
+                    inside = step.inside
+                    current = step.stage(_patched(base, inside, current[..., :inside.y1 - inside.y0,
+                                                                         :inside.x1 - inside.x0], source))
+                else:
+                    current = step.stage(current)
+                base = self.maps[step.name]
+                if step.widen:
+                    whole = _full(base, step.outside, current)
+            elif step.mode == "enter":
+                whole = step.stage(_full(base, step.inside, current))
+            elif step.mode == "whole":
+                whole = step.stage(whole)
             else:
-                whole = stage(whole)
-            if name in self.taps:
-                out[name] = whole if whole is not None else _full(base, window, current)
+                whole = self.maps[step.name]
+            if step.name in self.taps:
+                out[step.name] = whole if whole is not None else _full(base, step.outside, current)
         return out
 
 
-def _pooled_part(window: Window, current: torch.Tensor, h: int, w: int) -> tuple[Window | None, torch.Tensor]:
-    """The window without the last row / column of an odd-sized map, which a 2x2 floor pool drops."""
-    eh, ew = 2 * (h // 2), 2 * (w // 2)
-    if window.y1 <= eh and window.x1 <= ew:
-        return window, current
-    clipped = Window(window.y0, min(window.y1, eh), window.x0, min(window.x1, ew))
-    if clipped.y1 <= clipped.y0 or clipped.x1 <= clipped.x0:
-        return None, current
-    return clipped, current[..., :clipped.y1 - window.y0, :clipped.x1 - window.x0]
+def _pool_input(window: Window, h: int, w: int) -> Window | None:
+    """The part of a changed box a 2x2 floor pool reads: without an odd-sized map's last row / column, which it
+    drops (None: nothing left)."""
+    clipped = Window(window.y0, min(window.y1, 2 * (h // 2)), window.x0, min(window.x1, 2 * (w // 2)))
+    return clipped if clipped.y1 > clipped.y0 and clipped.x1 > clipped.x0 else None
 
 
 def _padded_patch(base: torch.Tensor, inner: Window, current: torch.Tensor, out: Window) -> torch.Tensor:
