@@ -404,16 +404,23 @@ def test_a_service_that_does_not_take_the_command_leaves_the_edit_to_the_shell(r
     assert [h["command"][0] for h in heard] == ["edit", "edit"]
 
 
+def _served_long_edit(ref: Path, guide: Path, out: Path, iterations: int, sock: Path,
+                      settle: float) -> subprocess.Popen:
+    """A shell edit long enough to interrupt, once the service has taken it and run `settle` seconds of it."""
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "edit", str(ref), "--guide", str(guide), "--iterations",
+                             str(iterations), "-o", str(out)], cwd=PROJECT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: "editing python -m engine edit" in _log(sock), 60, "the edit to reach the service")
+    time.sleep(settle)
+    return proc
+
+
 def test_a_service_stopped_mid_edit_leaves_the_edit_to_the_shell(runtime, small_pair, tmp_path):
     ref, guide = small_pair
     pong, _ = _start(runtime)
     sock = client.socket_path()
     out = tmp_path / "stopped.png"
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "edit", str(ref), "--guide", str(guide), "--iterations",
-                             "200", "-o", str(out)], cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    _wait_for(lambda: "editing python -m engine edit" in _log(sock), 60, "the edit to reach the service")
-    time.sleep(1.0)
+    proc = _served_long_edit(ref, guide, out, 200, sock, settle=1.0)
     os.kill(int(pong["pid"]), signal.SIGTERM)
     stdout, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -447,11 +454,7 @@ def test_ctrl_c_in_the_shell_cancels_its_edit_in_the_service(runtime, small_pair
     _start(runtime)
     sock = client.socket_path()
     out = tmp_path / "long.png"
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "edit", str(ref), "--guide", str(guide), "--iterations",
-                             "400", "-o", str(out)], cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    _wait_for(lambda: "editing python -m engine edit" in _log(sock), 60, "the edit to reach the service")
-    time.sleep(1.5)
+    proc = _served_long_edit(ref, guide, out, 400, sock, settle=1.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == EXIT_CANCELLED and "cancelled" in err

@@ -92,7 +92,7 @@ def outputs_for(output: Path, strengths: list[float]) -> list[Path]:
     return [output.with_name(f"{output.stem}-s{s:g}{output.suffix}") for s in strengths]
 
 
-def cmd_attribute_edit(args, options, check_inputs, progress_printer, write_debug, session=None) -> int:
+def cmd_attribute_edit(args, options, check_inputs, progress_printer, write_debug, session) -> int:
     """`python -m engine edit REF --attribute NAME [--bank BANK] [--strength S | S1,S2,...] -o OUT`."""
     import json
     import time
@@ -117,8 +117,7 @@ def cmd_attribute_edit(args, options, check_inputs, progress_printer, write_debu
     t0 = time.perf_counter()
     try:
         results = edit_strengths(args.reference, strengths, options, mask=args.mask, progress=progress, log=log,
-                                 backbone=session.model(options) if session else None,
-                                 cancel=session.cancel if session else None)
+                                 backbone=session.model(options), cancel=session.cancel)
     finally:
         if bar is not None:
             bar.close()

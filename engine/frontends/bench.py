@@ -171,31 +171,21 @@ def cold_start(backbone: str, precision: str, iterations: int, out_dir: Path) ->
 
 def through_service(backbone: str, precision: str, iterations: int, out_dir: Path) -> dict:
     """New CLI processes while a warm engine service runs (the hand-off of engine/frontends/cli.py): the first
-    edit makes the service load the model, the next ones find it loaded. The service is this bench's own, in a
-    private runtime folder, stopped at the end."""
+    edit makes the service load the model, the next ones find it loaded. The service is this bench's own, on a
+    socket in a private temporary folder, started and stopped as the plug-in and `serve --stop` do."""
     import os
-    import signal
+    import shutil
     import tempfile
 
     from engine.frontends import service_client as client
+    from engine.frontends.service import stop
 
     folder = Path(tempfile.mkdtemp(prefix="fat-bench-", dir="/tmp"))
-    folder.chmod(0o700)
-    env = {k: v for k, v in os.environ.items() if k != "FAT_SERVICE_SOCKET"}
-    env.update(XDG_RUNTIME_DIR=str(folder))
-    sock = folder / client.APP / client.SOCKET_NAME
+    sock = folder / client.SOCKET_NAME
+    env = {**os.environ, "FAT_SERVICE_SOCKET": str(sock)}  # the CLI finds this service, no other
     t = time.perf_counter()
-    service = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--idle", "300"], cwd=PROJECT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while True:
-            try:
-                client.ping(sock, timeout=2)
-                break
-            except client.ServiceError:
-                if service.poll() is not None or time.perf_counter() - t > 120:
-                    return {"error": "the service did not start"}
-                time.sleep(0.1)
+        client.ensure_service(sys.executable, str(PROJECT), sock_path=sock)
         out: dict = {"service_ready_s": time.perf_counter() - t, "edits_wall_s": []}
         for i in range(3):
             cmd = [sys.executable, "-m", "engine", "edit", str(REFERENCE), "--guide", str(GUIDE), "-o",
@@ -210,11 +200,10 @@ def through_service(backbone: str, precision: str, iterations: int, out_dir: Pat
         side = json.loads((out_dir / f"served-{Path(backbone).stem}-0.json").read_text())
         out["precision"] = side["settings"]["precision_used"]
         return out
+    except client.ServiceError as e:
+        return {"error": str(e)}
     finally:
-        service.send_signal(signal.SIGTERM)
-        service.wait(60)
-        import shutil
-
+        stop(sock)
         shutil.rmtree(folder, ignore_errors=True)
 
 

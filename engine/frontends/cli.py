@@ -17,11 +17,14 @@ from engine.options import EditOptions, cli_flag, option_kind
 
 @dataclass(frozen=True)
 class Session:
-    """What a warm engine service lends a command it runs for a client (engine/frontends/service.py): its loaded
-    models (options -> Backbone) and the client's cancel token."""
+    """What the process running a command lends it: a warm engine service (engine/frontends/service.py) its loaded
+    models (options -> Backbone) and the client's cancel token; this process (HERE) nothing."""
 
     model: Callable
     cancel: object
+
+
+HERE = Session(model=lambda _options: None, cancel=None)  # this process: it loads its own models; Ctrl-C cancels
 
 
 class Parser(argparse.ArgumentParser):
@@ -187,6 +190,18 @@ def check_inputs(args) -> None:
             print(f"note: {note}", file=sys.stderr)
 
 
+def parser_exit(argv: list[str]) -> int | None:
+    """The exit code when parsing the command line alone ends the command (`--help`), else None. A warm service
+    asks before running a client's command, since argparse ends such a command with SystemExit."""
+    try:
+        parser().parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    except FATError:  # a usage error: main() tells it
+        pass
+    return None
+
+
 def through_service(argv: list[str], start: bool = False) -> int | None:
     """Hand the edit to a running warm engine service (`python -m engine serve`, or the one GIMP started): it has
     torch, the detectors and the models loaded, so a new shell command starts optimising at once. Its exit code,
@@ -221,7 +236,7 @@ def through_service(argv: list[str], start: bool = False) -> int | None:
     return int(final.get("exit_code", 70))
 
 
-def cmd_edit(args, session: Session | None = None) -> int:
+def cmd_edit(args, session: Session = HERE) -> int:
     options = options_from_args(args)
     if options.attribute is not None or args.guide is None:  # mode B: an attribute bank (engine/bank/cli.py)
         from engine.bank.cli import cmd_attribute_edit
@@ -236,8 +251,7 @@ def cmd_edit(args, session: Session | None = None) -> int:
     t0 = time.perf_counter()
     try:
         result = edit(args.reference, guide=args.guide, options=options, mask=args.mask, progress=progress, log=log,
-                      backbone=session.model(options) if session else None,
-                      cancel=session.cancel if session else None)
+                      backbone=session.model(options), cancel=session.cancel)
     finally:
         if bar is not None:
             bar.close()
@@ -282,7 +296,7 @@ def main(argv: list[str] | None = None, session: Session | None = None) -> int:
             code = through_service(argv, start=args.keep_warm)
             if code is not None:
                 return code
-        return {"edit": cmd_edit}[args.command](args, session)
+        return {"edit": cmd_edit}[args.command](args, session or HERE)
     except (Exception, KeyboardInterrupt) as e:  # a bug too: one line and exit 70, a traceback only on request
         code, message = describe_failure(e, verbose="--verbose" in argv)
         print(f"error: {message}", file=sys.stderr)

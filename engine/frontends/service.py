@@ -233,7 +233,7 @@ class Service:
         """`python -m engine ARGV` for a client: the CLI's own code, in the client's folder and umask, with this
         service's loaded models and the client's cancel; its output streamed to the client, then an "exit" event.
         A SystemExit from a stop signal is not caught here: the service ends (run() tells the client)."""
-        from engine.frontends.cli import Session, parser
+        from engine.frontends.cli import Session, parser_exit
         from engine.frontends.cli import main as cli_main
 
         here, umask = os.getcwd(), os.umask(command["umask"])
@@ -241,15 +241,9 @@ class Service:
             os.chdir(command["cwd"])
             with contextlib.redirect_stdout(ClientStream(job, "stdout", command["tty"])), \
                     contextlib.redirect_stderr(ClientStream(job, "stderr", command["tty"])):
-                try:
-                    parser().parse_args(command["argv"])  # --help and the like end in SystemExit: answered here
-                    help_code = None
-                except SystemExit as e:
-                    help_code = e.code if isinstance(e.code, int) else 1
-                except FATError:  # a usage error: cli_main tells it
-                    help_code = None
-                code = help_code if help_code is not None else cli_main(
-                    command["argv"], Session(lambda o: self.models(o, lambda _t: None), job.cancel))
+                code = parser_exit(command["argv"])
+                if code is None:
+                    code = cli_main(command["argv"], Session(lambda o: self.models(o, lambda _t: None), job.cancel))
         except OSError as e:
             code = EXIT_USAGE
             job.emit({"event": "output", "stream": "stderr", "text": f"error: the engine service cannot work in "

@@ -128,14 +128,19 @@ def read_token(sock: Path) -> str:
         return f.read(256).decode("ascii", "replace").strip()
 
 
-def peer_pid(sock: socket.socket) -> int | None:
-    """The pid at the other end of a Unix socket (Linux SO_PEERCRED); None elsewhere."""
+def _linux_peer(sock: socket.socket) -> tuple[int, int, int] | None:
+    """(pid, uid, gid) at the other end of a Unix socket (Linux SO_PEERCRED); None elsewhere."""
     import struct
 
     if not hasattr(socket, "SO_PEERCRED"):
         return None
-    pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return pid
+    return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+
+
+def peer_pid(sock: socket.socket) -> int | None:
+    """The pid at the other end of a Unix socket (Linux); None elsewhere."""
+    peer = _linux_peer(sock)
+    return None if peer is None else peer[0]
 
 
 def peer_uid(sock: socket.socket) -> int | None:
@@ -143,10 +148,9 @@ def peer_uid(sock: socket.socket) -> int | None:
     None where the system cannot tell."""
     import struct
 
-    if hasattr(socket, "SO_PEERCRED"):
-        _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                              struct.calcsize("3i")))
-        return uid
+    peer = _linux_peer(sock)
+    if peer is not None:
+        return peer[1]
     if hasattr(socket, "LOCAL_PEERCRED"):  # struct xucred: u_int version, uid_t uid, short ngroups, ...
         data = sock.getsockopt(0, socket.LOCAL_PEERCRED, struct.calcsize("2I") + 2 + 16 * 4)
         return struct.unpack_from("2I", data)[1]
