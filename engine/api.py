@@ -171,8 +171,8 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
         result_t, history = optimise(problem, iterations, options.optimizer, options.seed, progress, cancel)
     else:
         result_t, history = problem.init, []
-    if progress is not None:
-        progress(Progress(iterations, iterations, history[-1] if history else {}, time.perf_counter() - t))
+    if progress is not None:  # done: as many steps as ran (a stalled stage ends early)
+        progress(Progress(len(history), len(history), history[-1] if history else {}, time.perf_counter() - t))
     result_crop = _to_image(result_t)
     timings["optimise"] = time.perf_counter() - t
 

@@ -14,6 +14,7 @@ from engine import edit
 from engine.errors import EXIT_CANCELLED, EXIT_INPUT, EXIT_NO_FACE, EXIT_USAGE, FATError
 from engine.frontends.cli import main as cli_main
 from engine.objective.losses import (
+    MaskedTarget,
     attribute_loss,
     attribute_target,
     colour_anchor,
@@ -22,7 +23,7 @@ from engine.objective.losses import (
     identity_loss,
     total_variation,
 )
-from engine.objective.optimise import CancelToken
+from engine.objective.optimise import CancelToken, stalled, upsample
 
 # --- losses: analytic gradients against finite differences on a tiny net ----------
 
@@ -50,9 +51,10 @@ def test_loss_gradients_match_finite_differences():
 
     def total(x):
         f = net(x)
-        return (identity_loss(f, ref, {"v": 1.0, "b": 0.5}) + attribute_loss(f, target, {"a": 1.0, "b": 0.3}, mask)
+        masked = {k: MaskedTarget.of(v, mask) for k, v in target.items()}
+        return (identity_loss(f, ref, {"v": 1.0, "b": 0.5}) + attribute_loss(f, masked, {"a": 1.0, "b": 0.3})
                 + total_variation(x * 255, mask) + colour_anchor(x * 255, anchor, mask, factor=2)
-                + gram_loss(f, target, {"a": 0.2}, mask))
+                + gram_loss(f, masked, {"a": 0.2}))
 
     x = torch.rand(1, 3, 8, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(total, (x,), eps=1e-6, atol=1e-5)
@@ -67,6 +69,30 @@ def test_feature_distance_is_zero_at_target_and_masked():
     bottom[3:] = 1
     assert float(feature_distance(g, f, bottom)) == pytest.approx(0.0, abs=1e-7)
     assert float(feature_distance(g, f, 1 - bottom)) > 0.1
+
+
+def test_masked_target_reads_only_the_masks_box_and_equals_the_full_distance():
+    torch.manual_seed(2)
+    f, target = torch.rand(1, 4, 12, 16, dtype=torch.float64), torch.rand(1, 4, 12, 16, dtype=torch.float64)
+    mask = torch.zeros(24, 32, dtype=torch.float64)
+    mask[8:15, 4:21] = torch.rand(7, 17, dtype=torch.float64) + 0.1
+    masked = MaskedTarget.of(target, mask)
+    assert masked.target.shape[-2:] == (4, 9)  # rows 8..14, columns 4..20 at half size
+    assert float(masked.distance(f)) == pytest.approx(float(feature_distance(f, target, mask)), rel=1e-12)
+    far = f.clone()
+    far[..., :3, :] += 5.0  # outside the box: no effect
+    assert float(masked.distance(far)) == pytest.approx(float(masked.distance(f)), rel=1e-12)
+    vector = MaskedTarget.of(target.mean(dim=(2, 3)), mask)  # a vector (fc) target ignores the mask
+    assert float(vector.distance(f.mean(dim=(2, 3)))) == pytest.approx(
+        float(feature_distance(f.mean(dim=(2, 3)), target.mean(dim=(2, 3)))), rel=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+@pytest.mark.parametrize("shape,size", [((7, 9), (448, 448)), ((28, 28), (300, 451)), ((5, 5), (5, 5))])
+def test_upsample_as_matrices_equals_interpolate(mode, shape, size):
+    x = torch.randn(1, 3, *shape, dtype=torch.float64)
+    expected = torch.nn.functional.interpolate(x, size=size, mode=mode, align_corners=False)
+    assert torch.allclose(upsample(x.float(), size, mode).double(), expected, atol=1e-5)
 
 
 def test_strength_moves_the_target_linearly():
@@ -90,6 +116,25 @@ def test_edit_opens_the_mouth_region_only_and_is_deterministic(small_pair, dlib_
     h = before.shape[0]
     assert ys.min() > 0.3 * h  # nothing changed above the nose: forehead and eyes are untouched
     assert 0 <= a.descriptor_distance < 0.6  # still the same person for dlib
+
+
+def test_stall_rule_stops_only_on_diminishing_returns():
+    assert not stalled([1.0, 0.9, 0.8, 0.7, 0.6, 0.5], 4, 0.05)  # steady progress
+    assert stalled([1.0, 0.5, 0.45, 0.449, 0.4489, 0.4488, 0.4487], 4, 0.05)  # the last 4 gained 0.0013 of 0.55
+    assert not stalled([1.0, 0.5, 0.45, 0.449, 0.4489, 0.4488], 4, 0.05)  # the last 4 gained 0.0512
+    assert not stalled([1.0, 1.0, 1.0, 1.0], 4, 0.05)  # fewer than 5 evaluations: nothing to compare yet
+    assert not stalled([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], 4, 0.0)  # 0: never
+    assert stalled([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], 4, 0.05)  # no progress at all
+
+
+def test_a_stalled_stage_ends_early_and_the_progress_total_follows(small_pair, dlib_backbone):
+    seen = []
+    r = edit(small_pair[0], guide=small_pair[1], iterations=40, backbone=dlib_backbone, progress=seen.append,
+             overrides={"stall": 1.0, "stall_evaluations": 3})  # any gain is too little: 3 + 1 per stage
+    assert len(r.history) == 8 and seen[-1].step == seen[-1].total == 8
+    assert min(h["total"] for h in r.history[4:]) <= min(h["total"] for h in r.history[:4])
+    full = edit(small_pair[0], guide=small_pair[1], iterations=12, backbone=dlib_backbone, overrides={"stall": 0})
+    assert len(full.history) >= 12
 
 
 def test_api_takes_arrays_and_pil_images(small_pair, dlib_backbone):

@@ -218,9 +218,8 @@ class AttributeEditor:
             crop = x[0].detach().cpu().numpy().transpose(1, 2, 0)
         else:
             crop, history = init, []
-        if progress is not None:
-            n = self.options.iterations
-            progress(Progress(n, n, history[-1] if history else {}, time.perf_counter() - t))
+        if progress is not None:  # done: as many steps as ran (a stalled stage ends early)
+            progress(Progress(len(history), len(history), history[-1] if history else {}, time.perf_counter() - t))
         return init, crop, history
 
     def frame(self, strength: float) -> tuple[FaceFrame, Photo]:

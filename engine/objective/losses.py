@@ -44,9 +44,40 @@ def identity_loss(features: dict[str, torch.Tensor], reference: dict[str, torch.
     return sum(w * feature_distance(features[k], reference[k]) for k, w in weights.items())
 
 
-def attribute_loss(features: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
-                   weights: dict[str, float], mask: torch.Tensor) -> torch.Tensor:
-    return sum(w * feature_distance(features[k], target[k], mask) for k, w in weights.items())
+@dataclass(frozen=True)
+class MaskedTarget:
+    """A feature target where the mask reaches: the box of the mask's support at the map's size, the target and the
+    mask inside it, and the target's masked energy (the distance's denominator). Constant per problem, so each
+    evaluation reads only the box (a mouth is about a fifth of a map): `distance` equals
+    feature_distance(f, target, mask)."""
+
+    target: torch.Tensor
+    mask: torch.Tensor | None  # (1, 1, h, w) inside the box; None for a vector (fc) target: no mask applies
+    box: tuple[slice, slice] | None
+    energy: torch.Tensor
+
+    @classmethod
+    def of(cls, target: torch.Tensor, mask: torch.Tensor) -> MaskedTarget:
+        m = _as_map_mask(mask, target)
+        if m is None:
+            return cls(target, None, None, target.square().mean() + EPS)
+        ys, xs = torch.nonzero(m[0, 0] > 0, as_tuple=True)
+        box = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1)) if len(ys) else None
+        target, m = (target[..., box[0], box[1]].contiguous(), m[..., box[0], box[1]].contiguous()) if box else (
+            target, m)
+        return cls(target, m, box, (target.square() * m).sum() + EPS)
+
+    def crop(self, f: torch.Tensor) -> torch.Tensor:
+        return f if self.box is None else f[..., self.box[0], self.box[1]]
+
+    def distance(self, f: torch.Tensor) -> torch.Tensor:
+        diff = (self.crop(f) - self.target).square()
+        return diff.mean() / self.energy if self.mask is None else (diff * self.mask).sum() / self.energy
+
+
+def attribute_loss(features: dict[str, torch.Tensor], targets: dict[str, MaskedTarget],
+                   weights: dict[str, float]) -> torch.Tensor:
+    return sum(w * targets[k].distance(features[k]) for k, w in weights.items())
 
 
 def attribute_target(reference: dict[str, torch.Tensor], guide: dict[str, torch.Tensor],
@@ -77,21 +108,22 @@ def colour_anchor(x: torch.Tensor, anchor: torch.Tensor, mask: torch.Tensor, fac
 
 
 def gram(f: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Channel correlations of f weighted by a mask already at f's size (1, 1, h, w)."""
     n, c, h, w = f.shape
-    m = _as_map_mask(mask, f)
-    v = (f * m if m is not None else f).reshape(n, c, h * w)
-    norm = (m.sum() if m is not None else torch.tensor(float(h * w))) + EPS
+    v = (f * mask if mask is not None else f).reshape(n, c, h * w)
+    norm = (mask.sum() if mask is not None else torch.tensor(float(h * w))) + EPS
     return v @ v.transpose(1, 2) / norm
 
 
-def gram_loss(features: dict[str, torch.Tensor], target: dict[str, torch.Tensor], weights: dict[str, float],
-              mask: torch.Tensor) -> torch.Tensor:
-    total = torch.zeros((), device=mask.device)
+def gram_loss(features: dict[str, torch.Tensor], targets: dict[str, MaskedTarget],
+              weights: dict[str, float]) -> torch.Tensor:
+    terms = []
     for k, w in weights.items():
-        if features[k].dim() == 4:
-            g, t = gram(features[k], mask), gram(target[k], mask)
-            total = total + w * (g - t).square().mean() / (t.square().mean() + EPS)
-    return total
+        target = targets[k]
+        if target.target.dim() == 4:
+            g, t = gram(target.crop(features[k]), target.mask), gram(target.target, target.mask)
+            terms.append(w * (g - t).square().mean() / (t.square().mean() + EPS))
+    return sum(terms) if terms else torch.zeros(())
 
 
 def change_cost(x: torch.Tensor, start: torch.Tensor, cost: torch.Tensor, mask: torch.Tensor,
@@ -115,11 +147,10 @@ class Evaluation:
 TERMS: dict[str, Callable[[Evaluation, float], torch.Tensor]] = {
     "identity": lambda e, w: w * identity_loss(e.features, e.problem.reference_features,
                                                e.problem.recipe.identity_layers),
-    "attribute": lambda e, w: w * attribute_loss(e.features, e.problem.attribute_features,
-                                                 e.problem.recipe.attribute_layers, e.problem.mask),
+    "attribute": lambda e, w: w * attribute_loss(e.features, e.problem.attribute_targets,
+                                                 e.problem.recipe.attribute_layers),
     "tv": lambda e, w: w * total_variation(e.x_net, e.problem.network_mask),
     "colour": lambda e, w: w * colour_anchor(e.x, e.problem.init, e.problem.mask, e.problem.recipe.colour_lowpass),
     "change": lambda e, w: change_cost(e.x, e.problem.init, e.problem.change_cost, e.problem.mask, w),
-    "gram": lambda e, w: w * gram_loss(e.features, e.problem.attribute_features, e.problem.recipe.attribute_layers,
-                                       e.problem.mask),
+    "gram": lambda e, w: w * gram_loss(e.features, e.problem.attribute_targets, e.problem.recipe.attribute_layers),
 }

@@ -14,14 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import torch
 from torch.nn import functional as F
 
 from engine.errors import EXIT_CANCELLED, EXIT_USAGE, FATError
 from engine.models.backbone import Backbone
-from engine.objective.losses import TERMS, Evaluation, attribute_target
+from engine.objective.losses import TERMS, Evaluation, MaskedTarget, attribute_target
 from engine.objective.recipes import Recipe
 
 
@@ -64,6 +64,10 @@ class Problem:
         return set(self.recipe.identity_layers) | set(self.recipe.attribute_layers)
 
     @cached_property
+    def attribute_targets(self) -> dict[str, MaskedTarget]:
+        return {k: MaskedTarget.of(self.attribute_features[k], self.mask) for k in self.recipe.attribute_layers}
+
+    @cached_property
     def network_mask(self) -> torch.Tensor:
         return to_network(self.mask[None, None], self.backbone.input_size)[0, 0]
 
@@ -99,14 +103,30 @@ def targets(backbone: Backbone, reference: torch.Tensor, guide: torch.Tensor, re
     return ref, attribute_target({k: ref[k] for k in attribute_layers}, gui, strength)
 
 
+@lru_cache(maxsize=16)
+def _axis_matrix(n: int, m: int, mode: str, device: torch.device) -> torch.Tensor:
+    """(n, m): F.interpolate from n to m samples along one axis, as a matrix (the columns of the identity,
+    interpolated)."""
+    eye = torch.eye(n, device=device).reshape(n, 1, n, 1)
+    return F.interpolate(eye, size=(m, 1), mode=mode, align_corners=False)[:, 0, :, 0].contiguous()
+
+
+def upsample(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """F.interpolate(x, size, mode) for the separable modes (bilinear, bicubic) as two small matrix products:
+    the same values (to float rounding), and at the work crop a tenth of the time forward and backward, which
+    the optimisation pays at every evaluation (bicubic 448 px: 4.9 ms against 0.4 ms)."""
+    h, w = x.shape[-2:]
+    return _axis_matrix(h, size[0], mode, x.device).t() @ x @ _axis_matrix(w, size[1], mode, x.device)
+
+
 LUMA_UNIT, CHROMA_UNIT = 32.0, 8.0  # pixel units per unit of the variables (keeps gradients O(1))
 
 
 def render(problem: Problem, luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
     size = problem.init.shape[-2:]
-    up = F.interpolate(luma * LUMA_UNIT, size=size, mode="bicubic", align_corners=False)
+    up = upsample(luma * LUMA_UNIT, size, "bicubic")
     if problem.recipe.chroma_grid > 0:
-        up = up + F.interpolate(chroma * CHROMA_UNIT, size=size, mode="bilinear", align_corners=False)
+        up = up + upsample(chroma * CHROMA_UNIT, size, "bilinear")
     return (problem.init + problem.mask * up).clamp(0, 255)
 
 
@@ -117,15 +137,30 @@ def loss_terms(problem: Problem, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {name: TERMS[name](evaluation, weight) for name, weight in problem.recipe.weights.items() if weight}
 
 
+def stalled(bests: list[float], evaluations: int, share: float) -> bool:
+    """Diminishing returns: the last `evaluations` evaluations lowered the best loss by no more than `share` of what
+    the whole stage has gained (bests[i] = the best loss after evaluation i; share 0 never stops)."""
+    if share <= 0 or len(bests) <= evaluations:
+        return False
+    return bests[-1 - evaluations] - bests[-1] <= share * (bests[0] - bests[-1])
+
+
+class _StageOver(Exception):
+    """Raised out of an evaluation to end a stage: its budget is spent, or its loss stalled (Recipe.stall)."""
+
+
 class _Stage:
-    """One coarse-to-fine stage: `n` evaluations of the losses over (luma, chroma)."""
+    """One coarse-to-fine stage: at most `n` evaluations of the losses over (luma, chroma), ending early once the
+    best loss stalls (Recipe.stall); the stage's result is the best point it evaluated."""
 
     def __init__(self, problem: Problem, luma: torch.Tensor, chroma: torch.Tensor, n: int, method: str,
-                 history: list[dict], on_step: Callable[[dict], None], cancel: CancelToken | None) -> None:
+                 history: list[dict], on_step: Callable[[dict, int], None], cancel: CancelToken | None) -> None:
         self.problem, self.n, self.history, self.on_step, self.cancel = problem, n, history, on_step, cancel
         self.luma = luma.detach().requires_grad_(True)
         self.chroma = chroma.detach().requires_grad_(True)
         self.left = n
+        self.best: tuple[float, torch.Tensor, torch.Tensor] | None = None
+        self.bests: list[float] = []  # the best loss after each evaluation of this stage
         params = [self.luma, self.chroma]
         if method == "lbfgs":
             self.opt = torch.optim.LBFGS(params, lr=1.0, max_iter=n, max_eval=n, history_size=20,
@@ -146,27 +181,42 @@ class _Stage:
         record = {**{k: float(v.detach()) for k, v in terms.items()}, "total": float(total.detach())}
         self.history.append(record)
         self.left -= 1
-        self.on_step(record)
+        stop = self.left <= 0 or self._remember(record["total"])  # L-BFGS's line search may overrun max_eval
+        self.on_step(record, max(self.left, 0) if stop else 0)
+        if stop:
+            raise _StageOver
         return total
 
-    def run(self, tolerance: float) -> None:
-        if self.method == "lbfgs":
-            self.opt.step(self.closure)  # L-BFGS counts evaluations itself (max_eval)
-            return
-        last = None
-        while self.left > 0:
-            total = float(self.opt.step(self.closure))
-            if last is not None and abs(last - total) < tolerance * max(1.0, abs(last)):
-                break
-            last = total
+    def _remember(self, value: float) -> bool:
+        """Keep the best point; True once the recent evaluations gained too little (Recipe.stall)."""
+        if self.best is None or value < self.best[0]:
+            self.best = (value, self.luma.detach().clone(), self.chroma.detach().clone())
+        self.bests.append(self.best[0])
+        recipe = self.problem.recipe
+        return stalled(self.bests, int(recipe.stall_evaluations), recipe.stall)
+
+    def run(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(luma, chroma) of the best evaluated point."""
+        try:
+            if self.method == "lbfgs":
+                self.opt.step(self.closure)  # L-BFGS counts evaluations itself (max_eval)
+            else:
+                while self.left > 0:
+                    self.opt.step(self.closure)
+        except _StageOver:
+            pass
+        if self.best is None:
+            return self.luma.detach(), self.chroma.detach()
+        return self.best[1], self.best[2]
 
 
 def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed: int = 0,
              progress: Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
-             stages: tuple[float, ...] | None = None, tolerance: float = 1e-5) -> tuple[torch.Tensor, list[dict]]:
+             stages: tuple[float, ...] | None = None) -> tuple[torch.Tensor, list[dict]]:
     """Coarse-to-fine: the brightness change lives at stage * network size; returns (x, history).
 
-    One iteration is one evaluation (a forward and a backward pass), whichever optimiser.
+    One iteration is one evaluation (a forward and a backward pass), whichever optimiser; `iterations` is the
+    most there will be (a stage whose loss stalls ends early: Recipe.stall).
     """
     torch.manual_seed(seed)
     stages = stages or (problem.recipe.luma_grid / 2, problem.recipe.luma_grid)
@@ -178,9 +228,13 @@ def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed
     history: list[dict] = []
     t0 = time.perf_counter()
 
-    def on_step(record: dict) -> None:
+    skipped = 0  # evaluations of stalled stages that will not run: the progress total shrinks by them
+
+    def on_step(record: dict, skipping: int) -> None:
+        nonlocal skipped
+        skipped += skipping
         if progress is not None:
-            progress(Progress(len(history), iterations, record, time.perf_counter() - t0))
+            progress(Progress(len(history), iterations - skipped, record, time.perf_counter() - t0))
 
     per_stage = [max(1, iterations // len(stages))] * len(stages)
     per_stage[-1] += iterations - sum(per_stage)
@@ -191,7 +245,6 @@ def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed
         else:
             luma = F.interpolate(luma.detach(), size=size, mode="bilinear", align_corners=False)
         stage = _Stage(problem, luma, chroma, n, method, history, on_step, cancel)
-        stage.run(tolerance)
-        luma, chroma = stage.luma, stage.chroma
+        luma, chroma = stage.run()
     with torch.no_grad():
         return render(problem, luma, chroma), history
