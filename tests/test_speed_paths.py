@@ -108,3 +108,24 @@ def test_target_features_are_remembered_by_content(dlib_backbone, monkeypatch):
     assert all(torch.equal(again[k], real(dlib_backbone, guide, taps)[k]) for k in taps)
     dlib_backbone.features_remembered(guide + 1, taps)
     assert len(calls) == 2  # other pixels: another pass
+
+
+def test_a_new_process_edit_skips_imports_it_does_not_need(small_pair, models_dir, tmp_path):
+    """Start-up cost of the CLI's first edit (measured by the bench's cold start): torch._dynamo (1.1 s, imported
+    by torch.optim's first call unless engine/objective/optimise.py skip_dynamo_import marks it done) and
+    scipy.interpolate (0.5 s, needed only where a region is bent) stay out of a mouth edit."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ref, guide = small_pair
+    code = ("import sys; from engine.frontends.cli import main; "
+            f"code = main(['edit', {str(ref)!r}, '--guide', {str(guide)!r}, '-o', {str(tmp_path / 'out.png')!r}, "
+            "'--iterations', '4', '--no-service', '--quiet', '--backbone', 'dlib-resnet']); "
+            "print(sorted(m for m in ('torch._dynamo', 'scipy.interpolate') if m in sys.modules)); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, env={**os.environ, "FAT_MODELS_DIR": str(models_dir)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "out.png").exists()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy.interpolate import LinearNDInterpolator, RBFInterpolator
 
 from engine.face.regions import WARPS
 
@@ -71,6 +70,8 @@ def warp_to(image: np.ndarray, source: np.ndarray, target: np.ndarray, method: s
     `fade` (h, w, 0..1) scales the bend: 1 where the points must land, 0 where the image must not move."""
     if method == "none" or np.allclose(source, target):
         return image.copy()
+    # imported here: scipy.interpolate is 0.5 s of a new process, and most edits (a mouth) never bend anything
+    from scipy.interpolate import LinearNDInterpolator, RBFInterpolator
     h, w = image.shape[:2]
     border = _border((h, w))
     dst = np.vstack([target, border])  # inverse map: for each output pixel, where to read in the image

@@ -210,6 +210,24 @@ class _Stage:
         return self.best[1], self.best[2]
 
 
+def skip_dynamo_import() -> None:
+    """torch.optim wraps Optimizer's methods in torch._disable_dynamo, whose first call imports torch._dynamo only to
+    mark them "never compile": 1.1 s of a new process's first edit here, for torch.compile, which nothing here uses.
+    Each wrapper caches its answer on the wrapped function; giving it the function itself (what "disabled" means
+    without torch.compile) skips the import for L-BFGS, the default optimiser. A torch whose wrappers differ is left
+    as it is: the import then happens as before. tests/test_engine.py checks that a new process's edit skips it."""
+    try:
+        marker = torch._disable_dynamo(lambda: None).__code__
+    except (AttributeError, TypeError):
+        return
+    for klass in torch.optim.LBFGS.__mro__:
+        for value in vars(klass).values():
+            wrapped = getattr(value, "__wrapped__", None)
+            seeded = getattr(wrapped, "__dynamo_disable", None) if wrapped is not None else True
+            if getattr(value, "__code__", None) is marker and seeded is None:
+                wrapped.__dynamo_disable = wrapped
+
+
 def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed: int = 0,
              progress: Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
              stages: tuple[float, ...] | None = None) -> tuple[torch.Tensor, list[dict]]:
@@ -219,6 +237,7 @@ def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed
     most there will be (a stage whose loss stalls ends early: Recipe.stall).
     """
     torch.manual_seed(seed)
+    skip_dynamo_import()
     stages = stages or (problem.recipe.luma_grid / 2, problem.recipe.luma_grid)
     h, w = problem.backbone.input_size
     device = problem.init.device
