@@ -178,7 +178,7 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
 
     t = time.perf_counter()
     stage("Pasting back")
-    image = frame.paste(ref_photo.rgb, result_crop)
+    image = frame.paste(ref_photo.rgb, result_crop, min(1.0, options.strength))
     timings["paste_back"] = time.perf_counter() - t
     t = time.perf_counter()
     distance = descriptor_distance(ref_photo.rgb8().astype(np.float32), np.clip(np.rint(image), 0, 255),

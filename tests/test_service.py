@@ -406,9 +406,10 @@ def test_a_service_that_does_not_take_the_command_leaves_the_edit_to_the_shell(r
 
 def _served_long_edit(ref: Path, guide: Path, out: Path, iterations: int, sock: Path,
                       settle: float) -> subprocess.Popen:
-    """A shell edit long enough to interrupt, once the service has taken it and run `settle` seconds of it."""
+    """A shell edit long enough to interrupt, once the service has taken it and run `settle` seconds of it (every
+    evaluation: no stage ends early on a stalled loss)."""
     proc = subprocess.Popen([sys.executable, "-m", "engine", "edit", str(ref), "--guide", str(guide), "--iterations",
-                             str(iterations), "-o", str(out)], cwd=PROJECT, stdout=subprocess.PIPE,
+                             str(iterations), "--set", "stall=0", "-o", str(out)], cwd=PROJECT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: "editing python -m engine edit" in _log(sock), 60, "the edit to reach the service")
     time.sleep(settle)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -168,3 +169,27 @@ def test_a_reshape_towards_the_reference_itself_changes_nothing(dlib_backbone, s
     r = edit(small_pair[0], guide=small_pair[0], backbone=dlib_backbone, region="eyebrows", iterations=0)
     assert np.abs(r.frame.guide.landmarks - r.frame.ref.landmarks).max() < 1e-3
     assert np.array_equal(r.crops["init"], r.crops["reference"])
+
+
+def test_the_photo_is_bent_at_its_own_resolution_without_a_ghost():
+    """A raised brow in a photo 3x the crop's size: the sharp edge moves (bend_photo), where a crop-resolution
+    difference added to the photo (paste_back alone) leaves the original edge standing beside a soft copy."""
+    from engine.face.pasteback import bend_photo, paste_back
+    from engine.face.warp import bend_offsets, moved_by
+
+    photo = np.full((600, 600, 3), 230.0, np.float32)
+    photo[300:303, 150:450] = 20.0  # a sharp, thin dark line: the brow
+    m = np.array([[1 / 3, 0, 0], [0, 1 / 3, 0]])  # photo -> crop (200 x 200)
+    crop = cv2.warpAffine(photo, m, (200, 200), flags=cv2.INTER_AREA)
+    xs = np.linspace(40, 160, 7)
+    source = np.r_[np.c_[xs, np.full(7, 100.0)], np.c_[xs, np.full(7, 60.0)], np.c_[xs, np.full(7, 140.0)]]
+    target = source.copy()
+    target[:7, 1] -= 5  # the line's points rise 5 crop px = 15 photo px; the rows above and below stay
+    offsets = bend_offsets((200, 200), source, target)
+    bent = bend_photo(photo, m, offsets)
+    column = bent[:, 300, 0]
+    assert column[285:288].max() < 60 and column[299:304].min() > 200  # moved, and nothing left behind
+    assert np.array_equal(bent[:200], photo[:200]) and np.array_equal(bent[450:], photo[450:])  # unmoved: copied
+    old = paste_back(photo, m, moved_by(crop, offsets) - crop, np.ones((200, 200), np.float32))
+    assert old[299:304, 300, 0].min() < 120  # the old way: the original line still shows through
+    assert np.array_equal(bend_photo(photo, m, np.zeros((200, 200, 2), np.float32)), photo)

@@ -16,9 +16,18 @@ import numpy as np
 from engine.face.align import scale_of, template_transform, transform_points, warp_crop
 from engine.face.detect import Face, eye_distance, find_face
 from engine.face.masks import grow_and_feather, lookup_region, region_mask, soften_user_mask, user_mask
-from engine.face.pasteback import paste_back
+from engine.face.pasteback import bend_photo, paste_back
 from engine.face.regions import EYES, Region
-from engine.face.warp import anchor_similarity, move_rigidly, reshape_targets, target_landmarks, thicken, warp_to
+from engine.face.warp import (
+    anchor_similarity,
+    bend_offsets,
+    move_rigidly,
+    moved_by,
+    reshape_targets,
+    target_landmarks,
+    thicken,
+    warp_to,
+)
 from engine.io.images import Photo
 
 MAX_WORK_FACTOR = 4
@@ -95,20 +104,34 @@ class FaceFrame:
         """Reference and guide crops with the region bent `amount` (0..1) of the way from the reference's shape to
         the guide's (unchanged without a reshape)."""
         r = self.reshape
-        if r is None or amount <= 0:
+        offsets = self.bend(amount)
+        if r is None or offsets is None:
             return self.ref.crop, self.guide.crop
         goal = r.bend_from + min(1.0, amount) * (r.bend_to - r.bend_from)
-        return (warp_to(self.ref.crop, r.bend_from, goal, r.method, r.fade),
-                warp_to(self.guide.crop, r.bend_to, goal, r.method, r.fade))
+        return moved_by(self.ref.crop, offsets), warp_to(self.guide.crop, r.bend_to, goal, r.method, r.fade)
+
+    def bend(self, amount: float) -> np.ndarray | None:
+        """The reference's bend `amount` of the way to the guide's shape, as crop-pixel offsets (None: no bend)."""
+        r = self.reshape
+        if r is None or amount <= 0:
+            return None
+        goal = r.bend_from + min(1.0, amount) * (r.bend_to - r.bend_from)
+        return bend_offsets(self.ref.crop.shape[:2], r.bend_from, goal, r.method, r.fade)
 
     @property
     def paste_mask(self) -> np.ndarray:
         """Where the photo may change: the region mask, or with a reshape everywhere the bend moved."""
         return self.mask if self.reshape is None else self.reshape.paste_mask
 
-    def paste(self, photo_rgb: np.ndarray, result_crop: np.ndarray) -> np.ndarray:
-        """The edited crop's change, in the photo; a user's mask is a hard promise: nothing changes outside it."""
-        image = paste_back(photo_rgb, self.ref.transform, result_crop - self.ref.crop, self.paste_mask)
+    def paste(self, photo_rgb: np.ndarray, result_crop: np.ndarray, amount: float = 1.0) -> np.ndarray:
+        """The edited crop's change, in the photo; a user's mask is a hard promise: nothing changes outside it.
+        A reshape (bent `amount` of the way, as the start was) bends the photo itself at its own resolution, and
+        only the change from the bent reference crop is pasted (engine/face/pasteback.py bend_photo)."""
+        base, start = photo_rgb, self.ref.crop
+        offsets = self.bend(amount)
+        if offsets is not None:
+            base, start = bend_photo(photo_rgb, self.ref.transform, offsets), moved_by(self.ref.crop, offsets)
+        image = paste_back(base, self.ref.transform, result_crop - start, self.paste_mask)
         if self.user_mask is not None:
             a = self.user_mask[..., None]
             image = np.where(a > 0, photo_rgb + a * (image - photo_rgb), photo_rgb)

@@ -2,7 +2,10 @@
 
 Only the change is moved: delta = edited crop - aligned reference crop is warped
 back through the inverse transform (bicubic) and added through the feathered
-region mask. Pixels where the mask is zero are copied, byte for byte.
+region mask. Pixels where the mask is zero are copied, byte for byte. A region that
+changes shape (eyes, brows) bends the photo itself at its own resolution first
+(bend_photo): a moved edge added as a low-resolution difference would leave the
+sharp original beside a soft moved copy.
 """
 
 from __future__ import annotations
@@ -48,4 +51,25 @@ def paste_back(rgb: np.ndarray, m: np.ndarray, delta: np.ndarray, mask: np.ndarr
     box = out[y0:y1, x0:x1]
     edited = np.clip(box + a * d, 0, 255)
     out[y0:y1, x0:x1] = np.where(a > 0, edited, box)
+    return out
+
+
+def bend_photo(rgb: np.ndarray, m: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The photo bent at its own resolution by a bend given in crop pixels (engine/face/warp.py bend_offsets; m:
+    photo -> crop): a raised brow pasted as a crop-resolution difference kept the sharp original brow under a soft
+    raised copy (a doubled brow). Pixels the bend does not move are copied unchanged."""
+    out = rgb.copy()
+    x0, y0, x1, y1 = mask_bbox(m, (np.abs(offsets).max(-1) > 1e-3).astype(np.float32), rgb.shape[:2])
+    if x1 <= x0 or y1 <= y0:
+        return out
+    shift = np.array([[1, 0, x0], [0, 1, y0]], float)
+    m_box = m @ np.vstack([shift, [0, 0, 1]])
+    crop_offsets = cv2.warpAffine(offsets.astype(np.float32), m_box, (x1 - x0, y1 - y0),
+                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+    photo_offsets = crop_offsets @ np.linalg.inv(m[:, :2]).T  # crop pixels -> photo pixels
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    bent = cv2.remap(rgb.astype(np.float32), xx + photo_offsets[..., 0].astype(np.float32),
+                     yy + photo_offsets[..., 1].astype(np.float32), cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+    moved = np.abs(photo_offsets).max(-1, keepdims=True) > 1e-3
+    out[y0:y1, x0:x1] = np.where(moved, np.clip(bent, 0, 255), out[y0:y1, x0:x1])
     return out

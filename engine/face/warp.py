@@ -64,15 +64,16 @@ def move_rigidly(image: np.ndarray, landmarks: np.ndarray, m: np.ndarray) -> tup
     return moved, landmarks @ m[:, :2].T + m[:, 2]
 
 
-def warp_to(image: np.ndarray, source: np.ndarray, target: np.ndarray, method: str = "affine",
-            fade: np.ndarray | None = None) -> np.ndarray:
-    """The image bent so that its points `source` land on `target` (both N x 2, x/y in its pixels).
-    `fade` (h, w, 0..1) scales the bend: 1 where the points must land, 0 where the image must not move."""
+def bend_offsets(size: tuple[int, int], source: np.ndarray, target: np.ndarray, method: str = "affine",
+                 fade: np.ndarray | None = None) -> np.ndarray:
+    """(h, w, 2) x/y offsets: output pixel p of a bend taking points `source` onto `target` reads the image at
+    p + offset (scaled by `fade`, 1 where the points must land, 0 where nothing moves). Zero where nothing moves."""
+    h, w = size
     if method == "none" or np.allclose(source, target):
-        return image.copy()
+        return np.zeros((h, w, 2), np.float32)
     # imported here: scipy.interpolate is 0.5 s of a new process, and most edits (a mouth) never bend anything
     from scipy.interpolate import LinearNDInterpolator, RBFInterpolator
-    h, w = image.shape[:2]
+
     border = _border((h, w))
     dst = np.vstack([target, border])  # inverse map: for each output pixel, where to read in the image
     src = np.vstack([source, border])
@@ -86,11 +87,27 @@ def warp_to(image: np.ndarray, source: np.ndarray, target: np.ndarray, method: s
         mapped = RBFInterpolator(dst, src - dst, kernel="thin_plate_spline", smoothing=1e-3)(grid) + grid
     else:
         raise ValueError(f"unknown warp {method!r}; use one of {', '.join(WARPS)}")
+    offsets = mapped - grid
     if fade is not None:
-        mapped = grid + (mapped - grid) * np.asarray(fade, np.float64).reshape(-1, 1)
-    map_x = mapped[:, 0].reshape(h, w).astype(np.float32)
-    map_y = mapped[:, 1].reshape(h, w).astype(np.float32)
-    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        offsets = offsets * np.asarray(fade, np.float64).reshape(-1, 1)
+    return offsets.reshape(h, w, 2).astype(np.float32)
+
+
+def warp_to(image: np.ndarray, source: np.ndarray, target: np.ndarray, method: str = "affine",
+            fade: np.ndarray | None = None) -> np.ndarray:
+    """The image bent so that its points `source` land on `target` (both N x 2, x/y in its pixels).
+    `fade` (h, w, 0..1) scales the bend: 1 where the points must land, 0 where the image must not move."""
+    if method == "none" or np.allclose(source, target):
+        return image.copy()
+    return moved_by(image, bend_offsets(image.shape[:2], source, target, method, fade))
+
+
+def moved_by(image: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The image read at each pixel + its offset (bend_offsets), bilinear."""
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return cv2.remap(image, xx + offsets[..., 0], yy + offsets[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT101)
 
 
 def thicken(source: np.ndarray, target: np.ndarray, points: tuple[int, ...], above: float,
