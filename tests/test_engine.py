@@ -137,6 +137,19 @@ def test_a_stalled_stage_ends_early_and_the_progress_total_follows(small_pair, d
     assert len(full.history) >= 12
 
 
+def test_the_cli_progress_bar_follows_a_shrinking_total():
+    from engine.frontends.cli import ProgressBar
+    from engine.objective.optimise import Progress
+
+    bar = ProgressBar(40)
+    try:
+        bar(Progress(5, 40, {"total": 1.0}, 0.1))
+        bar(Progress(12, 29, {"total": 0.9}, 0.2))  # the first stage stalled: 11 evaluations fewer
+        assert (bar.bar.n, bar.bar.total) == (12, 29)
+    finally:
+        bar.close()
+
+
 def test_api_takes_arrays_and_pil_images(small_pair, dlib_backbone):
     ref, guide = small_pair
     r = edit(np.asarray(Image.open(ref)), guide=Image.open(guide), iterations=0, backbone=dlib_backbone)

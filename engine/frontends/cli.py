@@ -124,7 +124,9 @@ class ProgressBar:
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, desc="optimising", unit="step", file=sys.stderr, leave=False)
-        self.bar.n = min(p.step, self.total)
+        if p.total and p.total != self.bar.total:  # a stage that stalls ends early: the total shrinks
+            self.bar.total = p.total
+        self.bar.n = min(p.step, self.bar.total)
         self.bar.set_postfix(loss=f"{p.losses.get('total', 0):.4f}", refresh=False)
         self.bar.refresh()
 
