@@ -263,7 +263,7 @@ def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed
             luma = torch.zeros(1, 1, *size, device=device)
         else:
             luma = F.interpolate(luma.detach(), size=size, mode="bilinear", align_corners=False)
-        stage = _Stage(problem, luma, chroma, n, method, history, on_step, cancel)
-        luma, chroma = stage.run()
+        if n > 0:  # fewer iterations than stages: the later ones have none
+            luma, chroma = _Stage(problem, luma, chroma, n, method, history, on_step, cancel).run()
     with torch.no_grad():
         return render(problem, luma, chroma), history
