@@ -257,6 +257,23 @@ def test_keep_mask_makes_changing_the_opening_cost_more(dlib_backbone):
     assert kept == pytest.approx(11 * plain, rel=1e-5)
 
 
+def test_the_optimisation_returns_the_best_point_it_evaluated(dlib_backbone):
+    from engine.objective.optimise import Problem, loss_terms, optimise
+    from engine.objective.recipes import DLIB_RESNET
+
+    torch.manual_seed(0)
+    init = torch.rand(1, 3, 150, 150) * 255
+    target = {k: v.detach() for k, v in dlib_backbone.features(torch.rand(1, 3, 150, 150) * 255,
+                                                                ["descriptor", "pool1"]).items()}
+    recipe = replace(DLIB_RESNET, attribute_layers={"pool1": 1.0})
+    problem = Problem(dlib_backbone, init, torch.ones(150, 150), target, {"pool1": target["pool1"]}, recipe)
+    x, history = optimise(problem, 9)
+    best = min(h["total"] for h in history)
+    assert len(history) == 9 and best < history[0]["total"]
+    with torch.no_grad():
+        assert float(sum(loss_terms(problem, x).values())) == pytest.approx(best, rel=1e-4)
+
+
 def test_inner_mouth_mask_covers_the_opening(obama):
     from engine.face.detect import detect_faces
     from engine.face.masks import region_mask

@@ -181,7 +181,8 @@ class _Stage:
         record = {**{k: float(v.detach()) for k, v in terms.items()}, "total": float(total.detach())}
         self.history.append(record)
         self.left -= 1
-        stop = self.left <= 0 or self._remember(record["total"])  # L-BFGS's line search may overrun max_eval
+        stalled_now = self._remember(record["total"])
+        stop = stalled_now or self.left <= 0  # at the budget: L-BFGS's line search would overrun max_eval
         self.on_step(record, max(self.left, 0) if stop else 0)
         if stop:
             raise _StageOver
@@ -215,7 +216,8 @@ def skip_dynamo_import() -> None:
     mark them "never compile": 1.1 s of a new process's first edit here, for torch.compile, which nothing here uses.
     Each wrapper caches its answer on the wrapped function; giving it the function itself (what "disabled" means
     without torch.compile) skips the import for L-BFGS, the default optimiser. A torch whose wrappers differ is left
-    as it is: the import then happens as before. tests/test_engine.py checks that a new process's edit skips it."""
+    as it is: the import then happens as before. tests/test_speed_paths.py checks that a new process's edit
+    skips it."""
     try:
         marker = torch._disable_dynamo(lambda: None).__code__
     except (AttributeError, TypeError):
