@@ -9,6 +9,11 @@ from engine.errors import FATError
 
 __all__ = ["FATError", "edit"]
 
+# True in a `python -m engine ...` process (engine/__main__.py sets it): only there may the engine change torch for
+# the whole process (engine/objective/optimise.py skip_dynamo_import); a program that imports the engine keeps its
+# torch as it is.
+own_process = False
+
 
 def edit(*args, **kwargs):
     """See engine.api.edit (imported lazily: torch loads only when needed)."""

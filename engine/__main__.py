@@ -3,6 +3,9 @@
 import os
 import sys
 
+import engine
+
+engine.own_process = True
 try:
     from engine.frontends.cli import main
 

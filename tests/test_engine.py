@@ -267,11 +267,12 @@ def test_the_optimisation_returns_the_best_point_it_evaluated(dlib_backbone):
                                                                 ["descriptor", "pool1"]).items()}
     recipe = replace(DLIB_RESNET, attribute_layers={"pool1": 1.0})
     problem = Problem(dlib_backbone, init, torch.ones(150, 150), target, {"pool1": target["pool1"]}, recipe)
-    x, history = optimise(problem, 9)
-    best = min(h["total"] for h in history)
-    assert len(history) == 9 and best < history[0]["total"]
-    with torch.no_grad():
-        assert float(sum(loss_terms(problem, x).values())) == pytest.approx(best, rel=1e-4)
+    for n in (3, 4, 5, 9):  # the best may be in either stage (a finer stage's start can be worse)
+        x, history = optimise(problem, n)
+        best = min(h["total"] for h in history)
+        assert len(history) == n and best < history[0]["total"]
+        with torch.no_grad():
+            assert float(sum(loss_terms(problem, x).values())) == pytest.approx(best, rel=1e-4)
 
 
 def test_inner_mouth_mask_covers_the_opening(obama):

@@ -193,3 +193,25 @@ def test_the_photo_is_bent_at_its_own_resolution_without_a_ghost():
     old = paste_back(photo, m, moved_by(crop, offsets) - crop, np.ones((200, 200), np.float32))
     assert old[299:304, 300, 0].min() < 120  # the old way: the original line still shows through
     assert np.array_equal(bend_photo(photo, m, np.zeros((200, 200, 2), np.float32)), photo)
+
+
+def test_bending_the_photo_then_cropping_equals_bending_the_crop():
+    """Any similarity photo -> crop (turned, scaled, shifted): the offsets are carried through its inverse."""
+    from engine.face.pasteback import bend_photo
+    from engine.face.warp import bend_offsets, moved_by
+
+    yy, xx = np.mgrid[0:500, 0:500].astype(np.float32)
+    photo = np.stack([127 + 100 * np.sin(xx / 23) * np.cos(yy / 31), 127 + 100 * np.cos((xx + yy) / 40),
+                      xx * 0.4 + yy * 0.1], -1).astype(np.float32)  # smooth: interpolation adds little
+    angle, scale = np.deg2rad(25), 0.45
+    m = np.array([[scale * np.cos(angle), -scale * np.sin(angle), 30.0],
+                  [scale * np.sin(angle), scale * np.cos(angle), -80.0]])
+    crop = cv2.warpAffine(photo, m, (200, 200), flags=cv2.INTER_LINEAR)
+    source = np.array([[60.0, 80], [100, 70], [140, 80], [60, 130], [140, 130], [100, 150]])
+    target = source + [[3, -6], [0, -8], [-3, -6], [0, 0], [0, 0], [0, 0]]
+    offsets = bend_offsets((200, 200), source, target)
+    expected = moved_by(crop, offsets)[40:160, 40:160]
+    got = cv2.warpAffine(bend_photo(photo, m, offsets), m, (200, 200), flags=cv2.INTER_LINEAR)[40:160, 40:160]
+    assert np.abs(got - expected).mean() < 0.5
+    wrong = cv2.warpAffine(bend_photo(photo, m, -offsets), m, (200, 200), flags=cv2.INTER_LINEAR)[40:160, 40:160]
+    assert np.abs(wrong - expected).mean() > 1.0

@@ -11,6 +11,7 @@ down to its input size, so one step costs one forward and one backward pass.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from functools import cached_property, lru_cache
 import torch
 from torch.nn import functional as F
 
+import engine
 from engine.errors import EXIT_CANCELLED, EXIT_USAGE, FATError
 from engine.models.backbone import Backbone
 from engine.objective.losses import TERMS, Evaluation, MaskedTarget, attribute_target
@@ -215,9 +217,12 @@ def skip_dynamo_import() -> None:
     """torch.optim wraps Optimizer's methods in torch._disable_dynamo, whose first call imports torch._dynamo only to
     mark them "never compile": 1.1 s of a new process's first edit here, for torch.compile, which nothing here uses.
     Each wrapper caches its answer on the wrapped function; giving it the function itself (what "disabled" means
-    without torch.compile) skips the import for L-BFGS, the default optimiser. A torch whose wrappers differ is left
-    as it is: the import then happens as before. tests/test_speed_paths.py checks that a new process's edit
-    skips it."""
+    without torch.compile) skips the import for L-BFGS, the default optimiser. It changes torch for the whole
+    process, so only `python -m engine` calls it (engine.own_process), never a program that imports the engine. A
+    torch whose wrappers differ is left as it is: the import then happens as before. tests/test_speed_paths.py checks
+    that a new `python -m engine edit` skips it."""
+    if "torch._dynamo" in sys.modules:  # imported already: nothing to save
+        return
     try:
         marker = torch._disable_dynamo(lambda: None).__code__
     except (AttributeError, TypeError):
@@ -239,7 +244,8 @@ def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed
     most there will be (a stage whose loss stalls ends early: Recipe.stall).
     """
     torch.manual_seed(seed)
-    skip_dynamo_import()
+    if engine.own_process:
+        skip_dynamo_import()
     stages = stages or (problem.recipe.luma_grid / 2, problem.recipe.luma_grid)
     h, w = problem.backbone.input_size
     device = problem.init.device
@@ -257,15 +263,21 @@ def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed
         if progress is not None:
             progress(Progress(len(history), iterations - skipped, record, time.perf_counter() - t0))
 
-    per_stage = [max(1, iterations // len(stages))] * len(stages)
-    per_stage[-1] += iterations - sum(per_stage)
+    k = len(stages)
+    per_stage = [iterations * (i + 1) // k - iterations * i // k for i in range(k)]  # sums to iterations
+    best: tuple[float, torch.Tensor, torch.Tensor] | None = None  # over all stages: a finer start can be worse
     for scale, n in zip(stages, per_stage, strict=True):
         size = (max(4, round(h * scale)), max(4, round(w * scale)))
         if luma is None:
             luma = torch.zeros(1, 1, *size, device=device)
         else:
             luma = F.interpolate(luma.detach(), size=size, mode="bilinear", align_corners=False)
-        if n > 0:  # fewer iterations than stages: the later ones have none
-            luma, chroma = _Stage(problem, luma, chroma, n, method, history, on_step, cancel).run()
+        if n > 0:  # fewer iterations than stages: some have none
+            stage = _Stage(problem, luma, chroma, n, method, history, on_step, cancel)
+            luma, chroma = stage.run()
+            if stage.best is not None and (best is None or stage.best[0] < best[0]):
+                best = stage.best
+    if best is not None:
+        luma, chroma = best[1], best[2]
     with torch.no_grad():
         return render(problem, luma, chroma), history
