@@ -215,3 +215,21 @@ def test_bending_the_photo_then_cropping_equals_bending_the_crop():
     assert np.abs(got - expected).mean() < 0.5
     wrong = cv2.warpAffine(bend_photo(photo, m, -offsets), m, (200, 200), flags=cv2.INTER_LINEAR)[40:160, 40:160]
     assert np.abs(wrong - expected).mean() > 1.0
+
+
+def test_a_brow_moves_at_most_its_limit_times_the_gap_to_the_eye():
+    from engine.face.frame import block_below, limited_moves
+
+    marks = np.zeros((68, 2))
+    marks[36:48] = np.c_[np.r_[np.linspace(60, 90, 6), np.linspace(140, 170, 6)], np.full(12, 100.0)]  # eyes
+    marks[17:27] = np.c_[np.r_[np.linspace(55, 95, 5), np.linspace(135, 175, 5)], np.full(10, 70.0)]  # brows
+    groups = (tuple(range(17, 22)), tuple(range(22, 27)))
+    far = marks.copy()
+    far[17:22, 1] -= 40  # the first brow asked to rise 40 px; the second 3 px
+    far[22:27, 1] -= 3
+    below, to_eye = block_below(marks, groups[0], 0.08)
+    gap = float((to_eye - below).min())
+    out = limited_moves(marks, far, groups, 0.08, 1.0)
+    rise = marks[17:22, 1] - out[17:22, 1]
+    assert rise.max() == pytest.approx(gap, rel=1e-6) and np.allclose(rise, rise[0])  # scaled as a whole
+    assert np.allclose(out[22:27], far[22:27]) and np.array_equal(out[:17], marks[:17])  # within its limit: as asked

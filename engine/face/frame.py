@@ -162,6 +162,28 @@ def region_points(spec: Region) -> tuple[int, ...]:
     return tuple(sorted({i for group in spec.groups for i in group}))
 
 
+def block_below(landmarks: np.ndarray, points: tuple[int, ...], block: float) -> tuple[np.ndarray, np.ndarray]:
+    """(how far below each point its block of hair reaches, its distance to the nearest eye point), in pixels: `block`
+    eye distances, but never more than half-way to the eye (some brows sit on the lids)."""
+    to_eye = np.linalg.norm(landmarks[list(points)][:, None] - landmarks[list(EYES)][None], axis=2).min(1)
+    return np.minimum(block * eye_distance(landmarks), 0.5 * to_eye), to_eye
+
+
+def limited_moves(landmarks: np.ndarray, target: np.ndarray, groups: tuple[tuple[int, ...], ...], block: float,
+                  limit: float) -> np.ndarray:
+    """The target with each group's move scaled down so that no point moves further than `limit` x the gap between
+    its block's lower edge and the eye: only the skin in that gap stretches, and stretched much more than twice it
+    drew lashes and brow hair into streaks and dark blocks (Region.move_limit)."""
+    out = np.asarray(target, float).copy()
+    for group in groups:
+        idx = list(group)
+        below, to_eye = block_below(landmarks, group, block)
+        move = np.linalg.norm(out[idx] - landmarks[idx], axis=1)
+        scale = min(1.0, float(np.min(limit * (to_eye - below) / np.maximum(move, 1e-9))))
+        out[idx] = landmarks[idx] + scale * (out[idx] - landmarks[idx])
+    return out
+
+
 def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str) -> FaceFrame:
     """A region whose shape is the attribute (eye opening, brow height). Fitting the guide to the reference's
     landmarks would undo the edit, so both go to one target: the guide's shape of the region placed at the
@@ -169,6 +191,8 @@ def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str
     region at both shapes; the start bends the reference's own region to the target (FaceFrame.bent)."""
     method = warp if warp in ("affine", "tps") else "affine"
     target = reshape_targets(guide.landmarks, ref.landmarks, spec.groups, spec.reshape_anchors)
+    if spec.block and spec.move_limit:
+        target = limited_moves(ref.landmarks, target, spec.groups, spec.block, spec.move_limit)
     guide = replace(guide, crop=warp_to(guide.crop, guide.landmarks, target, method), landmarks=target)
 
     def both(**size: float) -> np.ndarray:
@@ -180,10 +204,8 @@ def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str
     iod = eye_distance(ref.landmarks)
     bend_from, bend_to = ref.landmarks, target
     if spec.block:
-        # the hair below each point, but never more than half-way to the eye (some brows sit on the lids)
         points = region_points(spec)
-        to_eye = np.linalg.norm(ref.landmarks[list(points)][:, None] - ref.landmarks[list(EYES)][None], axis=2)
-        below = np.minimum(spec.block * iod, 0.5 * to_eye.min(1))
+        below, _ = block_below(ref.landmarks, points, spec.block)
         bend_from, bend_to = thicken(ref.landmarks, target, points, spec.block * iod, below)
     moved = float(np.linalg.norm(target - ref.landmarks, axis=1).max()) / iod
     ring = spec.feather + 2 * moved
