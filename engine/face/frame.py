@@ -103,20 +103,24 @@ class FaceFrame:
     def bent(self, amount: float) -> tuple[np.ndarray, np.ndarray]:
         """Reference and guide crops with the region bent `amount` (0..1) of the way from the reference's shape to
         the guide's (unchanged without a reshape)."""
-        r = self.reshape
         offsets = self.bend(amount)
-        if r is None or offsets is None:
+        if offsets is None:
             return self.ref.crop, self.guide.crop
-        goal = r.bend_from + min(1.0, amount) * (r.bend_to - r.bend_from)
-        return moved_by(self.ref.crop, offsets), warp_to(self.guide.crop, r.bend_to, goal, r.method, r.fade)
+        r = self.reshape
+        return (moved_by(self.ref.crop, offsets),
+                warp_to(self.guide.crop, r.bend_to, self._goal(amount), r.method, r.fade))
 
     def bend(self, amount: float) -> np.ndarray | None:
         """The reference's bend `amount` of the way to the guide's shape, as crop-pixel offsets (None: no bend)."""
         r = self.reshape
         if r is None or amount <= 0:
             return None
-        goal = r.bend_from + min(1.0, amount) * (r.bend_to - r.bend_from)
-        return bend_offsets(self.ref.crop.shape[:2], r.bend_from, goal, r.method, r.fade)
+        return bend_offsets(self.ref.crop.shape[:2], r.bend_from, self._goal(amount), r.method, r.fade)
+
+    def _goal(self, amount: float) -> np.ndarray:
+        """Where the bend's points go, `amount` (at most 1) of the way from the reference's shape to the guide's."""
+        r = self.reshape
+        return r.bend_from + min(1.0, amount) * (r.bend_to - r.bend_from)
 
     @property
     def paste_mask(self) -> np.ndarray:

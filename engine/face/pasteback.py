@@ -33,21 +33,23 @@ def mask_bbox(m: np.ndarray, mask: np.ndarray, size: tuple[int, int], margin: in
     return x0, y0, min(w, math.ceil(x1) + margin), min(h, math.ceil(y1) + margin)
 
 
+def _into_box(crop_image: np.ndarray, m: np.ndarray, box: tuple[int, int, int, int], interpolation: int) -> np.ndarray:
+    """A crop-frame image (or per-pixel field) resampled onto the photo pixels of box (x0, y0, x1, y1); m: photo ->
+    crop. Zero where the box reaches beyond the crop."""
+    x0, y0, x1, y1 = box
+    m_box = m @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], float)  # the box's own frame: shifted by x0, y0
+    return cv2.warpAffine(crop_image.astype(np.float32), m_box, (x1 - x0, y1 - y0),
+                          flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+
+
 def paste_back(rgb: np.ndarray, m: np.ndarray, delta: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """rgb (H, W, 3) float 0..255; m: image->crop transform; delta (h, w, 3); mask (h, w) in 0..1."""
     out = rgb.copy()
     x0, y0, x1, y1 = mask_bbox(m, mask, rgb.shape[:2])
     if x1 <= x0 or y1 <= y0:
         return out
-    # Map photo pixels of the box into crop coordinates (the box's own frame: shift by x0, y0).
-    shift = np.array([[1, 0, x0], [0, 1, y0]], float)
-    m_box = m @ np.vstack([shift, [0, 0, 1]])
-    size = (x1 - x0, y1 - y0)
-    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
-    d = cv2.warpAffine(delta.astype(np.float32), m_box, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
-    a = cv2.warpAffine(mask.astype(np.float32), m_box, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                       borderMode=cv2.BORDER_CONSTANT)
-    a = np.clip(a, 0, 1)[..., None]
+    d = _into_box(delta, m, (x0, y0, x1, y1), cv2.INTER_CUBIC)
+    a = np.clip(_into_box(mask, m, (x0, y0, x1, y1), cv2.INTER_LINEAR), 0, 1)[..., None]
     box = out[y0:y1, x0:x1]
     edited = np.clip(box + a * d, 0, 255)
     out[y0:y1, x0:x1] = np.where(a > 0, edited, box)
@@ -62,10 +64,7 @@ def bend_photo(rgb: np.ndarray, m: np.ndarray, offsets: np.ndarray) -> np.ndarra
     x0, y0, x1, y1 = mask_bbox(m, (np.abs(offsets).max(-1) > 1e-3).astype(np.float32), rgb.shape[:2])
     if x1 <= x0 or y1 <= y0:
         return out
-    shift = np.array([[1, 0, x0], [0, 1, y0]], float)
-    m_box = m @ np.vstack([shift, [0, 0, 1]])
-    crop_offsets = cv2.warpAffine(offsets.astype(np.float32), m_box, (x1 - x0, y1 - y0),
-                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+    crop_offsets = _into_box(offsets, m, (x0, y0, x1, y1), cv2.INTER_LINEAR)
     photo_offsets = crop_offsets @ np.linalg.inv(m[:, :2]).T  # crop pixels -> photo pixels
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     bent = cv2.remap(rgb.astype(np.float32), xx + photo_offsets[..., 0].astype(np.float32),

@@ -198,8 +198,8 @@ class _Stage:
         recipe = self.problem.recipe
         return stalled(self.bests, int(recipe.stall_evaluations), recipe.stall)
 
-    def run(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(luma, chroma) of the best evaluated point."""
+    def run(self) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """(loss, luma, chroma) of the best evaluated point (every stage evaluates at least once)."""
         try:
             if self.method == "lbfgs":
                 self.opt.step(self.closure)  # L-BFGS counts evaluations itself (max_eval)
@@ -208,9 +208,7 @@ class _Stage:
                     self.opt.step(self.closure)
         except _StageOver:
             pass
-        if self.best is None:
-            return self.luma.detach(), self.chroma.detach()
-        return self.best[1], self.best[2]
+        return self.best
 
 
 def skip_dynamo_import() -> None:
@@ -229,10 +227,8 @@ def skip_dynamo_import() -> None:
         return
     for klass in torch.optim.LBFGS.__mro__:
         for value in vars(klass).values():
-            wrapped = getattr(value, "__wrapped__", None)
-            seeded = getattr(wrapped, "__dynamo_disable", None) if wrapped is not None else True
-            if getattr(value, "__code__", None) is marker and seeded is None:
-                wrapped.__dynamo_disable = wrapped
+            if getattr(value, "__code__", None) is marker and not hasattr(value.__wrapped__, "__dynamo_disable"):
+                value.__wrapped__.__dynamo_disable = value.__wrapped__
 
 
 def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed: int = 0,
@@ -273,10 +269,10 @@ def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed
         else:
             luma = F.interpolate(luma.detach(), size=size, mode="bilinear", align_corners=False)
         if n > 0:  # fewer iterations than stages: some have none
-            stage = _Stage(problem, luma, chroma, n, method, history, on_step, cancel)
-            luma, chroma = stage.run()
-            if stage.best is not None and (best is None or stage.best[0] < best[0]):
-                best = stage.best
+            stage_best = _Stage(problem, luma, chroma, n, method, history, on_step, cancel).run()
+            _, luma, chroma = stage_best  # the next stage starts from this one's best
+            if best is None or stage_best[0] < best[0]:
+                best = stage_best
     if best is not None:
         luma, chroma = best[1], best[2]
     with torch.no_grad():
