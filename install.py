@@ -22,7 +22,7 @@ import urllib.request
 import venv
 from pathlib import Path
 
-from engine.io.files import sha256_file  # standard library only, like this script
+from engine.io.files import sha256_file, user_cache  # standard library only, like this script
 from export.formats import download_names  # the weights-format registry, standard library only
 
 ROOT = Path(__file__).resolve().parent
@@ -30,7 +30,7 @@ VENV = ROOT / ".venv"
 MODELS = ROOT / "models"
 REQUIREMENTS = ROOT / "requirements.txt"
 STAMP = VENV / ".fat-requirements.sha256"
-USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "face-attribute-transfer"
+USER_CACHE = user_cache()
 VGGFACE_NAMES = download_names()
 # Where the publishers put VGG-Face (no checksums are published: export verifies the
 # structure and records the sha256). Override with FAT_VGGFACE_URLS (space-separated).

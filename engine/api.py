@@ -79,6 +79,15 @@ def edit_options(options: EditOptions | None, values: dict, has_mask: bool) -> E
     return options.with_mask(has_mask)
 
 
+def loaded_or_named(backbone, values: dict) -> Backbone | None:
+    """`backbone=` may be a loaded Backbone or, like the option, a name or spec path: a name moves to the keyword
+    options (`values`)."""
+    if isinstance(backbone, (str, Path)):
+        values["backbone"] = str(backbone)
+        return None
+    return backbone
+
+
 def backbone_recipe(options: EditOptions, backbone: Backbone | None) -> tuple[dict, Recipe]:
     """The backbone's spec and its recipe with `--set` applied: checked before any model loads."""
     if backbone is not None:
@@ -121,19 +130,18 @@ def build_problem(bb: Backbone, frame: FaceFrame, init_crop: np.ndarray, options
 
 
 def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None,
-         backbone: Backbone | None = None, progress: Callable[[Progress], None] | None = None,
+         backbone: Backbone | str | Path | None = None, progress: Callable[[Progress], None] | None = None,
          cancel: CancelToken | None = None, log: Callable[[str], None] | None = None,
          stage: Callable[[str], None] | None = None, **values) -> Result:
     """Give the reference face the guide's `region` (mouth, eyes, ...); options as in engine/options.py,
     either as `options=EditOptions(...)` or as keywords (`region="eyes", strength=0.5`).
 
     reference / guide: file paths, PIL images or H x W x 3 arrays. `mask` (same size as the
-    reference, white = edit) is the region ('selection'). `backbone` may be a loaded Backbone.
+    reference, white = edit) is the region ('selection'). `backbone`: a loaded Backbone, a name or a spec path.
     `stage` hears what is starting ("Loading the model", "Finding faces", "Optimising", "Pasting back"),
     so that a front end can say more than a step count.
     """
-    if isinstance(values.get("backbone"), Backbone):  # a loaded backbone passed by keyword name
-        backbone = values.pop("backbone")
+    backbone = loaded_or_named(backbone, values)
     bank = values.pop("bank") if not isinstance(values.get("bank", ""), (str, Path, type(None))) else None
     options = edit_options(options, values, mask is not None)
     if backbone is not None:
@@ -195,7 +203,7 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
 
 
 def edit_strengths(reference, strengths: list[float], options: EditOptions | None = None, *, mask=None,
-                   backbone: Backbone | None = None, bank=None, guide=None,
+                   backbone: Backbone | str | Path | None = None, bank=None, guide=None,
                    progress: Callable[[Progress], None] | None = None, cancel: CancelToken | None = None,
                    log: Callable[[str], None] | None = None, stage: Callable[[str], None] | None = None,
                    **values) -> list[Result]:
@@ -204,6 +212,7 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
     None (options.bank, else the default bank). See engine/bank/edit.py."""
     from engine.bank.edit import AttributeEditor, bank_of, check_attribute_request
 
+    backbone = loaded_or_named(backbone, values)
     options = edit_options(options, values, mask is not None)
     if options.attribute is None:
         raise FATError("an attribute edit needs --attribute (smiling, mouth_open, ...).", EXIT_USAGE)

@@ -83,8 +83,9 @@ class FATError(Exception):
 
 
 def log_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "face-attribute-transfer" / "logs"
+    from engine.io.files import user_cache
+
+    return user_cache() / "logs"
 
 
 def internal_error_message(exc: BaseException, verbose: bool = False, audience: str = "cli") -> str:

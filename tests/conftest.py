@@ -42,6 +42,21 @@ def no_outside_service(tmp_path_factory):
             os.environ[name] = value
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_user_cache(tmp_path_factory):
+    """The engine's user cache (verified hashes, memory-mapped weight copies of every synthetic model the tests
+    export) goes to a folder of the tests' own, not the developer's ~/.cache."""
+    import os
+
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 def load_module(name: str, path: Path):
     """Import a file that is not in a package (install.py, the plug-in's helpers)."""
     spec = importlib.util.spec_from_file_location(name, path)

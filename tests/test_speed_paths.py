@@ -137,3 +137,131 @@ def test_a_new_process_edit_skips_imports_it_does_not_need(small_pair, models_di
     embedded = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, env=env,
                               timeout=300)
     assert embedded.stdout.strip().splitlines()[-1] == "True", embedded.stderr[-2000:]  # torch left as it is
+
+
+def test_faces_found_by_a_helper_process_are_the_ones_found_here(small_pair, monkeypatch):
+    """A cold command's faces are searched for by a helper process while it imports torch
+    (engine/face/prefetch.py): the edit must then find exactly the faces it would have found itself, without
+    searching again; a photo the helper cannot read costs nothing."""
+    from engine.face.prefetch import FaceJob, Prefetch
+    from engine.io.images import load_photo
+
+    ref, guide = small_pair
+    pixels = [load_photo(p).rgb8() for p in (ref, guide)]
+    expected = [detect.find_face(p) for p in pixels]
+    monkeypatch.setattr(detect, "_found", {})
+    helper = Prefetch([FaceJob(str(ref)), FaceJob(str(ref.parent / "missing.png")), FaceJob(str(guide))])
+    assert helper.collect() == 2  # one quick search per photo; the missing one is the edit's to report
+    monkeypatch.setattr(detect, "_detect", lambda *a: pytest.fail("searched again"))
+    for p, face in zip(pixels, expected, strict=True):
+        found = detect.find_face(p)
+        assert found.box == face.box and np.array_equal(found.landmarks, face.landmarks)
+
+
+def test_a_failed_face_helper_leaves_the_search_to_the_edit(small_pair, monkeypatch):
+    from engine.face.prefetch import FaceJob, Prefetch
+
+    monkeypatch.setattr(detect, "_found", {})
+    helper = Prefetch([FaceJob(str(small_pair[0]))])
+    helper.process.kill()
+    assert helper.collect() == 0 and detect._found == {}
+    monkeypatch.setattr(Prefetch, "__init__", lambda self, jobs: (_ for _ in ()).throw(OSError("no fork")))
+    from engine.face.prefetch import start
+
+    assert start([FaceJob(str(small_pair[0]))]) is None
+
+
+def test_only_a_commands_own_process_starts_the_face_helper(small_pair, monkeypatch):
+    import engine
+    from engine.face import prefetch
+    from engine.frontends.cli import options_from_args, parser, start_face_search
+
+    args = parser().parse_args(["edit", str(small_pair[0]), "--guide", str(small_pair[1]), "-o", "x.png"])
+    options = options_from_args(args)
+    monkeypatch.setattr(engine, "own_process", False)
+    assert start_face_search(args, options) is None  # a program using the engine: no process of ours
+    monkeypatch.setattr(engine, "own_process", True)
+    monkeypatch.setattr(prefetch, "worth_it", lambda: True)
+    monkeypatch.setattr(detect, "_found", {})
+    helper = start_face_search(args, options)
+    assert helper is not None and helper.collect() == 2
+
+
+def test_a_models_hash_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    from engine.io import files
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"a" * 1000)
+    first = files.verified_sha256(model)
+    assert first == files.sha256_file(model)
+    hashed = []
+    monkeypatch.setattr(files, "sha256_file", lambda p, *a: hashed.append(p) or "remembered?")
+    assert files.verified_sha256(model) == first and hashed == []  # remembered
+    model.write_bytes(b"b" * 1000)  # same size, new content: a new ctime
+    assert files.verified_sha256(model) == "remembered?" and len(hashed) == 1
+    (tmp_path / "cache" / "face-attribute-transfer" / "verified-sha256.json").write_text("{damaged")
+    assert files.verified_sha256(model) == "remembered?" and len(hashed) == 2  # a damaged memory: hashed again
+
+
+def test_weights_come_from_a_memory_mapped_copy_after_the_first_load(tmp_path, monkeypatch):
+    from engine.models import state_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    reads = []
+    state = {"w": torch.arange(12.0).reshape(3, 4), "b": torch.ones(3, dtype=torch.float64)}
+
+    def read():
+        reads.append(1)
+        return {k: v.clone() for k, v in state.items()}
+
+    first = state_cache.cached_state("ab" * 32, read)
+    again = state_cache.cached_state("ab" * 32, read)
+    assert len(reads) == 1 and all(torch.equal(again[k], v) and again[k].dtype == v.dtype for k, v in state.items())
+    assert set(first) == set(state)
+    copy = state_cache.cache_folder() / f"{'ab' * 32}.pt"
+    copy.write_bytes(b"not a torch file")
+    assert torch.equal(state_cache.cached_state("ab" * 32, read)["w"], state["w"]) and len(reads) == 2
+    for i in range(state_cache.KEEP + 2):
+        state_cache.cached_state(f"{i:064d}", read)
+    assert len(list(state_cache.cache_folder().glob("*.pt"))) == state_cache.KEEP
+
+
+def test_a_backbone_loads_the_same_weights_from_its_cached_copy(models_dir, tmp_path, monkeypatch):
+    from engine.models import state_cache
+    from engine.models.backbone import load_backbone
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    fresh = load_backbone("dlib-resnet", directory=models_dir).module.state_dict()  # from the ONNX file
+    assert len(list(state_cache.cache_folder().glob("*.pt"))) == 1
+    cached = load_backbone("dlib-resnet", directory=models_dir).module.state_dict()  # from the copy
+    assert fresh.keys() == cached.keys() and all(torch.equal(fresh[k], cached[k]) for k in fresh)
+
+
+def test_the_api_takes_a_backbone_by_name(small_pair, models_dir, monkeypatch):
+    monkeypatch.setenv("FAT_MODELS_DIR", str(models_dir))
+    r = edit(small_pair[0], guide=small_pair[1], backbone="dlib-resnet", iterations=1)
+    assert r.settings["backbone"] == "dlib-resnet"
+
+
+def test_the_bench_reports_each_figure_from_one_run(models_dir, tmp_path):
+    """`python -m engine bench` (issue 10's numbers) runs end to end: the machine's peaks, the network's passes
+    against their roofline, warm edits with their saving, cold starts, a served command."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    project, env = Path(__file__).resolve().parents[1], {**os.environ, "FAT_MODELS_DIR": str(models_dir)}
+    done = subprocess.run([sys.executable, "-m", "engine", "bench", "--backbone", "dlib-resnet", "--iterations", "2",
+                           "--json", str(tmp_path / "bench.json"), "--out", str(tmp_path / "out")], cwd=project,
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    (b,) = report["backbones"]
+    assert b["network"]["fp32"]["ratio_to_roofline"] > 0 and b["network"]["bf16"]["ratio_to_roofline"] > 0
+    for p in ("fp32", "bf16"):
+        assert b["edits"][p]["evaluations"] == 2 and b["edits"][p]["save_s"] > 0
+        assert b["cold"][p]["wall_s"] > b["cold"][p]["extra_s"]
+    assert b["cold"]["through_service"]["served"] >= 3

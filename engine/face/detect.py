@@ -100,6 +100,23 @@ def detect_faces(rgb8: np.ndarray, detector: str = "hog", upsample: int = 1) -> 
 _found: dict[tuple, list[Face]] = {}
 
 
+def remembered() -> list:
+    """The cache as JSON-ready data (engine/face/prefetch.py's helper hands it to the edit's process)."""
+    return [[[digest, list(shape), detector, upsample], [[list(f.box), f.landmarks.tolist()] for f in faces]]
+            for (digest, shape, detector, upsample), faces in _found.items()]
+
+
+def remember(found: list) -> int:
+    """Add `remembered()` data from another process to this one's cache; how many searches were added."""
+    for (digest, shape, detector, upsample), faces in found:
+        key = (str(digest), tuple(int(v) for v in shape), str(detector), int(upsample))
+        _found[key] = [Face(tuple(float(v) for v in box), np.array(points, dtype=np.float64).reshape(68, 2))
+                       for box, points in faces]
+    while len(_found) > DETECTION_CACHE:
+        _found.pop(next(iter(_found)))
+    return len(found)
+
+
 def _detect(rgb8: np.ndarray, detector: str, upsample: int) -> list[Face]:
     small, s = _scaled(np.ascontiguousarray(rgb8))
     if detector == "hog":

@@ -238,15 +238,38 @@ def through_service(argv: list[str], start: bool = False) -> int | None:
     return int(final.get("exit_code", 70))
 
 
+def start_face_search(args, options: EditOptions):
+    """A cold command's faces, searched for by a helper process while this one imports torch
+    (engine/face/prefetch.py); None inside a program that imports the engine (it keeps its own processes)."""
+    import engine
+    from engine.face.prefetch import FaceJob, start
+
+    if not engine.own_process:
+        return None
+    jobs = [FaceJob(str(Path(args.reference).resolve()), options.detector, options.face, options.box)]
+    if args.guide is not None:
+        jobs.append(FaceJob(str(Path(args.guide).resolve()), options.detector, options.guide_face))
+    return start(jobs)
+
+
+def checked_inputs(args, options: EditOptions, session: Session):
+    """check_inputs, then (in a command's own process) the face helper started; the caller collects it once
+    torch is imported."""
+    check_inputs(args)
+    return start_face_search(args, options) if session is HERE else None
+
+
 def cmd_edit(args, session: Session = HERE) -> int:
     options = options_from_args(args)
     if options.attribute is not None or args.guide is None:  # mode B: an attribute bank (engine/bank/cli.py)
         from engine.bank.cli import cmd_attribute_edit
 
-        return cmd_attribute_edit(args, options, check_inputs, _progress_printer, write_debug, session)
-    check_inputs(args)
+        return cmd_attribute_edit(args, options, checked_inputs, _progress_printer, write_debug, session)
+    helper = checked_inputs(args, options, session)
     with deferred_interrupts():
         from engine.api import edit
+    if helper is not None:
+        helper.collect()
 
     log = (lambda m: None) if args.quiet and not args.json_progress else (lambda m: print(m, file=sys.stderr))
     progress, bar = _progress_printer(args, options.iterations)

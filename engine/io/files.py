@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +19,40 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def user_cache() -> Path:
+    """This project's folder in the user's cache (XDG_CACHE_HOME, else ~/.cache): logs, verified hashes, weights."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "face-attribute-transfer"
+
+
+def _stamp(path: Path) -> list[int]:
+    st = os.stat(path)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def verified_sha256(path: Path) -> str:
+    """sha256_file for a large file that rarely changes (a 580 MB model: 0.5 s), remembered against its inode,
+    size and change times: writing or replacing the file sets a new ctime, which no user can set back, so a
+    changed file is hashed again (git's index makes the same bet). The memory is a JSON file in user_cache()."""
+    path = Path(path).resolve()
+    memory_file = user_cache() / "verified-sha256.json"
+    try:
+        memory = json.loads(memory_file.read_text())
+        if not isinstance(memory, dict):
+            memory = {}
+    except (OSError, ValueError):
+        memory = {}
+    stamp = _stamp(path)
+    known = memory.get(str(path))
+    if isinstance(known, dict) and known.get("stamp") == stamp and isinstance(known.get("sha256"), str):
+        return known["sha256"]
+    digest = sha256_file(path)
+    memory[str(path)] = {"stamp": stamp, "sha256": digest}
+    memory = {k: v for k, v in memory.items() if os.path.exists(k)}  # forget files that are gone
+    with contextlib.suppress(OSError):  # a read-only or full cache: hashed every time
+        atomic_write_json(memory_file, memory)
+    return digest
 
 
 def remove_stale_parts(path: Path) -> None:

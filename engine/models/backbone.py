@@ -24,9 +24,10 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError, option_ref
-from engine.io.files import sha256_file
+from engine.io.files import verified_sha256
 from engine.models.dlib_resnet import DlibResNet
 from engine.models.runtime import ort_session
+from engine.models.state_cache import cached_state
 from engine.models.taps import run_stages
 from engine.models.vggface import VGGFace
 from engine.models.window import LocalForward, changed_window
@@ -82,7 +83,8 @@ class Backbone:
 
     @cached_property
     def module(self) -> nn.Module:
-        state = initializer_state(self.onnx_path, self.spec.get("initializer_prefix", "net."))
+        prefix = self.spec.get("initializer_prefix", "net.")
+        state = cached_state(verified_sha256(self.onnx_path), lambda: initializer_state(self.onnx_path, prefix))
         build = ARCHITECTURES.get(self.spec["architecture"])
         if build is None:
             raise FATError(f"{self.onnx_path}: unknown architecture {self.spec['architecture']!r} in its spec.",
@@ -218,7 +220,7 @@ def read_spec(spec_path: Path, check_hash: bool = True) -> tuple[dict, Path]:
         raise FATError(f"{onnx_path}: ONNX file named by {spec_path} is missing. {install_hint(spec_path)}",
                        EXIT_BACKBONE)
     if check_hash:
-        digest = sha256_file(onnx_path)
+        digest = verified_sha256(onnx_path)
         if digest != spec["onnx_sha256"]:
             raise FATError(f"{onnx_path}: sha256 {digest[:12]}... does not match its spec "
                            f"({spec['onnx_sha256'][:12]}...); the file was changed or damaged after export. "
