@@ -265,3 +265,27 @@ def test_the_bench_reports_each_figure_from_one_run(models_dir, tmp_path):
         assert b["edits"][p]["evaluations"] == 2 and b["edits"][p]["save_s"] > 0
         assert b["cold"][p]["wall_s"] > b["cold"][p]["extra_s"]
     assert b["cold"]["through_service"]["served"] >= 3
+
+
+def test_a_one_shot_command_that_skips_the_teardown_loses_no_output(small_pair, models_dir, tmp_path):
+    """`python -m engine edit` ends with os._exit once done (engine/__main__.py quick_exit: the interpreter's
+    teardown with torch loaded is ~0.5 s): every line it printed, its files and its exit status still arrive."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ref, guide = small_pair
+    project, env = Path(__file__).resolve().parents[1], {**os.environ, "FAT_MODELS_DIR": str(models_dir)}
+    base = [sys.executable, "-m", "engine", "edit", str(ref), "-o", str(tmp_path / "out.png"), "--no-service",
+            "--backbone", "dlib-resnet", "--iterations", "2"]
+    done = subprocess.run(base + ["--guide", str(guide), "--json-progress"], cwd=project, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events[-1]["event"] == "done" and [e["step"] for e in events[:-1]] == [1, 2, 2]  # 2 again: "done"
+    assert json.loads((tmp_path / "out.json").read_text())["settings"]["iterations"] == 2
+    failed = subprocess.run(base + ["--guide", str(tmp_path / "missing.png")], cwd=project, capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert failed.returncode == 3 and "missing.png: no such file" in failed.stderr
