@@ -11,14 +11,28 @@ ONE_SHOT = ("edit", "bridge")  # commands after which this process has nothing l
 def quick_exit(code: int) -> None:
     """End a finished one-shot command without the interpreter's module teardown: with torch loaded, that takes
     ~0.5 s and does nothing a finished command needs (its outputs are written and closed). atexit handlers still
-    run and the standard streams are flushed."""
+    run and the standard streams (Python's and C's) are flushed; a closed output pipe is exit 6, as during the
+    command (README, exit codes). With a non-daemon thread still running, the interpreter ends as usual."""
     import atexit
-    import contextlib
+    import threading
 
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can reach it
-            stream.flush()
+        try:
+            if stream is not None:
+                stream.flush()
+        except BrokenPipeError:
+            code = code or 6
+        except (OSError, ValueError):  # closed: nothing more can reach it
+            pass
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)  # what native libraries printed
+    except (OSError, AttributeError):
+        pass
     os._exit(code)
 
 

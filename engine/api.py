@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,13 +79,16 @@ def edit_options(options: EditOptions | None, values: dict, has_mask: bool) -> E
     return options.with_mask(has_mask)
 
 
-def loaded_or_named(backbone, values: dict) -> Backbone | None:
-    """`backbone=` may be a loaded Backbone or, like the option, a name or spec path: a name moves to the keyword
-    options (`values`)."""
-    if isinstance(backbone, (str, Path)):
+def loaded_or_named(backbone: Backbone | str | Path | None, options: EditOptions | None,
+                    values: dict) -> tuple[Backbone | None, EditOptions | None]:
+    """`backbone=` may be a loaded Backbone or, like the option, a name or spec path: a name becomes the
+    `backbone` option (of `options`, copied, or of the keyword options `values`)."""
+    if not isinstance(backbone, (str, Path)):
+        return backbone, options
+    if options is None:
         values["backbone"] = str(backbone)
-        return None
-    return backbone
+        return None, None
+    return None, replace(options, backbone=str(backbone))
 
 
 def backbone_recipe(options: EditOptions, backbone: Backbone | None) -> tuple[dict, Recipe]:
@@ -141,7 +144,7 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
     `stage` hears what is starting ("Loading the model", "Finding faces", "Optimising", "Pasting back"),
     so that a front end can say more than a step count.
     """
-    backbone = loaded_or_named(backbone, values)
+    backbone, options = loaded_or_named(backbone, options, values)
     bank = values.pop("bank") if not isinstance(values.get("bank", ""), (str, Path, type(None))) else None
     options = edit_options(options, values, mask is not None)
     if backbone is not None:
@@ -212,7 +215,7 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
     None (options.bank, else the default bank). See engine/bank/edit.py."""
     from engine.bank.edit import AttributeEditor, bank_of, check_attribute_request
 
-    backbone = loaded_or_named(backbone, values)
+    backbone, options = loaded_or_named(backbone, options, values)
     options = edit_options(options, values, mask is not None)
     if options.attribute is None:
         raise FATError("an attribute edit needs --attribute (smiling, mouth_open, ...).", EXIT_USAGE)

@@ -147,6 +147,7 @@ def test_faces_found_by_a_helper_process_are_the_ones_found_here(small_pair, mon
     from engine.io.images import load_photo
 
     ref, guide = small_pair
+    monkeypatch.setattr(detect, "_found", {})
     pixels = [load_photo(p).rgb8() for p in (ref, guide)]
     expected = [detect.find_face(p) for p in pixels]
     monkeypatch.setattr(detect, "_found", {})
@@ -159,49 +160,93 @@ def test_faces_found_by_a_helper_process_are_the_ones_found_here(small_pair, mon
 
 
 def test_a_failed_face_helper_leaves_the_search_to_the_edit(small_pair, monkeypatch):
-    from engine.face.prefetch import FaceJob, Prefetch
+    from engine.face import prefetch
 
     monkeypatch.setattr(detect, "_found", {})
-    helper = Prefetch([FaceJob(str(small_pair[0]))])
+    helper = prefetch.Prefetch([prefetch.FaceJob(str(small_pair[0]))])
     helper.process.kill()
     assert helper.collect() == 0 and detect._found == {}
-    monkeypatch.setattr(Prefetch, "__init__", lambda self, jobs: (_ for _ in ()).throw(OSError("no fork")))
-    from engine.face.prefetch import start
+    monkeypatch.setattr(prefetch, "worth_it", lambda: True)
+    monkeypatch.setattr(prefetch.Prefetch, "__init__", lambda self, jobs: (_ for _ in ()).throw(OSError("no fork")))
+    assert prefetch.start([prefetch.FaceJob(str(small_pair[0]))]) is None
 
-    assert start([FaceJob(str(small_pair[0]))]) is None
+
+def test_a_face_helper_exits_when_its_command_is_gone(small_pair):
+    """The helper's stdin is a pipe its command never writes to: when the command dies (kill -9, os._exit) the
+    pipe closes and the helper exits, instead of searching on for nobody."""
+    import subprocess
+    import sys
+    import time
+
+    from engine.face.prefetch import PROJECT
+
+    code = ("import sys, time; from engine.face.prefetch import Prefetch, FaceJob; "
+            f"h = Prefetch([FaceJob({str(small_pair[0])!r})] * 50); print(h.process.pid, flush=True); "
+            "time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    for _ in range(100):  # 10 s at most
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    break  # a zombie of the init process: gone
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the helper outlived its command")
 
 
 def test_only_a_commands_own_process_starts_the_face_helper(small_pair, monkeypatch):
     import engine
     from engine.face import prefetch
-    from engine.frontends.cli import options_from_args, parser, start_face_search
+    from engine.frontends.cli import HERE, Session, face_search, options_from_args, parser
 
     args = parser().parse_args(["edit", str(small_pair[0]), "--guide", str(small_pair[1]), "-o", "x.png"])
     options = options_from_args(args)
-    monkeypatch.setattr(engine, "own_process", False)
-    assert start_face_search(args, options) is None  # a program using the engine: no process of ours
-    monkeypatch.setattr(engine, "own_process", True)
     monkeypatch.setattr(prefetch, "worth_it", lambda: True)
+    monkeypatch.setattr(engine, "own_process", False)
+    with face_search(args, options, HERE) as helper:  # a program using the engine: no process of ours
+        assert helper is None
+    monkeypatch.setattr(engine, "own_process", True)
+    with face_search(args, options, Session(model=lambda _o: None, cancel=None)) as helper:  # a warm service
+        assert helper is None
     monkeypatch.setattr(detect, "_found", {})
-    helper = start_face_search(args, options)
-    assert helper is not None and helper.collect() == 2
+    with face_search(args, options, HERE) as helper:
+        assert helper is not None and detect._helper is helper
+        from engine.io.images import load_photo
+
+        detect.find_face(load_photo(small_pair[0]).rgb8())  # the first search takes the helper's results
+        assert detect._helper is None and len(detect._found) == 2
+    with face_search(args, options, HERE) as helper:
+        pass  # never taken: stopped when the block ends
+    assert helper.process.poll() is not None and detect._helper is None
 
 
 def test_a_models_hash_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    import os
+    import time
+
     from engine.io import files
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     model = tmp_path / "m.onnx"
     model.write_bytes(b"a" * 1000)
+    old = time.time_ns() - 3600 * 10**9
+    os.utime(model, ns=(old, old))  # not modified in the last seconds: its hash may be remembered
     first = files.verified_sha256(model)
     assert first == files.sha256_file(model)
     hashed = []
-    monkeypatch.setattr(files, "sha256_file", lambda p, *a: hashed.append(p) or "remembered?")
+    monkeypatch.setattr(files, "sha256_file", lambda p, *a: hashed.append(p) or "new hash")
     assert files.verified_sha256(model) == first and hashed == []  # remembered
-    model.write_bytes(b"b" * 1000)  # same size, new content: a new ctime
-    assert files.verified_sha256(model) == "remembered?" and len(hashed) == 1
+    model.write_bytes(b"b" * 1000)  # same size, new content, new times
+    assert files.verified_sha256(model) == "new hash" and len(hashed) == 1
+    assert files.verified_sha256(model) == "new hash" and len(hashed) == 2  # just written: not remembered yet
+    os.utime(model, ns=(old, old))
     (tmp_path / "cache" / "face-attribute-transfer" / "verified-sha256.json").write_text("{damaged")
-    assert files.verified_sha256(model) == "remembered?" and len(hashed) == 2  # a damaged memory: hashed again
+    assert files.verified_sha256(model) == "new hash" and len(hashed) == 3  # a damaged memory: hashed again
 
 
 def test_weights_come_from_a_memory_mapped_copy_after_the_first_load(tmp_path, monkeypatch):
@@ -215,16 +260,43 @@ def test_weights_come_from_a_memory_mapped_copy_after_the_first_load(tmp_path, m
         reads.append(1)
         return {k: v.clone() for k, v in state.items()}
 
-    first = state_cache.cached_state("ab" * 32, read)
-    again = state_cache.cached_state("ab" * 32, read)
+    sha = "ab" * 32
+    first = state_cache.cached_state(sha, "net.", read)
+    again = state_cache.cached_state(sha, "net.", read)
     assert len(reads) == 1 and all(torch.equal(again[k], v) and again[k].dtype == v.dtype for k, v in state.items())
     assert set(first) == set(state)
-    copy = state_cache.cache_folder() / f"{'ab' * 32}.pt"
+    state_cache.cached_state(sha, "other.", read)  # another prefix: another copy
+    assert len(reads) == 2
+    (copy,) = state_cache.cache_folder().glob(f"{sha}-net-*.pt")
+    copy.unlink()  # replaced by something else (a mapped file is never rewritten in place)
     copy.write_bytes(b"not a torch file")
-    assert torch.equal(state_cache.cached_state("ab" * 32, read)["w"], state["w"]) and len(reads) == 2
+    assert torch.equal(state_cache.cached_state(sha, "net.", read)["w"], state["w"]) and len(reads) == 3
+    assert state_cache.cached_state(sha, "net.", read) is not None and len(reads) == 3  # rebuilt and used again
     for i in range(state_cache.KEEP + 2):
-        state_cache.cached_state(f"{i:064d}", read)
-    assert len(list(state_cache.cache_folder().glob("*.pt"))) == state_cache.KEEP
+        state_cache.cached_state(f"{i:064d}", "net.", read)
+    writing = state_cache.cache_folder() / f".{'cd' * 32}-net-v1.pt.123.x.part.pt"  # another process's temp file
+    writing.write_bytes(b"")
+    state_cache.cached_state("ef" * 32, "net.", read)
+    copies = [p for p in state_cache.cache_folder().glob("*.pt") if not p.name.startswith(".")]
+    assert len(copies) == state_cache.KEEP and writing.exists()
+
+
+def test_a_full_disk_leaves_the_weights_uncached(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from engine.models import state_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9, 0))
+    state = state_cache.cached_state("ab" * 32, "net.", lambda: {"w": torch.ones(4)})
+    assert torch.equal(state["w"], torch.ones(4)) and not list(state_cache.cache_folder().glob("*.pt"))
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("file write failed")))
+    state = state_cache.cached_state("ab" * 32, "net.", lambda: {"w": torch.ones(4)})
+    assert torch.equal(state["w"], torch.ones(4)) and not list(state_cache.cache_folder().glob("*.pt"))
 
 
 def test_a_backbone_loads_the_same_weights_from_its_cached_copy(models_dir, tmp_path, monkeypatch):
@@ -239,11 +311,17 @@ def test_a_backbone_loads_the_same_weights_from_its_cached_copy(models_dir, tmp_
 
 
 def test_the_api_takes_a_backbone_by_name(small_pair, models_dir, monkeypatch):
+    from engine.options import EditOptions
+
     monkeypatch.setenv("FAT_MODELS_DIR", str(models_dir))
     r = edit(small_pair[0], guide=small_pair[1], backbone="dlib-resnet", iterations=1)
     assert r.settings["backbone"] == "dlib-resnet"
+    options = EditOptions(iterations=1)
+    r = edit(small_pair[0], guide=small_pair[1], backbone="dlib-resnet", options=options)
+    assert r.settings["backbone"] == "dlib-resnet" and options.backbone is None  # the caller's options unchanged
 
 
+@pytest.mark.slow
 def test_the_bench_reports_each_figure_from_one_run(models_dir, tmp_path):
     """`python -m engine bench` (issue 10's numbers) runs end to end: the machine's peaks, the network's passes
     against their roofline, warm edits with their saving, cold starts, a served command."""
@@ -262,8 +340,12 @@ def test_the_bench_reports_each_figure_from_one_run(models_dir, tmp_path):
     (b,) = report["backbones"]
     assert b["network"]["fp32"]["ratio_to_roofline"] > 0 and b["network"]["bf16"]["ratio_to_roofline"] > 0
     for p in ("fp32", "bf16"):
-        assert b["edits"][p]["evaluations"] == 2 and b["edits"][p]["save_s"] > 0
-        assert b["cold"][p]["wall_s"] > b["cold"][p]["extra_s"]
+        warm, cold = b["edits"][p], b["cold"][p]
+        assert warm["evaluations"] == 2 and warm["save_s"] > 0
+        assert (tmp_path / "out" / f"warm-dlib-resnet-{p}.png").exists()
+        assert cold["extra_s"] == pytest.approx(cold["wall_s"] - warm["total_s"] - warm["save_s"])
+        assert set(cold["stages_s"]) >= {"load", "align", "optimise"}
+    assert b["cold"]["first_after_install"]["wall_s"] > 0  # with an empty user cache
     assert b["cold"]["through_service"]["served"] >= 3
 
 
@@ -286,6 +368,9 @@ def test_a_one_shot_command_that_skips_the_teardown_loses_no_output(small_pair, 
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert events[-1]["event"] == "done" and [e["step"] for e in events[:-1]] == [1, 2, 2]  # 2 again: "done"
     assert json.loads((tmp_path / "out.json").read_text())["settings"]["iterations"] == 2
+    plain = subprocess.run(base + ["--guide", str(guide)], cwd=project, capture_output=True, text=True, env=env,
+                           timeout=300)  # stdout to a pipe is block-buffered: only the final flush sends this line
+    assert plain.returncode == 0 and plain.stdout.startswith(f"wrote {tmp_path / 'out.png'}"), plain.stderr[-2000:]
     failed = subprocess.run(base + ["--guide", str(tmp_path / "missing.png")], cwd=project, capture_output=True,
                             text=True, env=env, timeout=300)
     assert failed.returncode == 3 and "missing.png: no such file" in failed.stderr

@@ -92,11 +92,8 @@ def outputs_for(output: Path, strengths: list[float]) -> list[Path]:
     return [output.with_name(f"{output.stem}-s{s:g}{output.suffix}") for s in strengths]
 
 
-def cmd_attribute_edit(args, options, checked_inputs, progress_printer, write_debug, session) -> int:
+def cmd_attribute_edit(args, options, check_inputs, progress_printer, write_debug, session) -> int:
     """`python -m engine edit REF --attribute NAME [--bank BANK] [--strength S | S1,S2,...] -o OUT`."""
-    import json
-    import time
-
     from engine.io.paths import check_output_path
 
     if options.attribute is None:
@@ -106,13 +103,21 @@ def cmd_attribute_edit(args, options, checked_inputs, progress_printer, write_de
         raise FATError("give either a guide photo (--guide) or an attribute (--attribute), not both.", EXIT_USAGE)
     strengths = args.strengths or [options.strength]
     outs = outputs_for(args.output, strengths)
-    helper = checked_inputs(args, options, session)  # the face helper (engine/face/prefetch.py) or None
+    check_inputs(args)
     for out in outs:
         check_output_path(out, [args.reference], sidecar=not args.no_sidecar)
+    from engine.frontends.cli import face_search
+
+    with face_search(args, options, session):  # the reference's face, found while torch loads
+        return _edit_strengths(args, options, strengths, outs, progress_printer, write_debug, session)
+
+
+def _edit_strengths(args, options, strengths, outs, progress_printer, write_debug, session) -> int:
+    import json
+    import time
+
     with deferred_interrupts():  # as for guide edits: Ctrl-C during torch's import is a clean "cancelled"
         from engine.api import edit_strengths
-    if helper is not None:
-        helper.collect()
 
     log = (lambda m: None) if args.quiet and not args.json_progress else (lambda m: print(m, file=sys.stderr))
     progress, bar = progress_printer(args, options.iterations)

@@ -90,14 +90,34 @@ def detect_faces(rgb8: np.ndarray, detector: str = "hog", upsample: int = 1) -> 
     its size: ~4x the time); 0 finds the larger ones only."""
     key = (hashlib.blake2b(np.ascontiguousarray(rgb8).data, digest_size=16).hexdigest(), rgb8.shape, detector,
            upsample)
+    if key not in _found and _helper is not None:
+        _take_helper()
     if key not in _found:
         _found[key] = _detect(rgb8, detector, upsample)
-        while len(_found) > DETECTION_CACHE:  # a warm engine (GIMP, batch) sees the same photos again
-            _found.pop(next(iter(_found)))
+        _trim()
     return list(_found[key])
 
 
 _found: dict[tuple, list[Face]] = {}
+_helper = None  # a helper process finding this command's faces (engine/face/prefetch.py), not yet taken
+
+
+def _trim() -> None:
+    while len(_found) > DETECTION_CACHE:  # a warm engine (GIMP, batch) sees the same photos again
+        _found.pop(next(iter(_found)))
+
+
+def expect(helper) -> None:
+    """Faces a helper process is finding (engine/face/prefetch.py; None: none): the first search that misses the
+    cache waits for it and takes its results."""
+    global _helper
+    _helper = helper
+
+
+def _take_helper() -> None:
+    global _helper
+    helper, _helper = _helper, None
+    helper.collect()
 
 
 def remembered() -> list:
@@ -112,8 +132,7 @@ def remember(found: list) -> int:
         key = (str(digest), tuple(int(v) for v in shape), str(detector), int(upsample))
         _found[key] = [Face(tuple(float(v) for v in box), np.array(points, dtype=np.float64).reshape(68, 2))
                        for box, points in faces]
-    while len(_found) > DETECTION_CACHE:
-        _found.pop(next(iter(_found)))
+    _trim()
     return len(found)
 
 

@@ -3,11 +3,12 @@
 A cold `python -m engine edit` spends ~1.3 s importing torch on one core, then ~1 s finding faces (dlib's
 landmark model, HOG), which needs no torch at all. On a machine with a second core a helper process runs the
 same `find_face` calls on the same decoded pixels meanwhile and hands back what engine/face/detect.py caches by
-content (the pixels' hash, the detector, the search scale), so the edit finds its faces in that cache.
+content (the pixels' hash, the detector, the search scale); the edit's first face search that misses the cache
+waits for the helper and takes its results (`detect.expect`).
 
 Nothing depends on the helper: if it fails, is killed or decodes different pixels, the cache simply has no
-entry and the edit detects as it always did. Only a command's own process starts it (a warm engine has
-its faces cached already).
+entry and the edit detects as it always did. It ends with the command: `searching` stops it when its block
+ends, and the helper exits by itself when the command's process is gone (its stdin pipe closes).
 
 Child protocol: `python -m engine.face.prefetch JOBS` takes a JSON list of jobs and writes one JSON object
 on stdout: {"found": [[key, faces], ...]}; errors are the parent's to find and tell.
@@ -19,6 +20,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,22 +50,22 @@ class Prefetch:
     """A running helper; `collect()` waits for it and fills detect.py's cache."""
 
     def __init__(self, jobs: list[FaceJob]):
+        flags = subprocess._args_from_interpreter_flags()  # -I, -E, -s...: the same engine and libraries
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine.face.prefetch", json.dumps([asdict(j) for j in jobs])], cwd=PROJECT,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            start_new_session=True)  # Ctrl-C at the terminal is the parent's to handle; it stops the helper
+            [sys.executable, *flags, "-m", "engine.face.prefetch", json.dumps([asdict(j) for j in jobs])],
+            cwd=PROJECT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
-    def collect(self, timeout: float = 120.0) -> int:
+    def collect(self) -> int:
         """Wait for the helper and remember its faces; how many searches it gave (0 when it failed)."""
         from engine.face.detect import remember
 
         try:
-            out, _ = self.process.communicate(timeout=timeout)
+            out = self.process.stdout.read()
+            self.process.wait()
             if self.process.returncode != 0:
                 return 0
-            found = json.loads(out)["found"]
-            return remember(found)
-        except (subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
+            return remember(json.loads(out)["found"])
+        except (OSError, ValueError, KeyError, TypeError):
             return 0
         finally:
             self.stop()
@@ -70,6 +74,8 @@ class Prefetch:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            pipe.close()
 
 
 def start(jobs: list[FaceJob]) -> Prefetch | None:
@@ -82,8 +88,32 @@ def start(jobs: list[FaceJob]) -> Prefetch | None:
         return None
 
 
+@contextmanager
+def searching(jobs: list[FaceJob]) -> Iterator[Prefetch | None]:
+    """A helper searching for `jobs`' faces during the block, offered to the block's first face search that
+    misses the cache; stopped when the block ends, whatever happens."""
+    from engine.face import detect
+
+    helper = start(jobs)
+    detect.expect(helper)
+    try:
+        yield helper
+    finally:
+        detect.expect(None)
+        if helper is not None:
+            helper.stop()
+
+
+def _exit_with_parent() -> None:
+    """The parent holds our stdin open and never writes: end of file means it is gone. (os.read: no buffered
+    reader whose lock the interpreter's shutdown would wait for.)"""
+    while os.read(0, 4096):
+        pass
+    os._exit(1)
+
+
 def _child() -> int:
-    from engine.errors import FATError
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
     from engine.face.detect import find_face, remembered
     from engine.io.images import load_photo
 
@@ -91,11 +121,12 @@ def _child() -> int:
         try:
             box = tuple(job["box"]) if job["box"] is not None else None
             find_face(load_photo(job["path"]).rgb8(), job["detector"], job["index"], box)
-        except FATError:  # no face, too small, unreadable: the edit finds and tells it
+        except Exception:  # no face, unreadable, a dlib error: the edit finds and tells it; the others still count
             pass
     sys.stdout.write(json.dumps({"found": remembered()}))
+    sys.stdout.flush()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_child())
+    os._exit(_child())  # the reading thread never ends by itself

@@ -157,14 +157,25 @@ def edit_figures(bb, precision: str, iterations: int, out_dir: Path) -> dict:
             "mask": np.asarray(r.frame.photo_mask(r.photo.rgb.shape[:2]))}
 
 
-def cold_start(backbone: str, precision: str, iterations: int, out_dir: Path) -> dict:
-    """A new process running the CLI: interpreter, imports, model load, first edit."""
-    out = out_dir / f"cold-{Path(backbone).stem}-{precision}.png"
+def cold_start(backbone: str, precision: str, iterations: int, out_dir: Path, empty_cache: bool = False) -> dict:
+    """A new process running the CLI: interpreter, imports, model load, first edit. `empty_cache`: as the first
+    command after an install or an export (no verified hash, no memory-mapped weight copy in the user cache)."""
+    import os
+    import shutil
+    import tempfile
+
+    out = out_dir / f"cold-{Path(backbone).stem}-{precision}{'-first' if empty_cache else ''}.png"
     cmd = [sys.executable, "-m", "engine", "edit", str(REFERENCE), "--guide", str(GUIDE), "-o", str(out),
            "--backbone", backbone, "--precision", precision, "--iterations", str(iterations), "--quiet",
            "--no-service"]  # a service left running would take the edit: not a cold start
+    cache = Path(tempfile.mkdtemp(prefix="fat-bench-cache-")) if empty_cache else None
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)} if cache else None
     t = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT, env=env)
+    finally:
+        if cache:
+            shutil.rmtree(cache, ignore_errors=True)
     wall = time.perf_counter() - t
     if done.returncode != 0:
         return {"error": done.stderr.strip()[-500:]}
@@ -273,6 +284,17 @@ def bench_backbone(name: str, peaks: dict[str, float], iterations: int, out_dir:
             c["extra_s"] = c["wall_s"] - warm["total_s"] - warm["save_s"]  # both edits save their result
             log(f"  cold start {p} (new process, first edit, saved): {c['wall_s']:.2f} s wall = warm edit and save "
                 f"+ {c['extra_s']:.2f} s; peak RSS {c['peak_rss_mb']:.0f} MB")
+    from engine.models.runtime import resolve_precision
+
+    default = resolve_precision("auto", bb.device, recipe.precision)
+    first = cold_start(spec_path, default, iterations, out_dir, empty_cache=True)
+    report["cold"]["first_after_install"] = first
+    if "error" in first:
+        log(f"  first command after install ({default}): failed: {first['error']}")
+    elif "error" not in report["cold"][default]:
+        log(f"  first command after install ({default}, empty user cache: the model hashed, its weights parsed and "
+            f"copied): {first['wall_s']:.2f} s wall = that cold start + "
+            f"{first['wall_s'] - report['cold'][default]['wall_s']:.2f} s")
     served = through_service(spec_path, "auto", iterations, out_dir)
     report["cold"]["through_service"] = served
     if "error" in served:

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
@@ -238,25 +239,20 @@ def through_service(argv: list[str], start: bool = False) -> int | None:
     return int(final.get("exit_code", 70))
 
 
-def start_face_search(args, options: EditOptions):
+def face_search(args, options: EditOptions, session: Session) -> AbstractContextManager:
     """A cold command's faces, searched for by a helper process while this one imports torch
-    (engine/face/prefetch.py); None inside a program that imports the engine (it keeps its own processes)."""
+    (engine/face/prefetch.py), during the `with` block; nothing in a warm service or in a program that imports
+    the engine (it keeps its own processes)."""
     import engine
-    from engine.face.prefetch import FaceJob, start
 
-    if not engine.own_process:
-        return None
+    if session is not HERE or not engine.own_process:
+        return nullcontext()
+    from engine.face.prefetch import FaceJob, searching
+
     jobs = [FaceJob(str(Path(args.reference).resolve()), options.detector, options.face, options.box)]
     if args.guide is not None:
         jobs.append(FaceJob(str(Path(args.guide).resolve()), options.detector, options.guide_face))
-    return start(jobs)
-
-
-def checked_inputs(args, options: EditOptions, session: Session):
-    """check_inputs, then (in a command's own process) the face helper started; the caller collects it once
-    torch is imported."""
-    check_inputs(args)
-    return start_face_search(args, options) if session is HERE else None
+    return searching(jobs)
 
 
 def cmd_edit(args, session: Session = HERE) -> int:
@@ -264,22 +260,21 @@ def cmd_edit(args, session: Session = HERE) -> int:
     if options.attribute is not None or args.guide is None:  # mode B: an attribute bank (engine/bank/cli.py)
         from engine.bank.cli import cmd_attribute_edit
 
-        return cmd_attribute_edit(args, options, checked_inputs, _progress_printer, write_debug, session)
-    helper = checked_inputs(args, options, session)
-    with deferred_interrupts():
-        from engine.api import edit
-    if helper is not None:
-        helper.collect()
+        return cmd_attribute_edit(args, options, check_inputs, _progress_printer, write_debug, session)
+    check_inputs(args)
+    with face_search(args, options, session):
+        with deferred_interrupts():
+            from engine.api import edit
 
-    log = (lambda m: None) if args.quiet and not args.json_progress else (lambda m: print(m, file=sys.stderr))
-    progress, bar = _progress_printer(args, options.iterations)
-    t0 = time.perf_counter()
-    try:
-        result = edit(args.reference, guide=args.guide, options=options, mask=args.mask, progress=progress, log=log,
-                      backbone=session.model(options), cancel=session.cancel)
-    finally:
-        if bar is not None:
-            bar.close()
+        log = (lambda m: None) if args.quiet and not args.json_progress else (lambda m: print(m, file=sys.stderr))
+        progress, bar = _progress_printer(args, options.iterations)
+        t0 = time.perf_counter()
+        try:
+            result = edit(args.reference, guide=args.guide, options=options, mask=args.mask, progress=progress,
+                          log=log, backbone=session.model(options), cancel=session.cancel)
+        finally:
+            if bar is not None:
+                bar.close()
     result.save(args.output, sidecar=not args.no_sidecar)
     if args.debug_dir:
         write_debug(result, args.debug_dir)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,15 +27,21 @@ def user_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "face-attribute-transfer"
 
 
-def _stamp(path: Path) -> list[int]:
+def file_stamp(path: Path) -> list[int]:
+    """What changes whenever a file is written or replaced: device, inode, size, modification and change times
+    (no user can set a ctime back)."""
     st = os.stat(path)
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
+RACY_NS = 2_000_000_000  # a file modified this recently may change again within the same clock tick
+
+
 def verified_sha256(path: Path) -> str:
-    """sha256_file for a large file that rarely changes (a 580 MB model: 0.5 s), remembered against its inode,
-    size and change times: writing or replacing the file sets a new ctime, which no user can set back, so a
-    changed file is hashed again (git's index makes the same bet). The memory is a JSON file in user_cache()."""
+    """sha256_file for a large file that rarely changes (a 580 MB model: 0.5 s), remembered against its
+    file_stamp in a JSON file in user_cache(): a changed file is hashed again (git's index makes the same bet).
+    Like git, a file modified in the last 2 s is not remembered (a second write in the same clock tick could
+    leave its stamp as it was), nor one that changed while it was read."""
     path = Path(path).resolve()
     memory_file = user_cache() / "verified-sha256.json"
     try:
@@ -43,11 +50,13 @@ def verified_sha256(path: Path) -> str:
             memory = {}
     except (OSError, ValueError):
         memory = {}
-    stamp = _stamp(path)
+    stamp = file_stamp(path)
     known = memory.get(str(path))
     if isinstance(known, dict) and known.get("stamp") == stamp and isinstance(known.get("sha256"), str):
         return known["sha256"]
     digest = sha256_file(path)
+    if file_stamp(path) != stamp or time.time_ns() - stamp[3] < RACY_NS:
+        return digest
     memory[str(path)] = {"stamp": stamp, "sha256": digest}
     memory = {k: v for k, v in memory.items() if os.path.exists(k)}  # forget files that are gone
     with contextlib.suppress(OSError):  # a read-only or full cache: hashed every time

@@ -84,7 +84,7 @@ class Backbone:
     @cached_property
     def module(self) -> nn.Module:
         prefix = self.spec.get("initializer_prefix", "net.")
-        state = cached_state(verified_sha256(self.onnx_path), lambda: initializer_state(self.onnx_path, prefix))
+        state = cached_state(verified_sha256(self.onnx_path), prefix, lambda: initializer_state(self.onnx_path, prefix))
         build = ARCHITECTURES.get(self.spec["architecture"])
         if build is None:
             raise FATError(f"{self.onnx_path}: unknown architecture {self.spec['architecture']!r} in its spec.",
