@@ -18,9 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
-from onnx import helper, numpy_helper
 from torch import nn
 
 from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError, option_ref
@@ -187,6 +185,9 @@ def initializer_state(path: Path, prefix: str) -> dict[str, torch.Tensor]:
     """The weights, as tensors sharing the parsed file's bytes where it stores them raw (every exporter of ours):
     no copy per tensor, which was 1.2 s of VGG-Face's 2.2 s load. Those tensors are read-only views; the modules
     built from them are frozen (no weight is ever written)."""
+    import onnx  # only here: with the weights copy in the user cache, a new process never parses the file
+    from onnx import helper, numpy_helper
+
     model = onnx.load(str(path))
     state = {}
     for init in model.graph.initializer:
