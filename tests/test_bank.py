@@ -301,3 +301,22 @@ def test_the_opening_pixel_source_is_the_widest_of_the_three_nearest_reliable():
     recipe = replace(DLIB_RESNET, attribute_layers={"descriptor": 1.0})
     # nearest first 2, 0, 3, 1, 4: face 2 drops to the back; 0, 3, 1 are taken widest open first
     assert list(typical_first(bank, np.array([2, 0, 3, 1, 4]), 1, "mouth_open", recipe)) == [1, 3, 0, 4, 2]
+
+
+def test_a_smile_without_a_guide_is_edited_over_its_whole_area(bank_file, photos, dlib_backbone):
+    """With a guide photo the smile region bends the mouth to the guide's shape; a bank has no guide shape, so a
+    smiling edit in that region uses the attribute's area: mouth, cheeks and nasolabial folds (engine/face/regions.py
+    PARTS["smile_area"]); another region asked for is used as it is."""
+    from engine.api import backbone_recipe
+    from engine.bank.attributes import ATTRIBUTES
+    from engine.bank.edit import AttributeEditor
+    from engine.face.masks import region_mask
+    from engine.face.regions import PARTS
+
+    assert ATTRIBUTES["smiling"].area in PARTS
+    for region, used in (("smile", "smile_area"), ("mouth", "mouth")):
+        options = EditOptions(attribute="smiling", k=1, region=region)
+        spec, recipe = backbone_recipe(options, dlib_backbone)
+        editor = AttributeEditor(dlib_backbone, spec, recipe, options, load_bank(bank_file),
+                                 str(photos / "eileen_collins_astronaut.png"), None, lambda _m: None)
+        assert np.array_equal(editor.mask, region_mask(editor.ref.landmarks, used, editor.ref.size))

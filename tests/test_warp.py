@@ -150,11 +150,11 @@ def test_thicken_moves_a_brow_as_a_block_and_the_eye_stays():
     assert np.hypot(*np.subtract(_peak_near(out, *eye[0]), eye[0])) < 0.5
 
 
-@pytest.mark.parametrize("region", ["eyes", "eyebrows"])
+@pytest.mark.parametrize("region", ["eyes", "eyebrows", "smile"])
 def test_a_reshaped_edit_changes_nothing_outside_where_it_may(dlib_backbone, small_pair, region):
     paths = small_pair
     r = edit(paths[0], guide=paths[1], backbone=dlib_backbone, region=region, iterations=3, precision="fp32")
-    assert r.frame.reshape is not None  # auto reshapes eyes and brows
+    assert r.frame.reshape is not None  # auto reshapes eyes, brows and smiles
     before = np.asarray(Image.open(paths[0]).convert("RGB")).astype(np.float32)
     outside = r.frame.photo_mask(before.shape[:2]) == 0
     assert np.array_equal(np.rint(r.image)[outside], before[outside])
@@ -233,3 +233,25 @@ def test_a_brow_moves_at_most_its_limit_times_the_gap_to_the_eye():
     rise = marks[17:22, 1] - out[17:22, 1]
     assert rise.max() == pytest.approx(gap, rel=1e-6) and np.allclose(rise, rise[0])  # scaled as a whole
     assert np.allclose(out[22:27], far[22:27]) and np.array_equal(out[:17], marks[:17])  # within its limit: as asked
+
+
+def test_a_smile_takes_a_share_of_the_guides_mouth_shape_in_the_reference_face_frame(dlib_backbone, small_pair):
+    """The smile's mouth moves shape_share of the way to the guide's mouth as the eyes and nose place it (its
+    corners lift; its size stays closer to the person's own); eyes, nose and jaw stay where the reference has
+    them."""
+    from engine.face.frame import align_face, frame_faces
+    from engine.face.regions import FACE_FRAME, MOUTH
+    from engine.io.images import load_photo
+
+    ref_photo, guide_photo = (load_photo(p) for p in small_pair)
+    template = dlib_backbone.spec["crop_template"]
+    frame = frame_faces(ref_photo, guide_photo, template, "smile")
+    ref = align_face(ref_photo, template, factor=None)
+    guide = align_face(guide_photo, template, factor=ref.factor)
+    share = REGIONS["smile"].shape_share
+    assert 0 < share < 1 and frame.reshape is not None
+    placed = target_landmarks(guide.landmarks, ref.landmarks, MOUTH, FACE_FRAME)
+    assert np.allclose(frame.reshape.bend_to, ref.landmarks + share * (placed - ref.landmarks), atol=1e-6)
+    others = [i for i in range(68) if i not in MOUTH]
+    assert np.array_equal(frame.reshape.bend_to[others], ref.landmarks[others])
+    assert np.abs(frame.reshape.bend_to[list(MOUTH)] - ref.landmarks[list(MOUTH)]).max() > 1

@@ -121,7 +121,9 @@ class AttributeEditor:
         self.ref: AlignedFace = align_face(self.photo, spec["crop_template"], options.detector, options.face,
                                            options.box, "reference", factor=None)
         self.region = options.region
-        spec_region = lookup_region(self.region)
+        attribute = ATTRIBUTES[options.attribute]
+        spec_region = lookup_region(attribute.area if attribute.area and self.region == attribute.region
+                                    else self.region)
         self.user_mask = (soften_user_mask(user_mask(mask, self.photo.rgb.shape[:2]), self.ref.face.eye_distance)
                           if spec_region.user_mask else None)
         self.mask = (to_crop(self.ref, self.user_mask) if self.user_mask is not None
@@ -133,7 +135,6 @@ class AttributeEditor:
         # a guide photo (the mouth: the lips; its moustache and chin only as folds). bench/bank_quality.py: the
         # lips part made 12/22 mouths open (11 with the whole region) with mobileface >= 0.75 in 18/22 (17); for
         # smiles the region's part kept identity in 12-13/15 instead of 14/15, with the same 7/15 smiling
-        attribute = ATTRIBUTES[options.attribute]
         own_part = attribute.pixels if attribute.pixels and self.region == attribute.region else None
         self.pixels = own_part or spec_region.pixels
         self.pixels_at_example = own_part is None

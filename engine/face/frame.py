@@ -98,7 +98,7 @@ class FaceFrame:
     keep: np.ndarray | None  # crop-frame part of the region where change costs more (the attribute itself)
     user_mask: np.ndarray | None  # photo-frame mask given by the user (a hard limit), if any
     own: np.ndarray | None = None  # crop-frame part where the guide's own pixels start the edit (Region.pixels)
-    reshape: Reshape | None = None  # eyes, brows: the region takes the guide's shape (Region.reshape_anchors)
+    reshape: Reshape | None = None  # eyes, brows, smiles: the region takes the guide's shape (Region.reshape_anchors)
 
     def bent(self, amount: float) -> tuple[np.ndarray, np.ndarray]:
         """Reference and guide crops with the region bent `amount` (0..1) of the way from the reference's shape to
@@ -195,6 +195,7 @@ def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str
     region at both shapes; the start bends the reference's own region to the target (FaceFrame.bent)."""
     method = warp if warp in ("affine", "tps") else "affine"
     target = reshape_targets(guide.landmarks, ref.landmarks, spec.groups, spec.reshape_anchors)
+    target = ref.landmarks + spec.shape_share * (target - ref.landmarks)
     if spec.block and spec.move_limit:
         target = limited_moves(ref.landmarks, target, spec.groups, spec.block, spec.move_limit)
     guide = replace(guide, crop=warp_to(guide.crop, guide.landmarks, target, method), landmarks=target)
@@ -229,7 +230,7 @@ def frame_faces(ref_photo: Photo, guide_photo: Photo, template: dict, region: st
     spec = lookup_region(region)
     ref = align_face(ref_photo, template, detector, face, box, "reference", factor=None)
     guide = align_face(guide_photo, template, detector, guide_face, None, "guide", factor=ref.factor)
-    if spec.reshape and warp in ("auto", "affine", "tps"):  # eyes and brows take the guide's shape
+    if spec.reshape and warp in ("auto", "affine", "tps"):  # eyes, brows and smiles take the guide's shape
         return reshaped_frame(ref, guide, spec, warp)
     guide = bend_guide(guide, ref, spec, warp)
     if spec.user_mask:
