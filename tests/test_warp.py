@@ -255,3 +255,31 @@ def test_a_smile_takes_a_share_of_the_guides_mouth_shape_in_the_reference_face_f
     others = [i for i in range(68) if i not in MOUTH]
     assert np.array_equal(frame.reshape.bend_to[others], ref.landmarks[others])
     assert np.abs(frame.reshape.bend_to[list(MOUTH)] - ref.landmarks[list(MOUTH)]).max() > 1
+
+
+def test_a_reshape_never_carries_a_point_across_the_jaw_line():
+    """A turned guide's mouth placed on a frontal face can reach past the reference's jaw, and the bend then folds
+    the cheek over itself: the move is cut to the share at which no moving point crosses the jaw line; a move
+    that stays inside is kept whole, and points already beyond the jaw (eyes, brows) are not held."""
+    from engine.face.warp import uncrossed_share
+
+    jaw = tuple(range(5))
+    source = np.array([[0, 0], [10, 20], [30, 30], [50, 20], [60, 0], [30, 10], [30, -10]], float)  # a U, then 2 points
+    inside = source.copy()
+    inside[5] = [35, 18]  # further down, still above the jaw's bottom at 30
+    assert uncrossed_share(source, inside, (5, 6), jaw) == 1.0
+    across = source.copy()
+    across[5] = [30, 50]  # 40 px down, through the jaw's lowest landmark at y = 30
+    share = uncrossed_share(source, across, (5, 6), jaw)
+    assert 0.49 < share <= 0.5  # the crossing is 20 / 40 of the way
+
+    def below_the_jaw(point):  # under the segment (30, 30) - (50, 20)
+        return point[1] > 30 - 10 * (point[0] - 30) / 20
+
+    across[5] = [40, 50]  # between two landmarks
+    share = uncrossed_share(source, across, (5, 6), jaw)
+    assert not below_the_jaw(source[5] + share * (across[5] - source[5]))
+    assert below_the_jaw(source[5] + (share + 0.01) * (across[5] - source[5]))
+    up = source.copy()
+    up[6] = [30, -60]  # a point above the jaw's ends moving further up crosses nothing
+    assert uncrossed_share(source, up, (5, 6), jaw) == 1.0

@@ -17,7 +17,7 @@ from engine.face.align import scale_of, template_transform, transform_points, wa
 from engine.face.detect import Face, eye_distance, find_face
 from engine.face.masks import grow_and_feather, lookup_region, region_mask, soften_user_mask, user_mask
 from engine.face.pasteback import bend_photo, paste_back
-from engine.face.regions import EYES, Region
+from engine.face.regions import EYES, JAW, Region
 from engine.face.warp import (
     anchor_similarity,
     bend_offsets,
@@ -26,6 +26,7 @@ from engine.face.warp import (
     reshape_targets,
     target_landmarks,
     thicken,
+    uncrossed_share,
     warp_to,
 )
 from engine.io.images import Photo
@@ -198,6 +199,9 @@ def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str
     target = ref.landmarks + spec.shape_share * (target - ref.landmarks)
     if spec.block and spec.move_limit:
         target = limited_moves(ref.landmarks, target, spec.groups, spec.block, spec.move_limit)
+    # nothing that starts inside the jaw line is moved across it
+    target = ref.landmarks + uncrossed_share(ref.landmarks, target, region_points(spec), JAW) * (
+        target - ref.landmarks)
     guide = replace(guide, crop=warp_to(guide.crop, guide.landmarks, target, method), landmarks=target)
 
     def both(**size: float) -> np.ndarray:

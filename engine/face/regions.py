@@ -56,8 +56,10 @@ class Region:
     move_limit: float = 0.0
     # a reshaped region's shape moves this share of the way from the reference's to the guide's (as its anchors place
     # it): a mouth's size and lip shape are part of who someone is, while a smile is mostly its corners' lift.
-    # bench/quality.py smile pairs, mobileface / happy*: 1.0: 0.705 / 0.87; 0.85: 0.743 / 0.83; 0.75: 0.771 / 0.74;
-    # 0.5: 0.844 / 0.51 (the lips pasted and nothing bent: 0.750 / 0.58; the mouth region: 0.782 / 0.40)
+    # bench/quality.py smile pairs, mobileface / happy*: 1.0: 0.705 / 0.87; 0.85: 0.743 / 0.83; 0.75: 0.771 / 0.74
+    # (0.784 / 0.74 once no point may cross the jaw line); 0.5: 0.844 / 0.51; the corners at 1.0 and the rest at
+    # 0.65: 0.761 / 0.87, but a jagged jaw on a turned face (the lips pasted and nothing bent: 0.750 / 0.58; the
+    # mouth region: 0.782 / 0.40)
     shape_share: float = 1.0
 
     @property

@@ -43,6 +43,38 @@ def reshape_targets(guide: np.ndarray, reference: np.ndarray, groups: tuple[tupl
     return target
 
 
+def _crosses(p0: np.ndarray, p1: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether each path p0[i] -> p1[i] crosses each segment a[j] -> b[j] (a (paths, segments) array)."""
+    def side(o, u, v):  # sign of the cross product (u - o) x (v - o)
+        return np.sign((u[..., 0] - o[..., 0]) * (v[..., 1] - o[..., 1])
+                       - (u[..., 1] - o[..., 1]) * (v[..., 0] - o[..., 0]))
+
+    p0, p1, a, b = p0[:, None], p1[:, None], a[None], b[None]
+    return (side(p0, p1, a) * side(p0, p1, b) <= 0) & (side(a, b, p0) * side(a, b, p1) < 0)  # through a vertex too
+
+
+def uncrossed_share(source: np.ndarray, target: np.ndarray, moving: tuple[int, ...], line: tuple[int, ...],
+                    steps: int = 12) -> float:
+    """The largest share (0..1) of the move source -> target under which no moving point crosses the polyline
+    `line` (the jaw): a turned guide's mouth placed on a frontal face crossed the jaw, and the bend folded the
+    cheek over itself."""
+    source, target = np.asarray(source, float), np.asarray(target, float)
+    points = [i for i in moving if i not in line]
+    a, b = source[list(line[:-1])], source[list(line[1:])]
+
+    def keeps(share: float) -> bool:
+        moved = source[points] + share * (target[points] - source[points])
+        return not _crosses(source[points], moved, a, b).any()
+
+    if not points or keeps(1.0):
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(steps):
+        mid = (low + high) / 2
+        low, high = (mid, high) if keeps(mid) else (low, mid)
+    return low
+
+
 def _border(size: tuple[int, int], n: int = 8) -> np.ndarray:
     h, w = size
     xs, ys = np.linspace(0, w - 1, n), np.linspace(0, h - 1, n)
