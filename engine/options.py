@@ -88,7 +88,8 @@ class EditOptions:
     warp: str = option("auto", "fit the guide to the reference before blending. auto: eyes, eyebrows and smiles "
                                "take the guide's shape (the reference's own eyes/brows/mouth bent to it), other "
                                "regions are not bent; none: no bending at all; move (the region's anchors onto the "
-                               "reference's), piecewise affine or thin-plate spline: the guide bent onto the "
+                               "reference's), piecewise affine or thin-plate spline: the method of the bend for "
+                               "eyes, eyebrows and smiles, and for other regions the guide bent onto the "
                                "reference's landmarks, its region's shape and opening kept", label="_Warp",
                        choices=WARPS,
                        labels={"auto": "Automatic (by region)", "none": "None", "similarity": "Move (corners)",

@@ -304,18 +304,18 @@ def test_the_opening_pixel_source_is_the_widest_of_the_three_nearest_reliable():
 
 
 def test_a_smile_without_a_guide_is_edited_over_its_whole_area(bank_file, photos, dlib_backbone):
-    """With a guide photo the smile region bends the mouth to the guide's shape; a bank has no guide shape, so a
-    smiling edit in that region uses the attribute's area: mouth, cheeks and nasolabial folds (engine/face/regions.py
-    PARTS["smile_area"]); another region asked for is used as it is."""
+    """With a guide photo the smile region bends the mouth to the guide's shape; a bank has no guide shape, so an
+    edit in the smile region (whatever the attribute) uses its unbent area: mouth, cheeks and nasolabial folds
+    (engine/face/regions.py Region.unbent); other regions are used as they are."""
     from engine.api import backbone_recipe
-    from engine.bank.attributes import ATTRIBUTES
     from engine.bank.edit import AttributeEditor
     from engine.face.masks import region_mask
-    from engine.face.regions import PARTS
+    from engine.face.regions import PARTS, REGIONS
 
-    assert ATTRIBUTES["smiling"].area in PARTS
-    for region, used in (("smile", "smile_area"), ("mouth", "mouth")):
-        options = EditOptions(attribute="smiling", k=1, region=region)
+    assert REGIONS["smile"].unbent in PARTS
+    for attribute, region, used in (("smiling", "smile", "smile_area"), ("mouth_open", "smile", "smile_area"),
+                                    ("smiling", "mouth", "mouth")):
+        options = EditOptions(attribute=attribute, k=1, region=region)
         spec, recipe = backbone_recipe(options, dlib_backbone)
         editor = AttributeEditor(dlib_backbone, spec, recipe, options, load_bank(bank_file),
                                  str(photos / "eileen_collins_astronaut.png"), None, lambda _m: None)

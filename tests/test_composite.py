@@ -73,4 +73,5 @@ def test_mouth_and_smile_take_only_the_guides_lips_as_pixels(small_pair, dlib_ba
     assert eyes.own is None  # other regions: the guide's pixels throughout
     for frame in (smile, mouth):
         assert frame.own.max() > 0.99 and (frame.own <= frame.mask + 1e-6).all()
-        assert frame.own.sum() < 0.75 * frame.mask.sum()  # cheeks, philtrum, chin: not pasted
+    assert mouth.own.sum() < 0.75 * mouth.mask.sum()  # philtrum, chin, moustache: not pasted
+    assert smile.paste_mask.sum() > 3 * smile.mask.sum()  # its cheeks and folds: the person's own, bent

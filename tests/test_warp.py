@@ -240,7 +240,8 @@ def test_a_smile_takes_a_share_of_the_guides_mouth_shape_in_the_reference_face_f
     corners lift; its size stays closer to the person's own); eyes, nose and jaw stay where the reference has
     them."""
     from engine.face.frame import align_face, frame_faces
-    from engine.face.regions import FACE_FRAME, MOUTH
+    from engine.face.regions import FACE_FRAME, JAW, MOUTH
+    from engine.face.warp import uncrossed_share
     from engine.io.images import load_photo
 
     ref_photo, guide_photo = (load_photo(p) for p in small_pair)
@@ -251,6 +252,7 @@ def test_a_smile_takes_a_share_of_the_guides_mouth_shape_in_the_reference_face_f
     share = REGIONS["smile"].shape_share
     assert 0 < share < 1 and frame.reshape is not None
     placed = target_landmarks(guide.landmarks, ref.landmarks, MOUTH, FACE_FRAME)
+    assert uncrossed_share(ref.landmarks, ref.landmarks + share * (placed - ref.landmarks), MOUTH, JAW) == 1.0
     assert np.allclose(frame.reshape.bend_to, ref.landmarks + share * (placed - ref.landmarks), atol=1e-6)
     others = [i for i in range(68) if i not in MOUTH]
     assert np.array_equal(frame.reshape.bend_to[others], ref.landmarks[others])
@@ -259,27 +261,46 @@ def test_a_smile_takes_a_share_of_the_guides_mouth_shape_in_the_reference_face_f
 
 def test_a_reshape_never_carries_a_point_across_the_jaw_line():
     """A turned guide's mouth placed on a frontal face can reach past the reference's jaw, and the bend then folds
-    the cheek over itself: the move is cut to the share at which no moving point crosses the jaw line; a move
-    that stays inside is kept whole, and points already beyond the jaw (eyes, brows) are not held."""
+    the cheek over itself: the move is cut short of the share at which a point inside the jaw would cross it; a
+    move that stays inside is kept whole; points on or beyond the jaw line, and the jaw's own, move freely."""
     from engine.face.warp import uncrossed_share
 
     jaw = tuple(range(5))
-    source = np.array([[0, 0], [10, 20], [30, 30], [50, 20], [60, 0], [30, 10], [30, -10]], float)  # a U, then 2 points
+    source = np.array([[0, 0], [10, 20], [30, 30], [50, 20], [60, 0], [30, 10], [30, 40], [20, 25]], float)
     inside = source.copy()
-    inside[5] = [35, 18]  # further down, still above the jaw's bottom at 30
-    assert uncrossed_share(source, inside, (5, 6), jaw) == 1.0
+    inside[5] = [35, 18]  # further down, still above the jaw
+    assert uncrossed_share(source, inside, (5,), jaw) == 1.0
     across = source.copy()
     across[5] = [30, 50]  # 40 px down, through the jaw's lowest landmark at y = 30
-    share = uncrossed_share(source, across, (5, 6), jaw)
-    assert 0.49 < share <= 0.5  # the crossing is 20 / 40 of the way
+    assert 0.44 < uncrossed_share(source, across, (5,), jaw) <= 0.45  # 20 / 40 of the way, less a 10 % margin
 
     def below_the_jaw(point):  # under the segment (30, 30) - (50, 20)
         return point[1] > 30 - 10 * (point[0] - 30) / 20
 
     across[5] = [40, 50]  # between two landmarks
-    share = uncrossed_share(source, across, (5, 6), jaw)
+    share = uncrossed_share(source, across, (5,), jaw)
     assert not below_the_jaw(source[5] + share * (across[5] - source[5]))
-    assert below_the_jaw(source[5] + (share + 0.01) * (across[5] - source[5]))
-    up = source.copy()
-    up[6] = [30, -60]  # a point above the jaw's ends moving further up crosses nothing
-    assert uncrossed_share(source, up, (5, 6), jaw) == 1.0
+    assert below_the_jaw(source[5] + (share / 0.9 + 0.01) * (across[5] - source[5]))
+    free = source.copy()
+    free[6] = [30, 10]  # starts below the jaw (outside it) and moves in
+    free[7] = [20, 40]  # starts on the segment (10, 20) - (30, 30)
+    free[2] = [30, 60]  # a jaw point itself
+    assert uncrossed_share(source, free, (2, 6, 7), jaw) == 1.0
+    across[5] = [np.nan, 0]
+    assert uncrossed_share(source, across, (5,), jaw) == 0.0
+
+
+def test_an_unbent_smile_is_the_mouth_with_its_cheeks(small_pair, dlib_backbone):
+    """Where nothing is bent (--warp none / similarity), the smile is its unbent area (mouth, cheeks, nasolabial
+    folds), not the reshape's narrow mouth."""
+    from engine.face.frame import frame_faces
+    from engine.face.masks import region_mask
+    from engine.io.images import load_photo
+
+    ref, guide = (load_photo(p) for p in small_pair)
+    template = dlib_backbone.spec["crop_template"]
+    for warp in ("none", "similarity"):
+        frame = frame_faces(ref, guide, template, "smile", warp=warp)
+        assert frame.reshape is None and frame.keep is not None  # its inner mouth costs more to change
+        assert np.array_equal(frame.mask, region_mask(frame.ref.landmarks, REGIONS["smile"].unbent, frame.ref.size))
+        assert frame.mask.sum() > 1.5 * region_mask(frame.ref.landmarks, "smile", frame.ref.size).sum()

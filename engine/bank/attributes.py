@@ -23,13 +23,10 @@ class Attribute:
     # mobileface >= 0.75 in 18/22 as before (mean 0.811 vs 0.823); all 5 opened 15/22 but kept identity in 15/22.
     # Smiles lost identity that way (>= 0.75 in 10/15 instead of 14/15), so they keep the nearest.
     strongest_of: int = 1
-    # the mask a bank edit uses for the default region where that region reshapes the face to a guide's shape (a
-    # bank has no guide to bend to): a PART of engine/face/regions.py (None: the region itself)
-    area: str | None = None
 
 
 ATTRIBUTES: dict[str, Attribute] = {
-    "smiling": Attribute("Smiling", "smile", "Smiling", pixels="mouth", score="mouth_width", area="smile_area"),
+    "smiling": Attribute("Smiling", "smile", "Smiling", pixels="mouth", score="mouth_width"),
     "mouth_open": Attribute("Mouth open", "mouth", "Mouth_Slightly_Open", score="mouth_open", strongest_of=3),
     "eyes_closed": Attribute("Eyes closed", "eyes", None, score="eye_aspect"),
     "brows_raised": Attribute("Brows raised", "upper_face", None, score="brow_height"),

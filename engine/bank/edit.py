@@ -122,8 +122,8 @@ class AttributeEditor:
                                            options.box, "reference", factor=None)
         self.region = options.region
         attribute = ATTRIBUTES[options.attribute]
-        spec_region = lookup_region(attribute.area if attribute.area and self.region == attribute.region
-                                    else self.region)
+        spec_region = lookup_region(self.region)
+        spec_region = lookup_region(spec_region.unbent) if spec_region.unbent else spec_region  # no guide to bend to
         self.user_mask = (soften_user_mask(user_mask(mask, self.photo.rgb.shape[:2]), self.ref.face.eye_distance)
                           if spec_region.user_mask else None)
         self.mask = (to_crop(self.ref, self.user_mask) if self.user_mask is not None

@@ -190,16 +190,18 @@ def limited_moves(landmarks: np.ndarray, target: np.ndarray, groups: tuple[tuple
 
 
 def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str) -> FaceFrame:
-    """A region whose shape is the attribute (eye opening, brow height). Fitting the guide to the reference's
-    landmarks would undo the edit, so both go to one target: the guide's shape of the region placed at the
-    reference's anchors (each eye's corners), the rest of the face where the reference has it. The mask covers the
-    region at both shapes; the start bends the reference's own region to the target (FaceFrame.bent)."""
+    """A region whose shape is the attribute (eye opening, brow height, a smile's lift). Fitting the guide to the
+    reference's landmarks would undo the edit, so both go to one target: the guide's shape of the region placed at
+    the reference's anchors (each eye's corners; a smile's eyes and nose), moved the region's shape_share of the way
+    (a brow at most its limit; nothing across the jaw line), the rest of the face where the reference has it. The
+    mask covers the region at both shapes; the start bends the reference's own region to the target
+    (FaceFrame.bent)."""
     method = warp if warp in ("affine", "tps") else "affine"
     target = reshape_targets(guide.landmarks, ref.landmarks, spec.groups, spec.reshape_anchors)
     target = ref.landmarks + spec.shape_share * (target - ref.landmarks)
     if spec.block and spec.move_limit:
         target = limited_moves(ref.landmarks, target, spec.groups, spec.block, spec.move_limit)
-    # nothing that starts inside the jaw line is moved across it
+    # nothing that starts inside the jaw line is moved across it (the whole move is cut: one share for all groups)
     target = ref.landmarks + uncrossed_share(ref.landmarks, target, region_points(spec), JAW) * (
         target - ref.landmarks)
     guide = replace(guide, crop=warp_to(guide.crop, guide.landmarks, target, method), landmarks=target)
@@ -236,6 +238,7 @@ def frame_faces(ref_photo: Photo, guide_photo: Photo, template: dict, region: st
     guide = align_face(guide_photo, template, detector, guide_face, None, "guide", factor=ref.factor)
     if spec.reshape and warp in ("auto", "affine", "tps"):  # eyes, brows and smiles take the guide's shape
         return reshaped_frame(ref, guide, spec, warp)
+    spec = lookup_region(spec.unbent) if spec.unbent else spec
     guide = bend_guide(guide, ref, spec, warp)
     if spec.user_mask:
         full = soften_user_mask(user_mask(mask, ref_photo.rgb.shape[:2]), ref.face.eye_distance)

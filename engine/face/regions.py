@@ -39,9 +39,10 @@ class Region:
     # a PART of the guide whose own pixels start the edit; elsewhere in the region only the guide's mid-frequency
     # shading (its folds) is laid over the reference's own texture and shading (None: the guide's pixels throughout)
     pixels: str | None = None
-    # a region whose shape is the attribute (eye opening, brow height): per landmark group, the landmarks that place
-    # the guide's shape of that group on the reference (each eye by its own corners); the reference's own region is
-    # bent to that shape before the guide's pixels are laid over it (engine/face/frame.py reshaped_frame)
+    # a region whose shape is the attribute (eye opening, brow height, a smile's lift): per landmark group, the
+    # landmarks that place the guide's shape of that group on the reference (each eye by its own corners); the
+    # reference's own region is bent to that shape before the guide's pixels are laid over it (engine/face/frame.py
+    # reshaped_frame)
     reshape_anchors: tuple[tuple[int, ...], ...] = ()
     # False: the composite start is the reference's own region bent to the guide's shape (brows: the person's own
     # brows, moved to the guide's height); the guide's features still set the attribute target
@@ -57,10 +58,13 @@ class Region:
     # a reshaped region's shape moves this share of the way from the reference's to the guide's (as its anchors place
     # it): a mouth's size and lip shape are part of who someone is, while a smile is mostly its corners' lift.
     # bench/quality.py smile pairs, mobileface / happy*: 1.0: 0.705 / 0.87; 0.85: 0.743 / 0.83; 0.75: 0.771 / 0.74
-    # (0.784 / 0.74 once no point may cross the jaw line); 0.5: 0.844 / 0.51; the corners at 1.0 and the rest at
-    # 0.65: 0.761 / 0.87, but a jagged jaw on a turned face (the lips pasted and nothing bent: 0.750 / 0.58; the
-    # mouth region: 0.782 / 0.40)
+    # (0.784 / 0.74 once no point may cross the jaw line; 0.783 / 0.71 with the anchors fitted by least squares);
+    # 0.5: 0.844 / 0.51; the corners at 1.0 and the rest at 0.65: 0.761 / 0.87, but a jagged jaw on a turned face
+    # (the lips pasted and nothing bent: 0.750 / 0.58; the mouth region: 0.782 / 0.40)
     shape_share: float = 1.0
+    # a PART that stands for the region wherever nothing is bent to a guide's shape (--warp none / similarity, an
+    # attribute bank's edits): a smile's mouth, cheeks and nasolabial folds (None: the region itself)
+    unbent: str | None = None
 
     @property
     def reshape(self) -> bool:
@@ -71,11 +75,11 @@ REGIONS: dict[str, Region] = {
     # the guide's lips and teeth as pixels, its philtrum, moustache and chin only as shading folds (bench/quality.py
     # mouth pairs: identity 0.747 -> 0.762, opened 8/10 -> 9/10)
     "mouth": Region("Mouth", (MOUTH,), 0.22, 0.18, keep="inner_mouth", anchors=MOUTH_ANCHORS, pixels="lips"),
-    # a smile moves more than the lips: the mouth takes 3/4 of the guide's shape in the reference's face frame (its
-    # corners lift) and the reference's own cheeks and nasolabial folds are bent along with it; only the guide's lips
-    # and teeth come as pixels (its cheeks brought its beard, moustache and shadows along)
-    "smile": Region("Smile (mouth and cheeks)", (MOUTH,), 0.1, 0.2, keep="inner_mouth", anchors=MOUTH_ANCHORS,
-                    pixels="lips", reshape_anchors=(FACE_FRAME,), shape_share=0.75),
+    # a smile moves more than the lips: the mouth takes shape_share of the guide's shape in the reference's face frame
+    # (its corners lift) and the reference's own cheeks and nasolabial folds are bent along with it; only the guide's
+    # lips and teeth come as pixels (its cheeks brought its beard, moustache and shadows along)
+    "smile": Region("Smile (mouth and cheeks)", (MOUTH,), 0.1, 0.2, pixels="lips", reshape_anchors=(FACE_FRAME,),
+                    shape_share=0.75, unbent="smile_area"),
     "eyes": Region("Eyes", (EYES[:6], EYES[6:]), 0.22, 0.15, reshape_anchors=EYE_CORNERS),
     # each brow placed by its eye's corners, so it keeps the guide's height above the eye
     # (bench/quality.py eyebrows pairs: the guide's brow pixels moved the brows further but cost identity)
@@ -92,9 +96,9 @@ REGIONS: dict[str, Region] = {
 PARTS: dict[str, Region] = {
     "inner_mouth": Region("Inner mouth", (INNER_MOUTH,), 0.05, 0.08),
     "lips": Region("Lips", (MOUTH,), 0.03, 0.05),
-    # a smile's area without a guide to bend to (the attribute bank's smiling edits, engine/bank/attributes.py): the
-    # mouth, cheeks and nasolabial folds, shaded by the optimisation. bench/bank_quality.py smiling: 7/15 smiling,
-    # identity kept in 13/15; with the smile region's mouth-only mask, 4/15 and 15/15
+    # the smile where nothing is bent (Region.unbent: --warp none / similarity, attribute banks): the mouth, cheeks
+    # and nasolabial folds, the guide's lips as pixels and its folds as shading. bench/bank_quality.py smiling: 7-8/15
+    # smiling, identity kept in 13-14/15; with the smile's own mouth-only mask, 4/15 and 15/15
     "smile_area": Region("Smile area", (MOUTH + (3, 13, 31, 35),), 0.1, 0.2, shrink=0.9, keep="inner_mouth",
                          anchors=MOUTH_ANCHORS, pixels="lips"),
 }

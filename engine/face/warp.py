@@ -24,8 +24,7 @@ def target_landmarks(guide: np.ndarray, reference: np.ndarray, region_points: tu
     keep the guide's shape under the affine map of its anchors onto the reference's."""
     target = np.asarray(reference, float).copy()
     if region_points and anchors:
-        m, _ = cv2.estimateAffinePartial2D(guide[list(anchors)].astype(np.float32),
-                                           reference[list(anchors)].astype(np.float32))
+        m = anchor_similarity(guide, reference, anchors)
         if m is not None:
             pts = guide[list(region_points)]
             target[list(region_points)] = pts @ m[:, :2].T + m[:, 2]
@@ -45,7 +44,7 @@ def reshape_targets(guide: np.ndarray, reference: np.ndarray, groups: tuple[tupl
 
 def _crosses(p0: np.ndarray, p1: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Whether each path p0[i] -> p1[i] crosses each segment a[j] -> b[j] (a (paths, segments) array)."""
-    def side(o, u, v):  # sign of the cross product (u - o) x (v - o)
+    def side(o: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:  # sign of (u - o) x (v - o)
         return np.sign((u[..., 0] - o[..., 0]) * (v[..., 1] - o[..., 1])
                        - (u[..., 1] - o[..., 1]) * (v[..., 0] - o[..., 0]))
 
@@ -54,12 +53,17 @@ def _crosses(p0: np.ndarray, p1: np.ndarray, a: np.ndarray, b: np.ndarray) -> np
 
 
 def uncrossed_share(source: np.ndarray, target: np.ndarray, moving: tuple[int, ...], line: tuple[int, ...],
-                    steps: int = 12) -> float:
-    """The largest share (0..1) of the move source -> target under which no moving point crosses the polyline
-    `line` (the jaw): a turned guide's mouth placed on a frontal face crossed the jaw, and the bend folded the
-    cheek over itself."""
+                    steps: int = 12, margin: float = 0.9) -> float:
+    """The share (0..1) of the move source -> target under which no moving point that starts inside the polyline
+    `line` (the jaw, closed across its ends) crosses it, with a `margin` short of the crossing: a turned guide's
+    mouth placed on a frontal face crossed the jaw, and the bend folded the cheek over itself. Points on or
+    beyond the line (eyes above the jaw's ends) move freely; a move that is not finite is not made."""
     source, target = np.asarray(source, float), np.asarray(target, float)
-    points = [i for i in moving if i not in line]
+    if not np.isfinite(target).all():
+        return 0.0
+    polygon = source[list(line)].astype(np.float32).reshape(-1, 1, 2)
+    points = [i for i in moving if i not in line
+              and cv2.pointPolygonTest(polygon, (float(source[i, 0]), float(source[i, 1])), False) > 0]
     a, b = source[list(line[:-1])], source[list(line[1:])]
 
     def keeps(share: float) -> bool:
@@ -72,7 +76,7 @@ def uncrossed_share(source: np.ndarray, target: np.ndarray, moving: tuple[int, .
     for _ in range(steps):
         mid = (low + high) / 2
         low, high = (mid, high) if keeps(mid) else (low, mid)
-    return low
+    return margin * low
 
 
 def _border(size: tuple[int, int], n: int = 8) -> np.ndarray:
@@ -83,9 +87,11 @@ def _border(size: tuple[int, int], n: int = 8) -> np.ndarray:
 
 
 def anchor_similarity(guide: np.ndarray, reference: np.ndarray, anchors: tuple[int, ...]) -> np.ndarray | None:
-    """2x3 similarity taking the guide's anchor landmarks onto the reference's (None if degenerate)."""
+    """2x3 similarity taking the guide's anchor landmarks onto the reference's, least squares over every anchor
+    (None if degenerate). OpenCV's default RANSAC threshold is 3 px of whatever resolution the crop has, so it
+    dropped a turned guide's nose from a smile's anchors at a large work factor and kept it at a small one."""
     m, _ = cv2.estimateAffinePartial2D(guide[list(anchors)].astype(np.float32),
-                                       reference[list(anchors)].astype(np.float32))
+                                       reference[list(anchors)].astype(np.float32), ransacReprojThreshold=1e9)
     return m
 
 
