@@ -379,3 +379,35 @@ def test_a_one_shot_command_that_skips_the_teardown_loses_no_output(small_pair, 
     failed = subprocess.run(base + ["--guide", str(tmp_path / "missing.png")], cwd=project, capture_output=True,
                             text=True, env=env, timeout=300)
     assert failed.returncode == 3 and "missing.png: no such file" in failed.stderr
+
+
+def test_a_cpu_quota_under_two_cpus_starts_no_face_helper(tmp_path, monkeypatch):
+    from engine.face import prefetch
+
+    limit = tmp_path / "cpu.max"
+    for text, cpus in (("max 100000\n", float("inf")), ("150000 100000\n", 1.5), ("400000 100000\n", 4.0)):
+        limit.write_text(text)
+        assert prefetch.cgroup_cpus(limit) == cpus
+    assert prefetch.cgroup_cpus(tmp_path / "absent") == float("inf")
+    monkeypatch.setattr(prefetch, "cgroup_cpus", lambda: 1.5)
+    assert not prefetch.worth_it() and prefetch.start([prefetch.FaceJob("x.png")]) is None
+
+
+def test_a_hash_memory_another_user_wrote_is_not_believed(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from engine.io import files
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"a" * 100)
+    memory = tmp_path / "cache" / "face-attribute-transfer" / "verified-sha256.json"
+    memory.parent.mkdir(parents=True)
+    memory.write_text(json.dumps({str(model.resolve()): {"stamp": files.file_stamp(model), "sha256": "planted"}}))
+    assert files.verified_sha256(model) == "planted"  # our own memory is believed
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: os.stat_result(
+        (*real_stat(p, *a, **k)[:4], os.getuid() + 1, *real_stat(p, *a, **k)[5:]))
+        if str(p) == str(memory) else real_stat(p, *a, **k))
+    assert files.verified_sha256(model) == files.sha256_file(model)  # another user's is not

@@ -39,11 +39,22 @@ class FaceJob:
 
 
 def worth_it() -> bool:
-    """A helper only pays where it gets a core of its own."""
+    """A helper only pays where it gets a core of its own: two CPUs this process may run on, and a cgroup quota
+    (a container's `--cpus`) of at least two."""
     try:
-        return len(os.sched_getaffinity(0)) >= 2
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return (os.cpu_count() or 1) >= 2
+        cpus = os.cpu_count() or 1
+    return min(cpus, cgroup_cpus()) >= 2
+
+
+def cgroup_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> float:
+    """The CPUs a cgroup v2 quota allows ("max" or no file: no limit)."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        return float("inf") if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return float("inf")
 
 
 class Prefetch:

@@ -45,6 +45,8 @@ def verified_sha256(path: Path) -> str:
     path = Path(path).resolve()
     memory_file = user_cache() / "verified-sha256.json"
     try:
+        if os.stat(memory_file, follow_symlinks=False).st_uid != os.getuid():
+            raise PermissionError  # planted by another user of a shared cache folder: not ours to believe
         memory = json.loads(memory_file.read_text())
         if not isinstance(memory, dict):
             memory = {}
