@@ -116,7 +116,7 @@ def start_crop(frame: FaceFrame, options: EditOptions, recipe: Recipe) -> np.nda
     """The optimisation's start. Strength acts here as well as on the feature target: 0.5 pastes half
     of the guide's region, 0 leaves the reference as it is; above 1 only the target moves further."""
     amount = min(1.0, options.strength)
-    ref, guide = frame.bent(amount)  # a reshaping region (eyes, brows, smiles): the reference's own shape moves too
+    ref, guide = frame.bent(amount)  # a reshaping region (mouth, smile, eyes, brows): the reference's shape moves too
     own_pixels = frame.reshape is not None and not frame.reshape.guide_pixels  # brows: the person's own, moved
     kind = "reference" if own_pixels and options.init == "composite" else options.init
     init = start_image(kind, ref, guide, frame.mask, options.seed, recipe, frame.own)

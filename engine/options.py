@@ -85,11 +85,11 @@ class EditOptions:
                               label="_Face", low=0, high=1000)
     guide_face: int | None = option(None, "which face in the guide (0 = largest)", label="Guide fa_ce", low=0,
                                     high=1000, gimp=False)
-    warp: str = option("auto", "fit the guide to the reference before blending. auto: eyes, eyebrows and smiles "
-                               "take the guide's shape (the reference's own eyes/brows/mouth bent to it), other "
+    warp: str = option("auto", "fit the guide to the reference before blending. auto: mouths, smiles, eyes and "
+                               "eyebrows take the guide's shape (the reference's own features bent to it), other "
                                "regions are not bent; none: no bending at all; move (the region's anchors onto the "
                                "reference's), piecewise affine or thin-plate spline: the method of the bend for "
-                               "eyes, eyebrows and smiles, and for other regions the guide bent onto the "
+                               "those, and for other regions the guide bent onto the "
                                "reference's landmarks, its region's shape and opening kept", label="_Warp",
                        choices=WARPS,
                        labels={"auto": "Automatic (by region)", "none": "None", "similarity": "Move (corners)",

@@ -306,7 +306,7 @@ def test_the_opening_pixel_source_is_the_widest_of_the_three_nearest_reliable():
 def test_a_smile_without_a_guide_is_edited_over_its_whole_area(bank_file, photos, dlib_backbone):
     """With a guide photo the smile region bends the mouth to the guide's shape; a bank has no guide shape, so an
     edit in the smile region (whatever the attribute) uses its unbent area: mouth, cheeks and nasolabial folds
-    (engine/face/regions.py Region.unbent); other regions are used as they are."""
+    (engine/face/regions.py Region.unbent), the mouth its mouth area; a region without one is used as it is."""
     from engine.api import backbone_recipe
     from engine.bank.edit import AttributeEditor
     from engine.face.masks import region_mask
@@ -314,7 +314,7 @@ def test_a_smile_without_a_guide_is_edited_over_its_whole_area(bank_file, photos
 
     assert REGIONS["smile"].unbent in PARTS
     for attribute, region, used in (("smiling", "smile", "smile_area"), ("mouth_open", "smile", "smile_area"),
-                                    ("smiling", "mouth", "mouth")):
+                                    ("smiling", "mouth", "mouth_area"), ("smiling", "eyes", "eyes")):
         options = EditOptions(attribute=attribute, k=1, region=region)
         spec, recipe = backbone_recipe(options, dlib_backbone)
         editor = AttributeEditor(dlib_backbone, spec, recipe, options, load_bank(bank_file),

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from engine import edit
-from engine.face.regions import REGIONS
+from engine.face.regions import PARTS, REGIONS
 from engine.face.warp import target_landmarks, warp_to
 
 
@@ -65,10 +65,14 @@ def test_targets_keep_the_guide_mouth_shape_at_the_reference_corners():
     reference = guide * 1.1 + 5
     reference[48:68] += rng.normal(0, 2, (20, 2))  # another mouth shape
     mouth = tuple(range(48, 68))
-    t = target_landmarks(guide, reference, mouth, REGIONS["mouth"].anchors)
+    (corners,) = REGIONS["mouth"].reshape_anchors
+    t = target_landmarks(guide, reference, mouth, corners)
     assert np.allclose(t[:48], reference[:48])  # outside the region: the reference's geometry
+    assert np.allclose(t[[48, 54]], reference[[48, 54]], atol=1e-3)  # the reference's own corners
     gap = lambda p: np.linalg.norm(p[66] - p[62]) / np.linalg.norm(p[54] - p[48])  # noqa: E731
     assert gap(t) == pytest.approx(gap(guide), rel=1e-6)  # the guide's opening, in proportion
+    t = target_landmarks(guide, reference, mouth, PARTS["mouth_area"].anchors)  # --warp similarity's anchors: the same
+    assert gap(t) == pytest.approx(gap(guide), rel=1e-6)
 
 
 def test_a_warped_edit_changes_nothing_outside_the_region(dlib_backbone, small_pair):
@@ -90,11 +94,12 @@ def test_similarity_moves_the_region_anchors_onto_the_reference():
     angle, scale, shift = 0.1, 1.15, np.array([4.0, -6.0])
     rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     guide = ref @ rot.T + shift  # the guide's face is the reference's, turned, scaled and shifted
-    m = anchor_similarity(guide, ref, REGIONS["mouth"].anchors)
-    image = _blobs(guide[list(REGIONS["mouth"].anchors)])
+    anchors = PARTS[REGIONS["mouth"].unbent].anchors  # --warp similarity: the unbent mouth's anchors
+    m = anchor_similarity(guide, ref, anchors)
+    image = _blobs(guide[list(anchors)])
     moved, landmarks = move_rigidly(image, guide, m)
     assert np.abs(landmarks - ref).max() < 1e-3
-    for x, y in ref[list(REGIONS["mouth"].anchors)]:
+    for x, y in ref[list(anchors)]:
         assert np.hypot(*np.subtract(_peak_near(moved, x, y), (x, y))) < 1.0
 
 
@@ -150,11 +155,11 @@ def test_thicken_moves_a_brow_as_a_block_and_the_eye_stays():
     assert np.hypot(*np.subtract(_peak_near(out, *eye[0]), eye[0])) < 0.5
 
 
-@pytest.mark.parametrize("region", ["eyes", "eyebrows", "smile"])
+@pytest.mark.parametrize("region", ["eyes", "eyebrows", "smile", "mouth"])
 def test_a_reshaped_edit_changes_nothing_outside_where_it_may(dlib_backbone, small_pair, region):
     paths = small_pair
     r = edit(paths[0], guide=paths[1], backbone=dlib_backbone, region=region, iterations=3, precision="fp32")
-    assert r.frame.reshape is not None  # auto reshapes eyes, brows and smiles
+    assert r.frame.reshape is not None  # auto reshapes mouths, smiles, eyes and brows
     before = np.asarray(Image.open(paths[0]).convert("RGB")).astype(np.float32)
     outside = r.frame.photo_mask(before.shape[:2]) == 0
     assert np.array_equal(np.rint(r.image)[outside], before[outside])

@@ -26,7 +26,7 @@ class Attribute:
 
 
 ATTRIBUTES: dict[str, Attribute] = {
-    "smiling": Attribute("Smiling", "smile", "Smiling", pixels="mouth", score="mouth_width"),
+    "smiling": Attribute("Smiling", "smile", "Smiling", pixels="mouth_area", score="mouth_width"),
     "mouth_open": Attribute("Mouth open", "mouth", "Mouth_Slightly_Open", score="mouth_open", strongest_of=3),
     "eyes_closed": Attribute("Eyes closed", "eyes", None, score="eye_aspect"),
     "brows_raised": Attribute("Brows raised", "upper_face", None, score="brow_height"),

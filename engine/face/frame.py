@@ -99,7 +99,7 @@ class FaceFrame:
     keep: np.ndarray | None  # crop-frame part of the region where change costs more (the attribute itself)
     user_mask: np.ndarray | None  # photo-frame mask given by the user (a hard limit), if any
     own: np.ndarray | None = None  # crop-frame part where the guide's own pixels start the edit (Region.pixels)
-    reshape: Reshape | None = None  # eyes, brows, smiles: the region takes the guide's shape (Region.reshape_anchors)
+    reshape: Reshape | None = None  # mouths, smiles, eyes, brows take the guide's shape (Region.reshape_anchors)
 
     def bent(self, amount: float) -> tuple[np.ndarray, np.ndarray]:
         """Reference and guide crops with the region bent `amount` (0..1) of the way from the reference's shape to
@@ -224,7 +224,8 @@ def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str
     mask = both()
     paste = np.maximum(grow_and_feather((fade > 0).astype(np.float32), iod * spec.feather, iod * spec.feather), mask)
     own = region_mask(target, spec.pixels, ref.size) * mask if spec.pixels else None
-    return FaceFrame(ref, guide, mask, None, None, own, Reshape(method, bend_from, bend_to, fade, paste,
+    keep = region_mask(target, spec.keep, ref.size) * mask if spec.keep else None
+    return FaceFrame(ref, guide, mask, keep, None, own, Reshape(method, bend_from, bend_to, fade, paste,
                                                                     spec.guide_pixels))
 
 
@@ -236,7 +237,7 @@ def frame_faces(ref_photo: Photo, guide_photo: Photo, template: dict, region: st
     spec = lookup_region(region)
     ref = align_face(ref_photo, template, detector, face, box, "reference", factor=None)
     guide = align_face(guide_photo, template, detector, guide_face, None, "guide", factor=ref.factor)
-    if spec.reshape and warp in ("auto", "affine", "tps"):  # eyes, brows and smiles take the guide's shape
+    if spec.reshape and warp in ("auto", "affine", "tps"):  # mouths, smiles, eyes and brows take the guide's shape
         return reshaped_frame(ref, guide, spec, warp)
     spec = lookup_region(spec.unbent) if spec.unbent else spec
     guide = bend_guide(guide, ref, spec, warp)
