@@ -61,7 +61,12 @@ def filled_hulls(point_sets: list[np.ndarray], size: tuple[int, int]) -> np.ndar
 def grow_and_feather(mask: np.ndarray, grow_px: float, feather_px: float) -> np.ndarray:
     out = mask.astype(np.float32)
     r = int(round(grow_px))
-    if r > 0:
+    if r > 0 and ((out == 0) | (out == 1)).all():
+        # a binary mask grown by a disk is everything within r of it: a distance transform does that exactly in
+        # time linear in the pixels, where a dilation with a disk kernel took 0.47 s for r = 117 px (a bend's ring)
+        distance = cv2.distanceTransform((out < 0.5).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        out = (distance <= r).astype(np.float32)
+    elif r > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         out = cv2.dilate(out, kernel)
     if feather_px > 0.5:
