@@ -38,7 +38,7 @@ def main() -> None:
     print(f"{big.shape[1]}x{big.shape[0]} photo, {aligned.face.eye_distance:.0f} px between the eyes, "
           f"work crop {aligned.size[1]} px")
     delta = np.full_like(aligned.crop, 10.0)
-    for region in ("mouth", "face"):
+    for region in ("mouth_area", "face"):  # the mouth as pasted without a bend, and the largest region
         mask = region_mask(aligned.landmarks, region, aligned.size)
         times = []
         for _ in range(3):

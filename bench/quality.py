@@ -79,7 +79,8 @@ METHODS = {
     "seamlessclone": {"init": "seamless", "iterations": 0, "warp": "none"},
     "feathered": {"init": "feathered", "iterations": 0, "warp": "none"},
     "warp-none": {"warp": "none"},
-    "mouth-only": {"region": "mouth"},  # the smile pairs' reference point: a mouth-only change
+    # the smile pairs' reference point: a mouth-only change, the lips pasted at the corners (nothing bent)
+    "mouth-only": {"region": "mouth", "warp": "none"},
 }
 
 

@@ -264,6 +264,8 @@ def test_growing_a_mask_is_a_dilation_by_a_disk():
     grown = grow_and_feather(dot, 10, 0)
     assert grown[30, 40] == 1 and grown[30, 41] == 0 and grown[37, 37] == 1 and grown[38, 38] == 0
     assert grown.sum() == pytest.approx(np.pi * 10**2, rel=0.05)
+    thin = grow_and_feather(dot * 0.3, 10, 0, shape=True)  # a hull thinner than a pixel still grows
+    assert thin[30, 40] == 1 and thin[30, 41] == 0
     soft = grow_and_feather(dot * 0.5, 10, 0)
     assert soft.max() == 0.5 and soft[30, 40] == 0.5 and soft[30, 41] == 0
     hull = np.zeros((200, 200), np.float32)

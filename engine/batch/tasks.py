@@ -17,7 +17,7 @@ from engine.batch.recipe import Edit, Recipe
 from engine.errors import EXIT_USAGE, FATError
 from engine.io.files import sha256_file
 
-KEY_VERSION = 2  # bump when the meaning of a key changes (2: the smile region reshapes the mouth)
+KEY_VERSION = 3  # bump when the meaning of a key changes (2: the smile reshapes the face; 3: the mouth too)
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,8 @@ def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str
     ring = spec.feather + 2 * moved
     fade = both(grow=spec.grow + 1.5 * ring, feather=ring)  # 1 on the region's own points, then the ring
     mask = both()
-    paste = np.maximum(grow_and_feather((fade > 0).astype(np.float32), iod * spec.feather, iod * spec.feather), mask)
+    paste = np.maximum(grow_and_feather((fade > 0).astype(np.float32), iod * spec.feather, iod * spec.feather,
+                                        shape=True), mask)
     own = region_mask(target, spec.pixels, ref.size) * mask if spec.pixels else None
     keep = region_mask(target, spec.keep, ref.size) * mask if spec.keep else None
     return FaceFrame(ref, guide, mask, keep, None, own, Reshape(method, bend_from, bend_to, fade, paste,
