@@ -8,7 +8,7 @@ pictures live here too. Sizes are (h, w) throughout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -100,6 +100,7 @@ class FaceFrame:
     user_mask: np.ndarray | None  # photo-frame mask given by the user (a hard limit), if any
     own: np.ndarray | None = None  # crop-frame part where the guide's own pixels start the edit (Region.pixels)
     reshape: Reshape | None = None  # mouths, smiles, eyes, brows take the guide's shape (Region.reshape_anchors)
+    _bends: dict[float, np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # bend() by amount
 
     def bent(self, amount: float) -> tuple[np.ndarray, np.ndarray]:
         """Reference and guide crops with the region bent `amount` (0..1) of the way from the reference's shape to
@@ -116,7 +117,11 @@ class FaceFrame:
         r = self.reshape
         if r is None or amount <= 0:
             return None
-        return bend_offsets(self.ref.crop.shape[:2], r.bend_from, self._goal(amount), r.method, r.fade)
+        amount = min(1.0, amount)
+        if amount not in self._bends:  # the start and the paste bend alike: computed once
+            self._bends[amount] = bend_offsets(self.ref.crop.shape[:2], r.bend_from, self._goal(amount), r.method,
+                                               r.fade)
+        return self._bends[amount]
 
     def _goal(self, amount: float) -> np.ndarray:
         """Where the bend's points go, `amount` (at most 1) of the way from the reference's shape to the guide's."""
