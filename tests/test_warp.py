@@ -75,6 +75,32 @@ def test_targets_keep_the_guide_mouth_shape_at_the_reference_corners():
     assert gap(t) == pytest.approx(gap(guide), rel=1e-6)
 
 
+def test_the_mouths_opening_scales_with_the_face_by_its_share():
+    """A guide mouth twice as wide (same face size) placed by the reference's corners: at share 0 its opening
+    halves with the width; at share 1 it keeps its size relative to the face; at 0.5, the geometric mean. The
+    corners and everything outside the mouth stay the reference's."""
+    from engine.face.warp import reshape_targets
+
+    rng = np.random.default_rng(8)
+    reference = rng.uniform(40, 160, (68, 2))
+    reference[36:42], reference[42:48] = (70, 80), (130, 80)  # eye centres 60 px apart
+    reference[48:68] = np.c_[np.linspace(90, 110, 20), np.full(20, 150.0)]
+    reference[[48, 54]] = (90, 150), (110, 150)  # a 20 px mouth
+    guide = reference.copy()
+    guide[48:68] = np.c_[np.linspace(80, 120, 20), np.full(20, 150.0)]
+    guide[[48, 54]] = (80, 150), (120, 150)  # a 40 px mouth, the same face size
+    guide[[62, 66]] = (100, 140), (100, 160)  # opened 20 px
+    spec = REGIONS["mouth"]
+    gap = {}
+    for share in (0.0, 0.5, 1.0):
+        t = reshape_targets(guide, reference, spec.groups, spec.reshape_anchors, share)
+        assert np.allclose(t[:48], reference[:48]) and np.allclose(t[[48, 54]], reference[[48, 54]], atol=1e-6)
+        assert np.allclose(t[[48, 54, 62, 66], 0], [90, 110, 100, 100], atol=1e-6)  # widths: the corners' scale
+        gap[share] = np.linalg.norm(t[66] - t[62])
+    assert gap[0.0] == pytest.approx(10) and gap[1.0] == pytest.approx(20) and gap[0.5] == pytest.approx(200 ** 0.5)
+    assert spec.face_scaled_opening == 0.5
+
+
 def test_a_warped_edit_changes_nothing_outside_the_region(dlib_backbone, small_pair):
     paths = small_pair
     r = edit(paths[0], guide=paths[1], backbone=dlib_backbone, warp="affine", iterations=4, precision="fp32")

@@ -202,7 +202,8 @@ def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str
     mask covers the region at both shapes; the start bends the reference's own region to the target
     (FaceFrame.bent)."""
     method = warp if warp in ("affine", "tps") else "affine"
-    target = reshape_targets(guide.landmarks, ref.landmarks, spec.groups, spec.reshape_anchors)
+    target = reshape_targets(guide.landmarks, ref.landmarks, spec.groups, spec.reshape_anchors,
+                             spec.face_scaled_opening)
     target = ref.landmarks + spec.shape_share * (target - ref.landmarks)
     if spec.block and spec.move_limit:
         target = limited_moves(ref.landmarks, target, spec.groups, spec.block, spec.move_limit)

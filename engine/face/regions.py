@@ -64,6 +64,12 @@ class Region:
     # 0.5: 0.844 / 0.51; the corners at 1.0 and the rest at 0.65: 0.761 / 0.87, but a jagged jaw on a turned face
     # (the lips pasted and nothing bent: 0.750 / 0.58; the mouth region: 0.782 / 0.40)
     shape_share: float = 1.0
+    # with two reshape anchors (a mouth's corners): how far the guide's shape across the corners' line (its opening)
+    # takes the faces' scale (eye distances) instead of the corners' (engine/face/warp.py scaled_opening). A wide
+    # guide mouth placed by a narrow one's corners shrank its opening with the width, but a jaw's drop goes with the
+    # face. bench/quality.py mouth pairs, mobileface / opened / mouth_open moved: 0: 0.837 / 9/10 (jeff_bezos_1 at
+    # 0.077) / 0.65; 0.5: 0.826 / 10/10 (jeff_bezos_1 0.106) / 0.79; 1: 0.808 / 10/10 / 0.94
+    face_scaled_opening: float = 0.0
     # a PART that stands for the region wherever nothing is bent to a guide's shape (--warp none / similarity, an
     # attribute bank's edits): a smile's mouth, cheeks and nasolabial folds (None: the region itself)
     unbent: str | None = None
@@ -76,12 +82,13 @@ class Region:
 REGIONS: dict[str, Region] = {
     # an opening is a change of shape: the guide's mouth, placed by the reference's own corners (its width and
     # corners stay the person's), and the reference's lips, chin and cheeks bent to its opening; the guide's lips
-    # and teeth as pixels, its philtrum, moustache and chin only as shading folds. bench/quality.py mouth pairs:
-    # mobileface 0.837, opened 9/10 (jeff_bezos_1 at 0.077; 10/10 with a disk-kernel dilation of the masks, 0.082);
+    # and teeth as pixels, its philtrum, moustache and chin only as shading folds; the opening half-way to the
+    # face's scale (face_scaled_opening). bench/quality.py mouth pairs: mobileface 0.826, opened 10/10 (before the
+    # opening's scale: 0.837, 9/10, jeff_bezos_1 at 0.077; 10/10 with a disk-kernel dilation of the masks, 0.082);
     # pasted at the corners without bending (mouth_area): 0.760, 9/10; grow 0.22 without the inner-mouth keep: 0.815,
     # 9/10; placed by the eyes and nose at share 0.9: 0.750, 10/10; seamlessClone: 0.739, 8/10
     "mouth": Region("Mouth", (MOUTH,), 0.1, 0.2, keep="inner_mouth", pixels="lips", reshape_anchors=MOUTH_CORNERS,
-                    unbent="mouth_area"),
+                    face_scaled_opening=0.5, unbent="mouth_area"),
     # a smile moves more than the lips: the mouth takes shape_share of the guide's shape in the reference's face frame
     # (its corners lift) and the reference's own cheeks and nasolabial folds are bent along with it; only the guide's
     # lips and teeth come as pixels (its cheeks brought its beard, moustache and shadows along)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from engine.face.detect import eye_distance
 from engine.face.regions import WARPS
 
 
@@ -32,14 +33,38 @@ def target_landmarks(guide: np.ndarray, reference: np.ndarray, region_points: tu
 
 
 def reshape_targets(guide: np.ndarray, reference: np.ndarray, groups: tuple[tuple[int, ...], ...],
-                    anchors: tuple[tuple[int, ...], ...]) -> np.ndarray:
+                    anchors: tuple[tuple[int, ...], ...], face_scaled_opening: float = 0.0) -> np.ndarray:
     """For a reshaped region: each group's guide shape placed by its own anchors on the reference (each eye by its
     own corners: one fit for both eyes put a turned guide's far eye on the cheek); the rest where the reference has
-    it."""
+    it. `face_scaled_opening` (Region.face_scaled_opening): with two anchors (corners), how far the shape across
+    their line takes the faces' scale (eye distances) instead of the corners'."""
     target = np.asarray(reference, float).copy()
     for group, anchor in zip(groups, anchors, strict=True):
-        target[list(group)] = target_landmarks(guide, reference, group, anchor)[list(group)]
+        placed = target_landmarks(guide, reference, group, anchor)
+        if face_scaled_opening and len(anchor) == 2:
+            placed = scaled_opening(placed, guide, reference, group, anchor, face_scaled_opening)
+        target[list(group)] = placed[list(group)]
     return target
+
+
+def scaled_opening(placed: np.ndarray, guide: np.ndarray, reference: np.ndarray, group: tuple[int, ...],
+                   corners: tuple[int, int], share: float) -> np.ndarray:
+    """The group's points, placed by its two corners, with their distance from the corners' line rescaled by
+    (face scale / corner scale) ** share: a mouth's opening is the jaw's drop, which goes with the size of the face,
+    while its lips go with the width of the mouth (0: the corners' scale, 1: the faces')."""
+    m = anchor_similarity(guide, reference, corners)
+    corner_scale = float(np.sqrt(abs(np.linalg.det(m[:, :2])))) if m is not None else 0.0
+    if corner_scale <= 0:
+        return placed
+    face_scale = eye_distance(reference) / eye_distance(guide)
+    a, b = reference[corners[0]], reference[corners[1]]
+    along = (b - a) / max(float(np.linalg.norm(b - a)), 1e-9)
+    across = np.array([-along[1], along[0]])
+    idx = list(group)
+    offset = placed[idx] - (a + b) / 2
+    out = placed.copy()
+    out[idx] = placed[idx] + np.outer((offset @ across) * ((face_scale / corner_scale) ** share - 1), across)
+    return out
 
 
 def _crosses(p0: np.ndarray, p1: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
