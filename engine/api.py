@@ -23,7 +23,7 @@ from engine.models.backbone import Backbone, load_backbone, read_spec, resolve_p
 from engine.models.descriptor import descriptor_distance
 from engine.models.runtime import resolve_device, resolve_precision
 from engine.objective.composite import start_image
-from engine.objective.optimise import CancelToken, Problem, Progress, optimise, targets
+from engine.objective.optimise import CancelToken, Problem, Progress, solve, targets
 from engine.objective.recipes import Recipe, as_dict, fit_to_backbone, recipe_for, with_overrides
 from engine.options import EditOptions
 
@@ -177,13 +177,7 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
     stage("Optimising")
     init_crop = start_crop(frame, options, recipe)
     problem = build_problem(bb, frame, init_crop, options, recipe, dev)
-    iterations = options.iterations
-    if iterations > 0:
-        result_t, history = optimise(problem, iterations, options.optimizer, options.seed, progress, cancel)
-    else:
-        result_t, history = problem.init, []
-    if progress is not None:  # done: as many steps as ran (a stalled stage ends early)
-        progress(Progress(len(history), len(history), history[-1] if history else {}, time.perf_counter() - t))
+    result_t, history = solve(problem, options.iterations, options.optimizer, options.seed, progress, cancel)
     result_crop = _to_image(result_t)
     timings["optimise"] = time.perf_counter() - t
 

@@ -7,7 +7,6 @@ previous result (same sign): the start carries the previous optimisation's chang
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from engine.face.masks import lookup_region, region_mask, soften_user_mask, user
 from engine.io.files import sha256_file
 from engine.io.images import Photo, from_array, load_photo
 from engine.objective.composite import start_image
-from engine.objective.optimise import CancelToken, Problem, Progress, optimise
+from engine.objective.optimise import CancelToken, Problem, Progress, solve
 from engine.objective.recipes import Recipe
 from engine.options import EditOptions
 
@@ -212,16 +211,9 @@ class AttributeEditor:
         mask = self.source(strength)[5]
         problem = Problem(self.bb, _tensor(init, self.dev), torch.from_numpy(mask).to(self.dev), ref_f, attr_f,
                           self.recipe, None if keep is None else torch.from_numpy(keep).to(self.dev))
-        t = time.perf_counter()
-        if self.options.iterations > 0:
-            x, history = optimise(problem, self.options.iterations, self.options.optimizer, self.options.seed,
-                                  progress, cancel)
-            crop = x[0].detach().cpu().numpy().transpose(1, 2, 0)
-        else:
-            crop, history = init, []
-        if progress is not None:  # done: as many steps as ran (a stalled stage ends early)
-            progress(Progress(len(history), len(history), history[-1] if history else {}, time.perf_counter() - t))
-        return init, crop, history
+        x, history = solve(problem, self.options.iterations, self.options.optimizer, self.options.seed, progress,
+                           cancel)
+        return init, x[0].detach().cpu().numpy().transpose(1, 2, 0), history
 
     def frame(self, strength: float) -> tuple[FaceFrame, Photo]:
         """The face frame (the example stands in for the guide, for the debug pictures)."""

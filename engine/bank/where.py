@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[2]
+from engine.project import models_dir
 
 
 def default_bank(backbone: str) -> Path:
-    return Path(os.environ.get("FAT_MODELS_DIR", PROJECT / "models")) / f"bank-{backbone}.npz"
+    return models_dir() / f"bank-{backbone}.npz"

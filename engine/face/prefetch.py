@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[2]
+from engine.project import PROJECT
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[2]
+from engine.project import PROJECT
+
 REFERENCE = PROJECT / "examples" / "biden_1.jpg"
 GUIDE = PROJECT / "examples" / "obama_1.jpg"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engine.errors import EXIT_USAGE, FATError, deferred_interrupts, describe_failure
 from engine.options import EditOptions, cli_flag, option_kind
+from engine.project import PROJECT
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def through_service(argv: list[str], start: bool = False) -> int | None:
 
     if start:  # --keep-warm: this command pays the start-up, the next ones find the engine loaded
         try:
-            client.ensure_service(sys.executable, str(Path(__file__).resolve().parents[2]))
+            client.ensure_service(sys.executable, str(PROJECT))
         except client.ServiceError as e:
             print(f"note: {e} Editing here instead.", file=sys.stderr)
             return None

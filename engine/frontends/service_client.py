@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.project import PROJECT
+
 VERSION = 1
 APP = "face-attribute-transfer"
 SOCKET_NAME = "engine.sock"
@@ -288,7 +290,7 @@ def code_stamp(project: Path | None = None) -> str:
     another environment, serves no command (its client runs it itself)."""
     import hashlib
 
-    project = Path(project or Path(__file__).resolve().parents[2])
+    project = Path(project or PROJECT)
     h = hashlib.sha256(f"{sys.prefix}|{project}".encode())
     for path in sorted((project / "engine").rglob("*.py")):
         st = path.stat()

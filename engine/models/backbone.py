@@ -30,17 +30,13 @@ from engine.models.taps import run_stages
 from engine.models.vggface import VGGFace
 from engine.models.window import LocalForward, changed_window
 from engine.options import BACKBONES
+from engine.project import models_dir
 
-PROJECT = Path(__file__).resolve().parents[2]
 ARCHITECTURES: dict[str, Callable[[dict[str, torch.Tensor]], nn.Module]] = {
     "vggface16": VGGFace.from_state_dict,
     "dlib_resnet_v1": DlibResNet.from_state_dict,
 }
 KNOWN = BACKBONES  # preference order when none is named
-
-
-def models_dir() -> Path:
-    return Path(os.environ.get("FAT_MODELS_DIR", PROJECT / "models"))
 
 
 VGGFACE_WEIGHTS_PAGE = "http://www.robots.ox.ac.uk/~vgg/software/vgg_face/"

@@ -277,3 +277,18 @@ def optimise(problem: Problem, iterations: int = 60, method: str = "lbfgs", seed
         luma, chroma = best[1], best[2]
     with torch.no_grad():
         return render(problem, luma, chroma), history
+
+
+def solve(problem: Problem, iterations: int, method: str = "lbfgs", seed: int = 0,
+          progress: Callable[[Progress], None] | None = None,
+          cancel: CancelToken | None = None) -> tuple[torch.Tensor, list[dict]]:
+    """optimise(), or the start itself at 0 iterations (a composite-only edit); either way the progress callback
+    hears a last report with as many steps as ran (a stalled stage ends early), so a progress bar reaches its end."""
+    t = time.perf_counter()
+    if iterations > 0:
+        x, history = optimise(problem, iterations, method, seed, progress, cancel)
+    else:
+        x, history = problem.init, []
+    if progress is not None:
+        progress(Progress(len(history), len(history), history[-1] if history else {}, time.perf_counter() - t))
+    return x, history
