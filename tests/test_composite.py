@@ -61,6 +61,37 @@ def test_folds_only_keeps_the_reference_shading_and_carries_the_guide_folds():
     assert np.array_equal(plain, seamless_clone(guide, ref, mask, RECIPE))
 
 
+def test_folds_carry_brightness_only_and_only_from_the_guides_face():
+    """A guide's coloured edge (a bank example's background beside its cheek) came across as a rainbow streak, and
+    the reference's red lips taken away left green corners: the folds are brightness, added alike to every
+    channel, and only where the guide has its face (start_image with the guide's landmarks)."""
+    from engine.face.masks import face_interior
+    from engine.objective.composite import folds_only, start_image
+
+    size = 240
+    ref = np.full((size, size, 3), 150.0, np.float32)
+    ref[150:160, 80:160] = (200.0, 60.0, 60.0)  # red lips, outside the guide's own part
+    guide = np.full((size, size, 3), 150.0, np.float32)
+    guide[:, 200:] = (40.0, 200.0, 90.0)  # a green background past the guide's cheek
+    guide[:, 100:104] -= 50  # a fold on the face
+    own, mask = np.zeros((size, size), np.float32), np.ones((size, size), np.float32)
+    out = folds_only(guide, ref, own, mask, RECIPE)
+    change = out - ref
+    assert np.allclose(change[..., 0], change[..., 1], atol=1e-3) and np.allclose(change[..., 1], change[..., 2],
+                                                                                   atol=1e-3)  # no colour cast
+    assert change[120, 102].mean() < -5  # the fold is there
+    jaw = np.c_[np.linspace(20, 180, 17), 120 + 60 * np.sin(np.linspace(0, np.pi, 17))]
+    brows = np.c_[np.linspace(40, 160, 10), np.full(10, 30.0)]
+    landmarks = np.vstack([jaw, brows, np.full((41, 2), 100.0)])  # a face from x 20 to 180: the green is outside
+    face = face_interior(landmarks, (size, size), 2 * RECIPE.band_coarse * size)
+    assert face[100, 100] == 1 and face[100, 199] == 0
+    limited = folds_only(guide, ref, own, mask, RECIPE, face)
+    assert np.allclose(limited[:, 185:], ref[:, 185:], atol=1e-3)  # the background's edge brings nothing
+    assert limited[120, 102].mean() < ref[120, 102].mean() - 5  # the face's own fold still does
+    start = start_image("composite", ref, guide, mask, 0, RECIPE, own, landmarks)
+    assert np.abs(start[:, 190:] - ref[:, 190:]).max() < 2  # the same through the start image
+
+
 def test_mouth_and_smile_take_only_the_guides_lips_as_pixels(small_pair, dlib_backbone):
     from engine.face.frame import frame_faces
     from engine.io.images import load_photo

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from engine.errors import EXIT_INPUT, EXIT_USAGE, FATError
 from engine.face.detect import eye_distance
-from engine.face.regions import BROWS, PARTS, REGIONS, Region
+from engine.face.regions import BROWS, JAW, PARTS, REGIONS, Region
 
 
 def lookup_region(name: str) -> Region:
@@ -47,6 +47,14 @@ def region_mask(landmarks: np.ndarray, region: str | Region, size: tuple[int, in
         hulls.append(pts)
     return grow_and_feather(filled_hulls(hulls, size), iod * (spec.grow if grow is None else grow),
                             iod * (spec.feather if feather is None else feather), shape=True)
+
+
+def face_interior(landmarks: np.ndarray, size: tuple[int, int], margin_px: float) -> np.ndarray:
+    """0 outside the face (the hull of the jaw and brows) rising to 1 at `margin_px` inside its outline: where a
+    blur of a photo's face is the face's own and not its background's."""
+    inside = filled_hulls([np.asarray(landmarks, float)[list(JAW + BROWS)]], size) >= 0.5
+    depth = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.clip(depth / max(margin_px, 1e-6), 0.0, 1.0).astype(np.float32)
 
 
 def filled_hulls(point_sets: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:

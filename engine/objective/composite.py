@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from engine.face.masks import face_interior
 from engine.objective.recipes import Recipe
 
 
@@ -62,25 +63,33 @@ def composite(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe
 
 
 def folds_only(guide: np.ndarray, reference: np.ndarray, own: np.ndarray, mask: np.ndarray,
-               recipe: Recipe) -> np.ndarray:
-    """The guide's own pixels in `own`; elsewhere the reference with the guide's mid-frequency band laid over it
-    (folds and dimples move; texture, stubble, shading and beards stay the reference's)."""
+               recipe: Recipe, guide_face: np.ndarray | None = None) -> np.ndarray:
+    """The guide's own pixels in `own`; elsewhere the reference with the guide's mid-frequency band of brightness
+    laid over it (folds and dimples move; texture, stubble, shading, colour and beards stay the reference's).
+    `guide_face` (0..1, masks.face_interior): where the guide's band is its face's; elsewhere (its background, the
+    edge of a turned face) the reference is left as it is. A band in every colour channel laid a bank example's
+    background edge on a cheek as a rainbow streak, and the reference's red lips taken away left green corners."""
     w = reference.shape[1]
     g = colour_match(guide, reference, mask, recipe)
 
     def band(x: np.ndarray) -> np.ndarray:
-        return (cv2.GaussianBlur(x, (0, 0), recipe.band_fine * w)
-                - cv2.GaussianBlur(x, (0, 0), recipe.band_coarse * w))
+        luma = x @ np.array([0.299, 0.587, 0.114], np.float32)
+        return (cv2.GaussianBlur(luma, (0, 0), recipe.band_fine * w)
+                - cv2.GaussianBlur(luma, (0, 0), recipe.band_coarse * w))
 
+    folds = band(g) - band(reference)
+    if guide_face is not None:
+        folds = folds * guide_face
     a = own[..., None]
-    return g * a + (reference + band(g) - band(reference)) * (1 - a)
+    return g * a + (reference + folds[..., None]) * (1 - a)
 
 
 def start_image(kind: str, reference: np.ndarray, guide: np.ndarray, mask: np.ndarray, seed: int,
-                recipe: Recipe, own: np.ndarray | None = None) -> np.ndarray:
+                recipe: Recipe, own: np.ndarray | None = None,
+                guide_landmarks: np.ndarray | None = None) -> np.ndarray:
     """The optimisation's start (options.INITS): a blend of the guide's region, the reference, or noise.
-    With `own` (a region's `pixels` part) the composite takes only that part's pixels (folds_only); the
-    seamless and feathered baselines stay plain pastes."""
+    With `own` (a region's `pixels` part) the composite takes only that part's pixels and, inside the guide's face
+    (its landmarks, where given), its folds (folds_only); the seamless and feathered baselines stay plain pastes."""
     if kind == "noise":
         rng = np.random.default_rng(seed)
         noise = rng.uniform(0, 255, reference.shape).astype(np.float32)
@@ -88,6 +97,8 @@ def start_image(kind: str, reference: np.ndarray, guide: np.ndarray, mask: np.nd
     if kind == "reference":
         return reference.copy()
     if kind == "composite" and own is not None:
-        guide = folds_only(guide, reference, own, mask, recipe)
+        face = (None if guide_landmarks is None else  # the band reaches ~2 coarse sigmas from an edge
+                face_interior(guide_landmarks, reference.shape[:2], 2 * recipe.band_coarse * reference.shape[1]))
+        guide = folds_only(guide, reference, own, mask, recipe, face)
     blend = {"composite": composite, "seamless": seamless_clone, "feathered": feathered_paste}[kind]
     return blend(guide, reference, mask, recipe)
