@@ -119,7 +119,8 @@ def start_crop(frame: FaceFrame, options: EditOptions, recipe: Recipe) -> np.nda
     ref, guide = frame.bent(amount)  # a reshaping region (mouth, smile, eyes, brows): the reference's shape moves too
     own_pixels = frame.reshape is not None and not frame.reshape.guide_pixels  # brows: the person's own, moved
     kind = "reference" if own_pixels and options.init == "composite" else options.init
-    init = start_image(kind, ref, guide, frame.mask, options.seed, recipe, frame.own, frame.guide.landmarks)
+    init = start_image(kind, ref, guide, frame.mask, options.seed, recipe, frame.own,
+                       (frame.ref.landmarks, frame.guide.landmarks))
     return ref + amount * (init - ref)
 
 

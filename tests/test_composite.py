@@ -88,7 +88,7 @@ def test_folds_carry_brightness_only_and_only_from_the_guides_face():
     limited = folds_only(guide, ref, own, mask, RECIPE, face)
     assert np.allclose(limited[:, 185:], ref[:, 185:], atol=1e-3)  # the background's edge brings nothing
     assert limited[120, 102].mean() < ref[120, 102].mean() - 5  # the face's own fold still does
-    start = start_image("composite", ref, guide, mask, 0, RECIPE, own, landmarks)
+    start = start_image("composite", ref, guide, mask, 0, RECIPE, own, (landmarks, landmarks))
     assert np.abs(start[:, 190:] - ref[:, 190:]).max() < 2  # the same through the start image
 
 

@@ -177,7 +177,7 @@ class AttributeEditor:
             if self.pixels:
                 own = region_mask(marks, self.pixels, self.ref.size) * mask if self.pixels_at_example else pixel_mask
             composite = start_image(self.options.init, self.ref.crop, crop, mask if self.pixels else pixel_mask,
-                                    self.options.seed, self.recipe, own, marks)
+                                    self.options.seed, self.recipe, own, (self.ref.landmarks, marks))
             self._sources[positive] = (crop, marks, keep, composite, idx[: max(1, int(self.recipe.fuse))], mask)
         return self._sources[positive]
 

@@ -6,33 +6,43 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.face.masks import face_interior
+from engine.face.masks import face_interior, region_mask
 from engine.objective.recipes import Recipe
 
+Stats = tuple[np.ndarray, np.ndarray]  # (guide's, reference's) pixels that colour statistics are taken over
 
-def colour_match(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, recipe: Recipe) -> np.ndarray:
-    """Shift src's Lab mean/std inside the mask to dst's (float 0..255 RGB in, out)."""
+
+def colour_match(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, recipe: Recipe,
+                 stats: Stats | None = None) -> np.ndarray:
+    """Shift src's Lab mean/std inside the mask to dst's (float 0..255 RGB in, out). `stats` (bool, src's and dst's):
+    the pixels each side's statistics come from, where narrower than the mask (start_image: not the reference's
+    mouth opening; an open smile's teeth in the reference's statistics turned a closing mouth's corners green)."""
     m = mask > 0.5
+    s_m, d_m = (m, m) if stats is None else (m & stats[0], m & stats[1])
+    if s_m.sum() < 10 or d_m.sum() < 10:
+        s_m, d_m = m, m
     if m.sum() < 10:
         return src.copy()
     s_lab = cv2.cvtColor(np.clip(src, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
     d_lab = cv2.cvtColor(np.clip(dst, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
     out = s_lab.copy()
     for c in range(3):
-        s_mu, s_sd = s_lab[..., c][m].mean(), s_lab[..., c][m].std() + 1e-6
-        d_mu, d_sd = d_lab[..., c][m].mean(), d_lab[..., c][m].std() + 1e-6
+        s_mu, s_sd = s_lab[..., c][s_m].mean(), s_lab[..., c][s_m].std() + 1e-6
+        d_mu, d_sd = d_lab[..., c][d_m].mean(), d_lab[..., c][d_m].std() + 1e-6
         # keep the guide's contrast on L (teeth vs lips), move its mean; match chroma fully
         gain = 1.0 if c == 0 else float(np.clip(d_sd / s_sd, recipe.chroma_gain_min, recipe.chroma_gain_max))
         out[..., c] = (s_lab[..., c] - s_mu) * gain + d_mu
     return np.clip(cv2.cvtColor(out, cv2.COLOR_Lab2RGB) * 255.0, 0, 255)
 
 
-def feathered_paste(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe: Recipe) -> np.ndarray:
+def feathered_paste(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe: Recipe,
+                    stats: Stats | None = None) -> np.ndarray:
     a = mask[..., None]
-    return reference * (1 - a) + colour_match(guide, reference, mask, recipe) * a
+    return reference * (1 - a) + colour_match(guide, reference, mask, recipe, stats) * a
 
 
-def seamless_clone(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe: Recipe) -> np.ndarray:
+def seamless_clone(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe: Recipe,
+                   stats: Stats | None = None) -> np.ndarray:
     """OpenCV's Poisson blending of the colour-matched guide region, then feathered."""
     hard = (mask > 0.05).astype(np.uint8) * 255
     ys, xs = np.nonzero(hard)
@@ -43,14 +53,15 @@ def seamless_clone(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, r
     hard[:2], hard[-2:], hard[:, :2], hard[:, -2:] = 0, 0, 0, 0
     ys, xs = np.nonzero(hard)
     centre = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
-    src = np.clip(colour_match(guide, reference, mask, recipe), 0, 255).astype(np.uint8)
+    src = np.clip(colour_match(guide, reference, mask, recipe, stats), 0, 255).astype(np.uint8)
     dst = np.clip(reference, 0, 255).astype(np.uint8)
     cloned = cv2.seamlessClone(src, dst, hard, centre, cv2.NORMAL_CLONE).astype(np.float32)
     a = mask[..., None]
     return reference * (1 - a) + cloned * a
 
 
-def composite(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe: Recipe) -> np.ndarray:
+def composite(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe: Recipe,
+              stats: Stats | None = None) -> np.ndarray:
     """Poisson blending at the region's edge, the colour-matched guide itself at its core.
 
     seamlessClone alone lets the boundary pull the region's interior towards the
@@ -58,19 +69,19 @@ def composite(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe
     pixels where the mask is solid keeps the attribute while the edge stays seamless.
     """
     core = np.clip((mask - recipe.core_start) / recipe.core_width, 0.0, 1.0)[..., None]
-    return (seamless_clone(guide, reference, mask, recipe) * (1 - core)
-            + feathered_paste(guide, reference, mask, recipe) * core)
+    return (seamless_clone(guide, reference, mask, recipe, stats) * (1 - core)
+            + feathered_paste(guide, reference, mask, recipe, stats) * core)
 
 
 def folds_only(guide: np.ndarray, reference: np.ndarray, own: np.ndarray, mask: np.ndarray,
-               recipe: Recipe, guide_face: np.ndarray | None = None) -> np.ndarray:
+               recipe: Recipe, guide_face: np.ndarray | None = None, stats: Stats | None = None) -> np.ndarray:
     """The guide's own pixels in `own`; elsewhere the reference with the guide's mid-frequency band of brightness
     laid over it (folds and dimples move; texture, stubble, shading, colour and beards stay the reference's).
     `guide_face` (0..1, masks.face_interior): where the guide's band is its face's; elsewhere (its background, the
     edge of a turned face) the reference is left as it is. A band in every colour channel laid a bank example's
     background edge on a cheek as a rainbow streak, and the reference's red lips taken away left green corners."""
     w = reference.shape[1]
-    g = colour_match(guide, reference, mask, recipe)
+    g = colour_match(guide, reference, mask, recipe, stats)
 
     def band(x: np.ndarray) -> np.ndarray:
         luma = x @ np.array([0.299, 0.587, 0.114], np.float32)
@@ -86,19 +97,26 @@ def folds_only(guide: np.ndarray, reference: np.ndarray, own: np.ndarray, mask: 
 
 def start_image(kind: str, reference: np.ndarray, guide: np.ndarray, mask: np.ndarray, seed: int,
                 recipe: Recipe, own: np.ndarray | None = None,
-                guide_landmarks: np.ndarray | None = None) -> np.ndarray:
+                landmarks: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The optimisation's start (options.INITS): a blend of the guide's region, the reference, or noise.
-    With `own` (a region's `pixels` part) the composite takes only that part's pixels and, inside the guide's face
-    (its landmarks, where given), its folds (folds_only); the seamless and feathered baselines stay plain pastes."""
+    With `own` (a region's `pixels` part) the composite takes only that part's pixels and, inside the guide's face,
+    its folds (folds_only); the seamless and feathered baselines stay plain pastes. `landmarks` (the reference's,
+    the guide's, in the crop): the reference's colours are taken from its skin and lips, not its mouth's opening."""
     if kind == "noise":
         rng = np.random.default_rng(seed)
         noise = rng.uniform(0, 255, reference.shape).astype(np.float32)
         return reference * (1 - mask[..., None]) + noise * mask[..., None]
     if kind == "reference":
         return reference.copy()
+    size = reference.shape[:2]
+    # the reference's colours are its skin's and lips': its mouth's opening (teeth, the dark inside) is what a closing
+    # mouth replaces. The guide's are all it brings, teeth too: matched over its lips and skin alone, its teeth came
+    # out cyan or pink (bench/quality.py smile pairs: happy* 0.79 -> 0.53)
+    stats = None if landmarks is None else (  # the opening itself: a closed mouth's is a line, nothing
+        np.ones(size, bool), region_mask(landmarks[0], "inner_mouth", size, grow=0.0, feather=0.0) < 0.5)
     if kind == "composite" and own is not None:
-        face = (None if guide_landmarks is None else  # the band reaches ~2 coarse sigmas from an edge
-                face_interior(guide_landmarks, reference.shape[:2], 2 * recipe.band_coarse * reference.shape[1]))
-        guide = folds_only(guide, reference, own, mask, recipe, face)
+        face = (None if landmarks is None else  # the band reaches ~2 coarse sigmas from an edge
+                face_interior(landmarks[1], size, 2 * recipe.band_coarse * reference.shape[1]))
+        guide = folds_only(guide, reference, own, mask, recipe, face, stats)
     blend = {"composite": composite, "seamless": seamless_clone, "feathered": feathered_paste}[kind]
-    return blend(guide, reference, mask, recipe)
+    return blend(guide, reference, mask, recipe, stats)
