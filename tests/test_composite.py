@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from engine.objective.composite import colour_match, composite, feathered_paste, seamless_clone
@@ -90,6 +91,28 @@ def test_folds_carry_brightness_only_and_only_from_the_guides_face():
     assert limited[120, 102].mean() < ref[120, 102].mean() - 5  # the face's own fold still does
     start = start_image("composite", ref, guide, mask, 0, RECIPE, own, (landmarks, landmarks))
     assert np.abs(start[:, 190:] - ref[:, 190:]).max() < 2  # the same through the start image
+
+
+def test_colour_statistics_leave_out_the_references_mouth_opening():
+    """Closing a smile: the reference's teeth are what is replaced, not a colour the start must take (counted in,
+    they pulled the closing mouth's corners to green)."""
+    from engine.objective.composite import start_image
+
+    size = 200
+    skin = np.array([180.0, 120.0, 100.0], np.float32)
+    landmarks = np.full((68, 2), 100.0)
+    landmarks[36:42], landmarks[42:48] = (70, 60), (130, 60)
+    angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    landmarks[60:68] = np.c_[100 + 30 * np.cos(angles), 140 + 15 * np.sin(angles)]  # an open mouth
+    ref = np.tile(skin, (size, size, 1))
+    cv2.fillPoly(ref, [np.round(landmarks[60:68]).astype(np.int32)], (250.0, 250.0, 250.0))  # its teeth
+    guide = np.full((size, size, 3), (150.0, 100.0, 80.0), np.float32)  # a closed mouth, darker skin
+    mask = np.zeros((size, size), np.float32)
+    mask[100:180, 40:160] = 1  # the mouth's region
+    start = start_image("feathered", ref, guide, mask, 0, RECIPE, None, (landmarks, landmarks))
+    assert np.abs(start[110, 50] - skin).max() < 2  # matched to the skin
+    counted = start_image("feathered", ref, guide, mask, 0, RECIPE)  # teeth in the statistics
+    assert np.abs(counted[110, 50] - skin).max() > 10
 
 
 def test_mouth_and_smile_take_only_the_guides_lips_as_pixels(small_pair, dlib_backbone):
