@@ -42,11 +42,25 @@ def option_ref(name: str, value: object = None) -> str:
     return f"\x1e{name}{'' if value is None else '=' + str(value)}\x1f"
 
 
+# the edit's two images as each audience knows them (image_ref): a GIMP user never meets the word "reference"
+IMAGE_WORDS = {"reference": {"cli": "reference photo", "gimp": "selected layer", "recipe": "photo"},
+               "guide": {"cli": "guide photo", "gimp": "guide layer or file", "recipe": "guide photo"}}
+
+
+def image_ref(role: str) -> str:
+    """The reference or the guide inside a message, worded per audience when the message is shown."""
+    if role not in IMAGE_WORDS:
+        raise ValueError(f"image_ref: {role!r} is not one of {', '.join(IMAGE_WORDS)}")
+    return f"\x1eimage_{role}\x1f"
+
+
 def _option_words(name: str, value: str | None, audience: str) -> str:
     """`--flag value` for the command line; `Label: Choice label` for GIMP when the dialog shows the option;
     `name = 'value'` for a batch recipe."""
     from engine.options import schema  # late: engine.options imports this module
 
+    if name.startswith("image_") and name[6:] in IMAGE_WORDS:
+        return IMAGE_WORDS[name[6:]][audience]
     record = next((o for o in schema() if o["name"] == name), None)
     if record is None:
         raise ValueError(f"option_ref: no option {name!r} in the schema")

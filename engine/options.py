@@ -23,6 +23,7 @@ from engine.objective.recipes import check_overrides
 
 BACKBONES = ("vggface", "dlib-resnet")  # preference order when none is named
 INITS = ("composite", "seamless", "feathered", "reference", "noise")
+GUIDE_REGION = "mouth"  # region auto with a guide photo (with an attribute: the attribute's own)
 MAX_SEED = 2**31 - 1  # GIMP's int arguments are 32-bit
 
 
@@ -45,9 +46,14 @@ def option(default: Any, help: str, *, label: str = "", choices: tuple[str, ...]
 class EditOptions:
     """Everything that decides an edit's result besides the images themselves."""
 
-    region: str = option("mouth", "face region to change ('selection': the --mask image / GIMP selection)",
-                         gimp_help="face region to change ('Selection': exactly the selected area)",
-                         label="_Region", choices=tuple(REGIONS), labels={k: r.label for k, r in REGIONS.items()})
+    # auto: the attribute's own region for an attribute edit (smiling: smile), the mouth for a guide photo. The GIMP
+    # dialog always sends a region: a fixed default overrode the attribute's own there (the CLI took it)
+    region: str = option("auto", "face region to change (auto: the mouth, or with --attribute the attribute's own; "
+                                 "'selection': the --mask image / GIMP selection)",
+                         gimp_help="face region to change (Automatic: the mouth, or with an attribute the attribute's "
+                                   "own; 'Selection': exactly the selected area)",
+                         label="_Region", choices=("auto", *REGIONS),
+                         labels={"auto": "Automatic", **{k: r.label for k, r in REGIONS.items()}})
     strength: float = option(1.0, "0 = unchanged, 0.5 = halfway, 1 = the guide's, above 1 pushes the features "
                                   "further; with --attribute -2..2 (below 0 removes the attribute; the CLI also "
                                   "takes a list, 0.5,1,1.5: one output each)", label="_Strength", low=-2.0, high=2.0,
@@ -103,6 +109,15 @@ class EditOptions:
                                              "identity=5 or attribute_layers.b35_3=0.5 (engine/objective/recipes.py)",
                                          metavar="NAME=VALUE", gimp=False, flag="--set")
 
+    def __post_init__(self) -> None:
+        self._resolve_region()
+
+    def _resolve_region(self) -> None:
+        """Region auto is decided at once (a wrong attribute is left for validate() to name)."""
+        if self.region == "auto" and (self.attribute is None or (isinstance(self.attribute, str)
+                                                                and self.attribute in ATTRIBUTES)):
+            self.region = ATTRIBUTES[self.attribute].region if self.attribute else GUIDE_REGION
+
     @classmethod
     def from_mapping(cls, values: dict, where: str = "options") -> EditOptions:
         """From a bridge request, a recipe file or keyword arguments; unknown keys are errors."""
@@ -113,16 +128,13 @@ class EditOptions:
         if unknown:
             raise FATError(f"{where}: unknown option(s) {', '.join(map(str, unknown))}; known: "
                            f"{', '.join(sorted(known))}.", EXIT_USAGE)
-        name = values.get("attribute")
-        attribute = ATTRIBUTES.get(name) if isinstance(name, str) else None  # a wrong type is validate()'s to say
-        if attribute is not None and "region" not in values:  # an attribute edit's region: the attribute's own
-            values = {**values, "region": attribute.region}
         return cls(**values).validate()
 
     def validate(self) -> EditOptions:
         """Types, ranges and choices of every option: cheap, before any model or image loads."""
         for f in fields(self):
             setattr(self, f.name, _checked(f, getattr(self, f.name)))
+        self._resolve_region()
         if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
             raise FATError(f"--box {' '.join(f'{v:g}' for v in self.box)}: needs left < right and top < bottom.",
                            EXIT_USAGE)
@@ -135,7 +147,7 @@ class EditOptions:
     def with_mask(self, has_mask: bool) -> EditOptions:
         """A mask image is the region: region 'selection' needs one, and one given with the default region
         means 'selection'; with another landmark region it is an error, not silently ignored."""
-        defaults = (type(self).region, ATTRIBUTES[self.attribute].region if self.attribute else None)
+        defaults = (GUIDE_REGION, ATTRIBUTES[self.attribute].region if self.attribute else None)  # what auto gave
         if has_mask and self.region in defaults:  # the class attribute is the field's default
             self.region = "selection"
         if has_mask != REGIONS[self.region].user_mask:

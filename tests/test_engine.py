@@ -214,7 +214,7 @@ def test_cli_edit_end_to_end_with_both_backbones(small_pair, models_dir, tmp_pat
     (["--strength", "3"], EXIT_USAGE, "strength"),
     (["--device", "cuda"], EXIT_USAGE, "CUDA"),
     (["--guide", "MISSING"], EXIT_INPUT, "no such file"),
-    (["--guide", "BLANK"], EXIT_NO_FACE, "no face found in the guide"),
+    (["--guide", "BLANK"], EXIT_NO_FACE, "no face found in the guide photo"),
     (["-o", "REF"], EXIT_USAGE, "overwrite"),
     (["--set", "identitty=3"], EXIT_USAGE, "unknown name"),
     (["--set", "tv=abc"], EXIT_USAGE, "not a number"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import EXIT_NO_FACE, EXIT_USAGE, FATError, describe_failure, option_ref, render
+from engine.errors import EXIT_NO_FACE, EXIT_USAGE, FATError, describe_failure, image_ref, option_ref, render
 from engine.face.detect import choose_face
 from engine.models.backbone import install_hint
 from engine.options import EditOptions
@@ -24,13 +24,20 @@ def test_an_option_reference_reads_as_a_flag_or_as_the_dialog_label():
         render(text, "martian")
 
 
-def test_no_face_names_the_detector_in_each_audience():
+def test_no_face_names_the_detector_and_the_image_in_each_audience():
     with pytest.raises(FATError) as info:
-        choose_face([], what="reference")
+        choose_face([], what=image_ref("reference"))
     cli, gimp = both(info.value)
     assert info.value.exit_code == EXIT_NO_FACE
     assert "(or try --detector cnn)" in cli and str(info.value) == cli
     assert "(or try Detector: CNN)" in gimp and "--" not in gimp
+    # a GIMP user edits a layer: "reference" is the command line's word (found in a real GIMP window)
+    assert cli.startswith("no face found in the reference photo.")
+    assert gimp.startswith("no face found in the selected layer.")
+    assert render(image_ref("guide"), "gimp") == "guide layer or file"
+    assert render(image_ref("reference"), "recipe") == "photo"
+    with pytest.raises(ValueError):
+        image_ref("background")
 
 
 def test_option_checks_speak_gimp():

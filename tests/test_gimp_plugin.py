@@ -85,7 +85,7 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank,
         "preview": {**pair, "preview": True, "sweep": True},
         "strength": {**pair, "strength": -1.0},
         "attribute": {**pair, "guide-source": "attribute", "attribute": "smiling", "strength": -0.5,
-                      "region": "smile"},
+                      "region": "auto"},  # the dialog's default: the attribute's own region, as on the CLI
     }
     cases, output = run_batch(gimp, scratch, models_dir, cases)
 
@@ -131,7 +131,7 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank,
     noface = cases["noface"]
     assert "exception" not in noface, noface
     assert not noface["success"] and noface["layers_after"] == noface["layers_before"]
-    assert "no face" in (noface["error"] or "").lower()
+    assert "no face found in the selected layer" in (noface["error"] or "")  # not "reference": a CLI word
     assert "Detector: CNN" in noface["error"] and "--" not in noface["error"], noface["error"]
     assert noface["reference_untouched"]
     assert cases["strength"]["success"] is False
@@ -163,6 +163,13 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank,
                                                                                  attribute["width"], 4)
     photo = np.asarray(Image.open(ref).convert("RGB")).astype(int)
     assert (np.abs(removed[..., :3].astype(int) - photo).max(-1) > 10).sum() > 100  # the smile was toned down
+    assert attribute["name"] == f"{attribute['reference_name']} (smiling transfer)"
+    out = tmp_path / "cli-attribute.png"  # the dialog's Automatic region is the CLI's default: smiling's own (smile)
+    assert cli_main(["edit", str(ref), "--attribute", "smiling", "--strength", "-0.5", "-o", str(out), "--quiet",
+                     "--backbone", SETTINGS["backbone"], "--iterations", str(SETTINGS["iterations"]),
+                     "--seed", str(SETTINGS["seed"])]) == 0
+    cli = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert np.abs(removed[..., :3].astype(int) - cli).max() <= 1
 
 
 def check_dialog_arguments(edit: dict) -> None:

@@ -32,7 +32,7 @@ def test_cli_flags_are_the_schema():
 
 def test_cli_defaults_are_the_schema_defaults(tmp_path):
     args = cli.parser().parse_args(["edit", "r.png", "--guide", "g.png", "-o", str(tmp_path / "o.png")])
-    assert cli.options_from_args(args) == EditOptions()
+    assert cli.options_from_args(args) == EditOptions().validate()  # (region auto becomes the mouth there)
 
 
 def test_schema_records_every_option_with_its_metadata():
@@ -40,7 +40,7 @@ def test_schema_records_every_option_with_its_metadata():
     assert [r["name"] for r in records] == NAMES
     json.dumps(records)  # JSON-ready, for the plug-in
     region = records[0]
-    assert region["default"] == "mouth" and "selection" in region["choices"] and region["labels"]["face"]
+    assert region["default"] == "auto" and "selection" in region["choices"] and region["labels"]["face"]
 
 
 def test_bridge_takes_every_option_by_its_schema_name(tmp_path):

@@ -102,7 +102,7 @@ def test_engine_errors_reach_the_plugin_as_text(engine_process, models_dir, tmp_
     ok, message, _ = engine_process.run_engine_process(sys.executable, str(PROJECT),
                                                        str(_request(tmp_path, blank, _rgba("obama_1.jpg"))),
                                                        lambda s, t: None)
-    assert not ok and "no face found in the reference" in message
+    assert not ok and "no face found in the selected layer" in message  # the dialog's words
     ok, message, _ = engine_process.run_engine_process(str(tmp_path / "no-python"), str(PROJECT), "x", print)
     assert not ok and "install.py" in message
 

@@ -20,7 +20,7 @@ from engine.bank.choose import Choice, nearest
 from engine.bank.measure import SCORES, labels_from_scores, pose
 from engine.bank.store import Bank, check_backbone, load_bank
 from engine.bank.where import default_bank
-from engine.errors import EXIT_USAGE, FATError
+from engine.errors import EXIT_USAGE, FATError, image_ref
 from engine.face.detect import Face
 from engine.face.frame import AlignedFace, FaceFrame, align_face, to_crop
 from engine.face.masks import lookup_region, region_mask, soften_user_mask, user_mask
@@ -118,7 +118,7 @@ class AttributeEditor:
         self.dev = bb.device
         self.photo: Photo = load_photo(reference)
         self.ref: AlignedFace = align_face(self.photo, spec["crop_template"], options.detector, options.face,
-                                           options.box, "reference", factor=None)
+                                           options.box, image_ref("reference"), factor=None)
         self.region = options.region
         attribute = ATTRIBUTES[options.attribute]
         spec_region = lookup_region(self.region)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
+from engine.errors import image_ref
 from engine.face.align import scale_of, template_transform, transform_points, warp_crop
 from engine.face.detect import Face, eye_distance, find_face
 from engine.face.masks import grow_and_feather, lookup_region, region_mask, soften_user_mask, user_mask
@@ -242,8 +243,8 @@ def frame_faces(ref_photo: Photo, guide_photo: Photo, template: dict, region: st
     """Detect, align and mask: the guide is cropped at the reference's work factor so both share one frame.
     `mask` (path or array the size of the reference, white = edit) is the region when region is a user mask."""
     spec = lookup_region(region)
-    ref = align_face(ref_photo, template, detector, face, box, "reference", factor=None)
-    guide = align_face(guide_photo, template, detector, guide_face, None, "guide", factor=ref.factor)
+    ref = align_face(ref_photo, template, detector, face, box, image_ref("reference"), factor=None)
+    guide = align_face(guide_photo, template, detector, guide_face, None, image_ref("guide"), factor=ref.factor)
     if spec.reshape and warp in ("auto", "affine", "tps"):  # mouths, smiles, eyes and brows take the guide's shape
         return reshaped_frame(ref, guide, spec, warp)
     spec = lookup_region(spec.unbent) if spec.unbent else spec

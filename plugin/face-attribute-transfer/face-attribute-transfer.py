@@ -406,12 +406,15 @@ SUFFIX = re.compile(r" \([^()]* (transfer|preview)\)( #\d+)?$")
 
 
 def result_name(layer, options):
-    """'<photo> (<region> transfer)', from the photo's own name (a result's suffix is not repeated)."""
+    """'<photo> (<region> transfer)', from the photo's own name (a result's suffix is not repeated; a label's own
+    parenthesis, 'Smile (mouth and cheeks)', is left out, or the names nested)."""
     base = SUFFIX.sub("", layer.get_name())
     if options.get("attribute"):
-        what = SCHEMA["attribute"]["labels"].get(options["attribute"], options["attribute"]).lower()
+        what = SCHEMA["attribute"]["labels"].get(options["attribute"], options["attribute"])
     else:
-        what = SCHEMA["region"]["labels"].get(options["region"], options["region"]).lower()
+        region = OPTIONS.GUIDE_REGION if options["region"] == "auto" else options["region"]
+        what = SCHEMA["region"]["labels"].get(region, region)
+    what = what.split(" (")[0].lower()
     return f"{base} ({what} {'preview' if options['iterations'] == 0 else 'transfer'})"
 
 
