@@ -17,8 +17,8 @@ from engine.batch.recipe import Edit, Recipe
 from engine.errors import EXIT_USAGE, FATError
 from engine.io.files import sha256_file
 
-KEY_VERSION = 4  # bump when the meaning of a key changes (2: the smile reshapes the face; 3: the mouth too;
-# 4: the mouth's opening scales half-way with the face)
+KEY_VERSION = 5  # bump when the meaning of a key changes (2: the smile reshapes the face; 3: the mouth too;
+# 4: the mouth's opening scales half-way with the face; 5: folds as brightness, colour statistics without the opening)
 
 
 @dataclass(frozen=True)
