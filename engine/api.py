@@ -119,8 +119,7 @@ def start_crop(frame: FaceFrame, options: EditOptions, recipe: Recipe) -> np.nda
     ref, guide = frame.bent(amount)  # a reshaping region (mouth, smile, eyes, brows): the reference's shape moves too
     own_pixels = frame.reshape is not None and not frame.reshape.guide_pixels  # brows: the person's own, moved
     kind = "reference" if own_pixels and options.init == "composite" else options.init
-    init = start_image(kind, ref, guide, frame.mask, options.seed, recipe, frame.own,
-                       (frame.ref.landmarks, frame.guide.landmarks))
+    init = start_image(kind, ref, guide, frame.mask, options.seed, recipe, frame.own, frame.bent_landmarks(amount))
     return ref + amount * (init - ref)
 
 
@@ -170,7 +169,7 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    frame = frame_faces(ref_photo, guide_photo, spec["crop_template"], options.region, options.detector,
+    frame = frame_faces(ref_photo, guide_photo, spec["crop_template"], options.edit_region, options.detector,
                         options.face, options.guide_face, options.box, mask, options.warp)
     timings["align"] = time.perf_counter() - t
 
@@ -190,7 +189,8 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
     distance = descriptor_distance(ref_photo.rgb8().astype(np.float32), np.clip(np.rint(image), 0, 255),
                                    frame.ref.face.landmarks)
     timings["descriptor"] = time.perf_counter() - t
-    summary = {**options.to_dict(), "backbone": bb.name, "precision_used": precision, "recipe": as_dict(recipe),
+    summary = {**options.to_dict(), "region_used": options.edit_region, "backbone": bb.name,
+               "precision_used": precision, "recipe": as_dict(recipe),
                "work_factor": frame.ref.factor,
                "crop_size": list(frame.ref.size),
                "reference": str(ref_photo.path) if ref_photo.path else None,

@@ -24,6 +24,15 @@ from engine.objective.recipes import check_overrides
 BACKBONES = ("vggface", "dlib-resnet")  # preference order when none is named
 INITS = ("composite", "seamless", "feathered", "reference", "noise")
 GUIDE_REGION = "mouth"  # region auto with a guide photo (with an attribute: the attribute's own)
+
+
+def resolved_region(region: str, attribute: str | None) -> str:
+    """Region auto: the attribute's own region for an attribute edit, the mouth for a guide photo (one rule for
+    the CLI, the API, GIMP and batch recipes; the GIMP dialog always sends a region, so a fixed default there
+    overrode the attribute's own)."""
+    if region != "auto":
+        return region
+    return ATTRIBUTES[attribute].region if isinstance(attribute, str) and attribute in ATTRIBUTES else GUIDE_REGION
 MAX_SEED = 2**31 - 1  # GIMP's int arguments are 32-bit
 
 
@@ -109,14 +118,10 @@ class EditOptions:
                                              "identity=5 or attribute_layers.b35_3=0.5 (engine/objective/recipes.py)",
                                          metavar="NAME=VALUE", gimp=False, flag="--set")
 
-    def __post_init__(self) -> None:
-        self._resolve_region()
-
-    def _resolve_region(self) -> None:
-        """Region auto is decided at once (a wrong attribute is left for validate() to name)."""
-        if self.region == "auto" and (self.attribute is None or (isinstance(self.attribute, str)
-                                                                and self.attribute in ATTRIBUTES)):
-            self.region = ATTRIBUTES[self.attribute].region if self.attribute else GUIDE_REGION
+    @property
+    def edit_region(self) -> str:
+        """The region the edit changes (region auto resolved: resolved_region)."""
+        return resolved_region(self.region, self.attribute)
 
     @classmethod
     def from_mapping(cls, values: dict, where: str = "options") -> EditOptions:
@@ -134,7 +139,6 @@ class EditOptions:
         """Types, ranges and choices of every option: cheap, before any model or image loads."""
         for f in fields(self):
             setattr(self, f.name, _checked(f, getattr(self, f.name)))
-        self._resolve_region()
         if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
             raise FATError(f"--box {' '.join(f'{v:g}' for v in self.box)}: needs left < right and top < bottom.",
                            EXIT_USAGE)
@@ -147,10 +151,9 @@ class EditOptions:
     def with_mask(self, has_mask: bool) -> EditOptions:
         """A mask image is the region: region 'selection' needs one, and one given with the default region
         means 'selection'; with another landmark region it is an error, not silently ignored."""
-        defaults = (GUIDE_REGION, ATTRIBUTES[self.attribute].region if self.attribute else None)  # what auto gave
-        if has_mask and self.region in defaults:  # the class attribute is the field's default
+        if has_mask and self.region == "auto":
             self.region = "selection"
-        if has_mask != REGIONS[self.region].user_mask:
+        if has_mask != REGIONS[self.edit_region].user_mask:
             raise FATError(f"region {self.region!r} needs a mask image (--mask, or a GIMP selection)." if not has_mask
                            else f"a mask image is the edit region itself; drop --region {self.region} (or use "
                                 "--region selection).", EXIT_USAGE)

@@ -113,6 +113,12 @@ def test_colour_statistics_leave_out_the_references_mouth_opening():
     assert np.abs(start[110, 50] - skin).max() < 2  # matched to the skin
     counted = start_image("feathered", ref, guide, mask, 0, RECIPE)  # teeth in the statistics
     assert np.abs(counted[110, 50] - skin).max() > 10
+    # the composite with the guide's own part (its lips) covering only part of the opening: the blend's second
+    # match sees the reference's own teeth outside that part, on its source side too (found in review)
+    own = np.zeros((size, size), np.float32)
+    own[150:180, 40:160] = 1  # the guide's lower lip, below most of the opening
+    start = start_image("composite", ref, guide, mask, 0, RECIPE, own, (landmarks, landmarks))
+    assert np.abs(start[110, 50] - skin).max() < 2
 
 
 def test_mouth_and_smile_take_only_the_guides_lips_as_pixels(small_pair, dlib_backbone):

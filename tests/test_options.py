@@ -32,7 +32,7 @@ def test_cli_flags_are_the_schema():
 
 def test_cli_defaults_are_the_schema_defaults(tmp_path):
     args = cli.parser().parse_args(["edit", "r.png", "--guide", "g.png", "-o", str(tmp_path / "o.png")])
-    assert cli.options_from_args(args) == EditOptions().validate()  # (region auto becomes the mouth there)
+    assert cli.options_from_args(args) == EditOptions()
 
 
 def test_schema_records_every_option_with_its_metadata():
@@ -74,10 +74,30 @@ def test_bad_options_are_refused(values, text):
 
 def test_a_mask_is_the_region():
     assert EditOptions().with_mask(True).region == "selection"
+    assert EditOptions(attribute="smiling").with_mask(True).region == "selection"
     with pytest.raises(FATError, match="needs a mask"):
         EditOptions(region="selection").with_mask(False)
-    with pytest.raises(FATError, match="region itself"):
-        EditOptions(region="eyes").with_mask(True)
+    for region in ("eyes", "mouth"):  # a region asked for by name and a mask: an error, not silently the mask
+        with pytest.raises(FATError, match="region itself"):
+            EditOptions(region=region).with_mask(True)
+
+
+def test_region_auto_is_the_attributes_own_or_the_mouth_wherever_it_is_decided():
+    """The GIMP dialog always sends a region: a fixed default there overrode the attribute's own (GIMP and the
+    CLI edited differently). 'auto' stays in the options (an attribute set later still counts) and resolves in
+    one place."""
+    import dataclasses
+
+    from engine.options import resolved_region
+
+    assert EditOptions().region == "auto" and EditOptions().edit_region == "mouth"
+    assert EditOptions(attribute="smiling").edit_region == "smile"
+    assert dataclasses.replace(EditOptions(), attribute="mouth_open").edit_region == "mouth"
+    assert EditOptions.from_mapping({"attribute": "eyes_closed"}).edit_region == "eyes"
+    assert EditOptions.from_mapping({"attribute": "smiling", "region": "eyebrows"}).edit_region == "eyebrows"
+    assert resolved_region("auto", "brows_raised") == "upper_face" and resolved_region("auto", None) == "mouth"
+    with pytest.raises(FATError, match="choose one of"):
+        EditOptions.from_mapping({"region": "ears"})
 
 
 @pytest.mark.parametrize("argv", [

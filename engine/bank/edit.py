@@ -119,7 +119,7 @@ class AttributeEditor:
         self.photo: Photo = load_photo(reference)
         self.ref: AlignedFace = align_face(self.photo, spec["crop_template"], options.detector, options.face,
                                            options.box, image_ref("reference"), factor=None)
-        self.region = options.region
+        self.region = options.edit_region
         attribute = ATTRIBUTES[options.attribute]
         spec_region = lookup_region(self.region)
         spec_region = lookup_region(spec_region.unbent) if spec_region.unbent else spec_region  # no guide to bend to

@@ -16,6 +16,7 @@ from pathlib import Path
 from engine.batch.recipe import Edit, Recipe
 from engine.errors import EXIT_USAGE, FATError
 from engine.io.files import sha256_file
+from engine.options import resolved_region
 
 KEY_VERSION = 5  # bump when the meaning of a key changes (2: the smile reshapes the face; 3: the mouth too;
 # 4: the mouth's opening scales half-way with the face; 5: folds as brightness, colour statistics without the opening)
@@ -45,7 +46,8 @@ def strength_text(s: float) -> str:
 def output_path(edit: Edit, source: Path, strength: float) -> Path:
     ext = source.suffix.lstrip(".").lower() or "png"
     return Path(edit.output.format(stem=source.stem, name=source.name, ext=ext, strength=strength_text(strength),
-                                   edit=edit.name, region=edit.options.get("region", "mouth"),
+                                   edit=edit.name, region=resolved_region(edit.options.get("region", "auto"),
+                                                                          edit.options.get("attribute")),
                                    attribute=edit.options.get("attribute") or "guide"))
 
 

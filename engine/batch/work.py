@@ -20,6 +20,7 @@ from engine.errors import EXIT_NO_FACE, FATError, describe_failure
 from engine.frontends.service import ModelCache
 from engine.io.files import atomic_write_json
 from engine.io.paths import check_output_path
+from engine.options import resolved_region
 
 _MODELS = ModelCache()
 _BANKS: dict[tuple, object] = {}
@@ -38,7 +39,7 @@ def score_name(options: dict) -> str | None:
     """The landmark score that tracks the edit: the attribute's, else that of the attribute owning the region."""
     if options.get("attribute"):
         return ATTRIBUTES[options["attribute"]].score
-    region = options.get("region", "mouth")
+    region = resolved_region(options.get("region", "auto"), None)
     return next((a.score for a in ATTRIBUTES.values() if a.region == region), None)
 
 

@@ -113,6 +113,13 @@ class FaceFrame:
         return (moved_by(self.ref.crop, offsets),
                 warp_to(self.guide.crop, r.bend_to, self._goal(amount), r.method, r.fade))
 
+    def bent_landmarks(self, amount: float) -> tuple[np.ndarray, np.ndarray]:
+        """The 68 landmarks of bent(amount)'s reference and guide crops (both at the goal where there is a bend)."""
+        if self.reshape is None or amount <= 0:
+            return self.ref.landmarks, self.guide.landmarks
+        goal = self._goal(amount)[: len(self.ref.landmarks)]  # (a block region's copies follow the landmarks)
+        return goal, goal
+
     def bend(self, amount: float) -> np.ndarray | None:
         """The reference's bend `amount` of the way to the guide's shape, as crop-pixel offsets (None: no bend)."""
         r = self.reshape

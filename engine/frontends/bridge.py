@@ -107,7 +107,7 @@ def _run(request_path: Path, emit: Emit, model: LoadModel, cancel) -> int:
     if mask is not None and mask.any():
         ys, xs = np.nonzero(mask)  # a selection picks the face inside it...
         options.box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-    user_region = REGIONS[options.region].user_mask
+    user_region = REGIONS[options.edit_region].user_mask
     if user_region and options.box is None:
         raise FATError("region 'selection' was chosen but the image has no selection over this layer.", EXIT_INPUT)
 

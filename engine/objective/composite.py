@@ -95,6 +95,11 @@ def folds_only(guide: np.ndarray, reference: np.ndarray, own: np.ndarray, mask: 
     return g * a + (reference + folds[..., None]) * (1 - a)
 
 
+def mouth_opening(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The inner lips' polygon itself (bool): a closed mouth's is a line, nothing."""
+    return region_mask(landmarks, "inner_mouth", size, grow=0.0, feather=0.0) >= 0.5
+
+
 def start_image(kind: str, reference: np.ndarray, guide: np.ndarray, mask: np.ndarray, seed: int,
                 recipe: Recipe, own: np.ndarray | None = None,
                 landmarks: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -112,11 +117,13 @@ def start_image(kind: str, reference: np.ndarray, guide: np.ndarray, mask: np.nd
     # the reference's colours are its skin's and lips': its mouth's opening (teeth, the dark inside) is what a closing
     # mouth replaces. The guide's are all it brings, teeth too: matched over its lips and skin alone, its teeth came
     # out cyan or pink (bench/quality.py smile pairs: happy* 0.79 -> 0.53)
-    stats = None if landmarks is None else (  # the opening itself: a closed mouth's is a line, nothing
-        np.ones(size, bool), region_mask(landmarks[0], "inner_mouth", size, grow=0.0, feather=0.0) < 0.5)
+    opening = None if landmarks is None else mouth_opening(landmarks[0], size)
+    stats = None if opening is None else (np.ones(size, bool), ~opening)
     if kind == "composite" and own is not None:
         face = (None if landmarks is None else  # the band reaches ~2 coarse sigmas from an edge
                 face_interior(landmarks[1], size, 2 * recipe.band_coarse * reference.shape[1]))
         guide = folds_only(guide, reference, own, mask, recipe, face, stats)
+        if opening is not None:  # outside `own` the blend's source is the reference's own opening: on neither side
+            stats = (~opening | (own > 0.5), ~opening)
     blend = {"composite": composite, "seamless": seamless_clone, "feathered": feathered_paste}[kind]
     return blend(guide, reference, mask, recipe, stats)

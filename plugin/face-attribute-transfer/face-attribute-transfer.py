@@ -412,7 +412,7 @@ def result_name(layer, options):
     if options.get("attribute"):
         what = SCHEMA["attribute"]["labels"].get(options["attribute"], options["attribute"])
     else:
-        region = OPTIONS.GUIDE_REGION if options["region"] == "auto" else options["region"]
+        region = OPTIONS.resolved_region(options["region"], None)
         what = SCHEMA["region"]["labels"].get(region, region)
     what = what.split(" (")[0].lower()
     return f"{base} ({what} {'preview' if options['iterations'] == 0 else 'transfer'})"
