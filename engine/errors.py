@@ -56,7 +56,7 @@ def image_ref(role: str) -> str:
 
 def _option_words(name: str, value: str | None, audience: str) -> str:
     """`--flag value` for the command line; `Label: Choice label` for GIMP when the dialog shows the option;
-    `name = 'value'` for a batch recipe."""
+    `name = 'value'` for a batch recipe. An `image_` name is an image_ref (no option's name starts so)."""
     from engine.options import schema  # late: engine.options imports this module
 
     if name.startswith("image_") and name[6:] in IMAGE_WORDS:

@@ -51,7 +51,8 @@ def scaled_opening(placed: np.ndarray, guide: np.ndarray, reference: np.ndarray,
                    corners: tuple[int, int], share: float) -> np.ndarray:
     """The group's points, placed by its two corners, with their distance from the corners' line rescaled by
     (face scale / corner scale) ** share: a mouth's opening is the jaw's drop, which goes with the size of the face,
-    while its lips go with the width of the mouth (0: the corners' scale, 1: the faces')."""
+    while its width goes with the mouth's own (0: the corners' scale, 1: the faces'). The lips' height is scaled
+    along with the opening (a closed guide mouth's lips only thicken or thin by the same factor)."""
     m = anchor_similarity(guide, reference, corners)
     corner_scale = float(np.sqrt(abs(np.linalg.det(m[:, :2])))) if m is not None else 0.0
     if corner_scale <= 0:

@@ -11,7 +11,8 @@ import numpy as np
 from engine.errors import FATError
 from engine.face.align import dlib_chip_transform, warp_crop
 from engine.face.detect import descriptor_distance as dlib_descriptor_distance
-from engine.models.backbone import Backbone, load_backbone, models_dir
+from engine.models.backbone import Backbone, load_backbone
+from engine.project import models_dir
 
 CHIP, PADDING = 150, 0.25  # dlib's compute_face_descriptor chip
 
