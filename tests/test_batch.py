@@ -282,3 +282,14 @@ def test_ctrl_c_stops_after_the_current_image_and_says_how_to_resume(photos, mod
     assert statuses.count("not run") == 3 - len(finished)
     again = run_batch(path, quiet=True, say=quiet).records
     assert sorted(r["status"] for r in again) == sorted(["skipped"] * len(finished) + ["done"] * (3 - len(finished)))
+
+
+def test_a_region_named_or_left_to_auto_is_the_same_task():
+    """Resume keys hash the region as the edit resolves it: no region, 'auto' and the mouth are one edit."""
+    from engine.batch.tasks import task_key
+
+    keys = {task_key(o, 1.0, "largest", {"r": "0"}) for o in ({}, {"region": "auto"}, {"region": "mouth"})}
+    assert len(keys) == 1
+    smile = {task_key({"attribute": "smiling", **o}, 1.0, "largest", {"r": "0"}) for o in ({}, {"region": "smile"})}
+    assert len(smile) == 1 and smile != keys
+    assert task_key({"region": "eyes"}, 1.0, "largest", {"r": "0"}) not in keys

@@ -84,6 +84,7 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank,
         "closed": {**pair, "hook": "delete-image", "iterations": 1},
         "preview": {**pair, "preview": True, "sweep": True},
         "strength": {**pair, "strength": -1.0},
+        "smile": {**pair, "region": "smile", "iterations": 1},  # a label with its own parenthesis
         "attribute": {**pair, "guide-source": "attribute", "attribute": "smiling", "strength": -0.5,
                       "region": "auto"},  # the dialog's default: the attribute's own region, as on the CLI
     }
@@ -155,6 +156,10 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank,
     assert preview["stale_left"] is False and preview["live_left"] is True
     assert preview["name"] == f"{preview['reference_name']} (mouth preview)"
     assert not any(re.match(r"Optimising [1-9]", p) for p in preview["progress"])  # 0 iterations: the composite
+
+    smile = cases["smile"]  # "Smile (mouth and cheeks)": names nested brackets on every re-run (GIMP trial)
+    assert smile.get("success"), smile
+    assert smile["name"] == f"{smile['reference_name']} (smile transfer)"
 
     attribute = cases["attribute"]  # no guide photo: the models folder's default attribute bank
     assert "exception" not in attribute, attribute

@@ -76,7 +76,11 @@ class Hashes:
 
 
 def task_key(options: dict, strength: float, faces: str | int, hashes: dict) -> str:
-    data = {"version": KEY_VERSION, "options": options, "strength": strength, "faces": faces, "files": hashes}
+    """What decides a task's output, hashed: the region as the edit resolves it (a recipe that names none, 'auto' or
+    the region auto stands for makes the same edit, so the same key)."""
+    region = resolved_region(options.get("region", "auto"), options.get("attribute"))
+    data = {"version": KEY_VERSION, "options": {**options, "region": region}, "strength": strength, "faces": faces,
+            "files": hashes}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
