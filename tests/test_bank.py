@@ -261,7 +261,8 @@ def test_an_open_mouth_takes_only_the_examples_lips_as_pixels(bank_file, photos,
     spec, recipe = backbone_recipe(options, dlib_backbone)
     editor = AttributeEditor(dlib_backbone, spec, recipe, options, load_bank(bank_file),
                              str(photos / "eileen_collins_astronaut.png"), None, lambda _m: None)
-    example, marks, _, start, _, mask = editor.source(1.0)
+    src = editor.source(1.0)
+    example, marks, start, mask = src.crop, src.marks, src.composite, src.mask
     lips = region_mask(marks, "lips", editor.ref.size)
     inside = lips > 0.95
     rest = (mask > 0.8) & (lips < 0.05)

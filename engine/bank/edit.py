@@ -8,6 +8,7 @@ previous result (same sign): the start carries the previous optimisation's chang
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -108,6 +109,19 @@ def _examples(bank: Bank, idx: np.ndarray, dist: np.ndarray) -> list[dict]:
              "distance": round(float(d), 4)} for i, d in zip(idx, dist, strict=True)]
 
 
+@dataclass
+class Source:
+    """What one sign of strength starts from: the "with" examples add the attribute, the "without" ones remove it."""
+
+    crop: np.ndarray  # the example's crop at the work size (or the fusion of several)
+    marks: np.ndarray  # its landmarks there
+    keep: np.ndarray | None  # where change costs more (the example's attribute itself)
+    composite: np.ndarray  # the start at strength 1
+    used: np.ndarray  # the bank indices whose pixels were used
+    mask: np.ndarray  # the edit region
+    own: np.ndarray | None  # where the example's own pixels were laid (its mouth)
+
+
 class AttributeEditor:
     """One reference, one attribute, one bank: aligned and chosen once, then edited at any strengths."""
 
@@ -152,13 +166,11 @@ class AttributeEditor:
         self.direction = {k: (bank.features[k][self.choice.with_idx].astype(np.float32).mean(0)
                               - bank.features[k][self.choice.without_idx].astype(np.float32).mean(0))
                           for k in recipe.attribute_layers}
-        self._sources: dict[bool, tuple] = {}
+        self._sources: dict[bool, Source] = {}
 
-    def source(self, strength: float) -> tuple:
-        """(example crop, its landmarks, keep mask, composite start, bank indices, region mask) for the
-        strength's sign: the "with" examples add the attribute, the "without" ones remove it. Made once per
-        sign. A landmark region is the union of the reference's and the example's (an opening mouth reaches
-        lower than the closed one it replaces)."""
+    def source(self, strength: float) -> Source:
+        """The start's source for the strength's sign, made once per sign. A landmark region is the union of the
+        reference's and the example's (an opening mouth reaches lower than the closed one it replaces)."""
         positive = strength > 0
         if positive not in self._sources:
             idx = self.choice.with_idx if positive else self.choice.without_idx
@@ -178,7 +190,8 @@ class AttributeEditor:
                 own = region_mask(marks, self.pixels, self.ref.size) * mask if self.pixels_at_example else pixel_mask
             composite = start_image(self.options.init, self.ref.crop, crop, mask if self.pixels else pixel_mask,
                                     self.options.seed, self.recipe, own, (self.ref.landmarks, marks))
-            self._sources[positive] = (crop, marks, keep, composite, idx[: max(1, int(self.recipe.fuse))], mask)
+            self._sources[positive] = Source(crop, marks, keep, composite, idx[: max(1, int(self.recipe.fuse))], mask,
+                                             own)
         return self._sources[positive]
 
     def _own_photo(self, reference) -> np.ndarray | None:
@@ -195,7 +208,7 @@ class AttributeEditor:
         return ref_f, attr
 
     def start(self, strength: float) -> np.ndarray:
-        composite = self.source(strength)[3]
+        composite = self.source(strength).composite
         return self.ref.crop + min(1.0, abs(strength)) * (composite - self.ref.crop)
 
     def run(self, strength: float, warm: tuple[float, np.ndarray] | None,
@@ -207,8 +220,8 @@ class AttributeEditor:
         if warm is not None:
             init = np.clip(warm[1] + init - self.start(warm[0]), 0, 255).astype(np.float32)
         ref_f, attr_f = self.targets(strength)
-        keep = self.source(strength)[2]
-        mask = self.source(strength)[5]
+        keep = self.source(strength).keep
+        mask = self.source(strength).mask
         problem = Problem(self.bb, _tensor(init, self.dev), torch.from_numpy(mask).to(self.dev), ref_f, attr_f,
                           self.recipe, None if keep is None else torch.from_numpy(keep).to(self.dev))
         x, history = solve(problem, self.options.iterations, self.options.optimizer, self.options.seed, progress,
@@ -217,15 +230,17 @@ class AttributeEditor:
 
     def frame(self, strength: float) -> tuple[FaceFrame, Photo]:
         """The face frame (the example stands in for the guide, for the debug pictures)."""
-        crop, marks, keep, _, _, mask = self.source(strength)
+        src = self.source(strength)
         h, w = self.ref.size
-        example = AlignedFace(Face((0.0, 0.0, float(w), float(h)), marks), np.array([[1.0, 0, 0], [0, 1.0, 0]]),
-                              crop, marks, self.ref.factor)
-        return FaceFrame(self.ref, example, mask, keep, self.user_mask), from_array(crop, "bank example")
+        example = AlignedFace(Face((0.0, 0.0, float(w), float(h)), src.marks), np.array([[1.0, 0, 0], [0, 1.0, 0]]),
+                              src.crop, src.marks, self.ref.factor)
+        own = None if src.own is None else src.own * min(1.0, abs(strength))  # (the paste's own amount is 1)
+        return (FaceFrame(self.ref, example, src.mask, src.keep, self.user_mask, own),
+                from_array(src.crop, "bank example"))
 
     def record(self, strength: float) -> dict:
         c = self.choice
-        used = self.source(strength)[4] if strength else []
+        used = self.source(strength).used if strength else []
         return {"attribute": self.options.attribute, "region_used": self.region,
                 "bank": str(self.bank.path) if self.bank.path else None, "bank_faces": len(self.bank),
                 "examples": {"with": _examples(self.bank, c.with_idx, c.with_dist),

@@ -149,7 +149,8 @@ class FaceFrame:
         offsets = self.bend(amount)
         if offsets is not None:
             base, start = bend_photo(photo_rgb, self.ref.transform, offsets), moved_by(self.ref.crop, offsets)
-        image = paste_back(base, self.ref.transform, result_crop - start, self.paste_mask)
+        replaced = None if self.own is None else (self.own * min(1.0, amount), start)  # the guide's own pixels
+        image = paste_back(base, self.ref.transform, result_crop - start, self.paste_mask, replaced)
         if self.user_mask is not None:
             a = self.user_mask[..., None]
             image = np.where(a > 0, photo_rgb + a * (image - photo_rgb), photo_rgb)

@@ -42,8 +42,12 @@ def _into_box(crop_image: np.ndarray, m: np.ndarray, box: tuple[int, int, int, i
                           flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
 
 
-def paste_back(rgb: np.ndarray, m: np.ndarray, delta: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """rgb (H, W, 3) float 0..255; m: image->crop transform; delta (h, w, 3); mask (h, w) in 0..1."""
+def paste_back(rgb: np.ndarray, m: np.ndarray, delta: np.ndarray, mask: np.ndarray,
+               replaced: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """rgb (H, W, 3) float 0..255; m: image->crop transform; delta (h, w, 3); mask (h, w) in 0..1.
+    `replaced` (a crop-frame weight 0..1, the start's reference crop): where the edit laid another face's pixels,
+    the photo's own detail finer than the crop goes too. Pasted as a difference alone, a closed smile kept the old
+    teeth's sharp lower edge as a ghost line across the new lips (GIMP trial, strength -1)."""
     out = rgb.copy()
     x0, y0, x1, y1 = mask_bbox(m, mask, rgb.shape[:2])
     if x1 <= x0 or y1 <= y0:
@@ -51,8 +55,12 @@ def paste_back(rgb: np.ndarray, m: np.ndarray, delta: np.ndarray, mask: np.ndarr
     d = _into_box(delta, m, (x0, y0, x1, y1), cv2.INTER_CUBIC)
     a = np.clip(_into_box(mask, m, (x0, y0, x1, y1), cv2.INTER_LINEAR), 0, 1)[..., None]
     box = out[y0:y1, x0:x1]
-    edited = np.clip(box + a * d, 0, 255)
-    out[y0:y1, x0:x1] = np.where(a > 0, edited, box)
+    edited = box + a * d
+    if replaced is not None:
+        weight, start = replaced
+        r = np.clip(_into_box(weight, m, (x0, y0, x1, y1), cv2.INTER_LINEAR), 0, 1)[..., None]
+        edited = edited - r * (box - _into_box(start, m, (x0, y0, x1, y1), cv2.INTER_CUBIC))
+    out[y0:y1, x0:x1] = np.where(a > 0, np.clip(edited, 0, 255), box)
     return out
 
 
