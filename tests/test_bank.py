@@ -224,6 +224,25 @@ def test_several_strengths_write_several_files(bank_file, photos, tmp_path):
     assert np.abs(np.asarray(Image.open(tmp_path / "s-s1.png"), np.int16) - ref).max() > 0
 
 
+def test_the_reference_given_as_pixels_is_not_its_own_example_either(bank_file, photos, dlib_backbone):
+    """GIMP sends a layer's pixels, never the file, so the hash cannot match: a GIMP edit of a photo in the bank
+    took that photo as its own example (found in a real GIMP window). Here the pixels come re-encoded as JPEG."""
+    import io
+
+    from engine.api import backbone_recipe
+    from engine.bank.edit import AttributeEditor
+
+    buf = io.BytesIO()
+    Image.open(photos / "biden_1.png").convert("RGB").save(buf, "JPEG", quality=85)
+    pixels = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    bank = load_bank(bank_file)
+    options = EditOptions(attribute="smiling", k=1)
+    spec, recipe = backbone_recipe(options, dlib_backbone)
+    editor = AttributeEditor(dlib_backbone, spec, recipe, options, bank, pixels, None, lambda _m: None)
+    chosen = [bank.entries[i]["name"] for i in (*editor.choice.with_idx, *editor.choice.without_idx)]
+    assert "biden_1.png" not in chosen and "eileen_collins_astronaut.png" in chosen  # another photo instead
+
+
 def test_the_api_takes_an_attribute_and_a_loaded_bank(bank_file, photos):
     from engine import edit
 

@@ -100,6 +100,26 @@ def strongest_first(bank: Bank, ordered: np.ndarray, value: int, attribute: str,
     return np.concatenate([top[np.argsort(-score, kind="stable")], ordered[n:]])
 
 
+SAME_PHOTO = 12.0  # mean |difference| (0..255) of two aligned crops of one photo, however decoded: 3-7 measured on
+# examples/ (a layer GIMP decoded against the bank's own decode); another photo, even of the same person: 34 or more
+SAME_PHOTO_CANDIDATES = 8  # the crops compared: the nearest by identity (one photo is its own nearest)
+
+
+def same_photo(bank: Bank, crop: np.ndarray, identity: np.ndarray, identity_layer: str) -> np.ndarray:
+    """Which bank faces are this crop's own photo (bool per face): of the nearest by identity, those whose aligned
+    crop differs from it by less than SAME_PHOTO on average."""
+    same = np.zeros(len(bank), bool)
+    if not len(bank):
+        return same
+    d_id = np.linalg.norm(bank.features[identity_layer].reshape(len(bank), -1).astype(np.float32)
+                          - identity.reshape(1, -1).astype(np.float32), axis=1)
+    h, w = bank.crops.shape[1:3]
+    small = cv2.resize(np.asarray(crop, np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    for i in np.argsort(d_id)[:SAME_PHOTO_CANDIDATES]:
+        same[i] = float(np.abs(small - bank.crops[i].astype(np.float32)).mean()) < SAME_PHOTO
+    return same
+
+
 def _tensor(a: np.ndarray, dev: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].float().to(dev)
 
@@ -194,12 +214,15 @@ class AttributeEditor:
                                              own)
         return self._sources[positive]
 
-    def _own_photo(self, reference) -> np.ndarray | None:
-        """The reference's own photo is never its own example (a bank built from the photos being edited)."""
-        if not isinstance(reference, (str, Path)):
-            return None
-        digest = sha256_file(Path(reference))
-        return np.array([e["sha256"] == digest for e in self.bank.entries], bool)
+    def _own_photo(self, reference) -> np.ndarray:
+        """The reference's own photo is never its own example (a bank built from the photos being edited): the same
+        file, or the same pixels however they came (GIMP sends a layer's pixels, never the file: a GIMP edit of a
+        photo in the bank took that photo as its own example)."""
+        same = same_photo(self.bank, self.ref.crop, self.ref_features[self.identity_layer], self.identity_layer)
+        if isinstance(reference, (str, Path)):
+            digest = sha256_file(Path(reference))
+            same |= np.array([e["sha256"] == digest for e in self.bank.entries], bool)
+        return same
 
     def targets(self, strength: float) -> tuple[dict, dict]:
         ref_f = {k: torch.from_numpy(v[None]).to(self.dev) for k, v in self.ref_features.items()}
