@@ -60,11 +60,11 @@ class Region:
     # it): a mouth's size and lip shape are part of who someone is, while a smile is mostly its corners' lift.
     # bench/quality.py smile pairs, mobileface / happy*: 1.0: 0.705 / 0.87; 0.85: 0.743 / 0.83; 0.75: 0.771 / 0.74
     # (0.784 / 0.74 once no point may cross the jaw line; 0.783 / 0.71 with the anchors fitted by least squares;
-    # 0.788 / 0.72 with masks grown by a distance transform; 0.790 / 0.75 with the folds as brightness from the
+    # 0.788 / 0.72 with masks grown by a distance transform; 0.795 / 0.75 with the folds as brightness from the
     # guide's face only and the reference's mouth opening out of the colour statistics);
     # 0.5: 0.844 / 0.51; the corners at 1.0 and the rest at 0.65: 0.761 / 0.87, but a jagged jaw on a turned face
     # (at the time of 0.771 / 0.74: the lips pasted and nothing bent 0.750 / 0.58, the mouth region 0.782 / 0.40;
-    # now the lips pasted 0.786 / 0.43 and the reshaped mouth region 0.844 / 0.14)
+    # now the lips pasted 0.783 / 0.38 and the reshaped mouth region 0.844 / 0.14)
     shape_share: float = 1.0
     # with two reshape anchors (a mouth's corners): how far the guide's shape across the corners' line (its opening,
     # and its lips' height with it) takes the faces' scale (eye distances) instead of the corners'
@@ -86,10 +86,10 @@ REGIONS: dict[str, Region] = {
     # an opening is a change of shape: the guide's mouth, placed by the reference's own corners (its width and
     # corners stay the person's), and the reference's lips, chin and cheeks bent to its opening; the guide's lips
     # and teeth as pixels, its philtrum, moustache and chin only as shading folds; the opening half-way to the
-    # face's scale (face_scaled_opening). bench/quality.py mouth pairs: mobileface 0.824, opened 10/10 (before the
+    # face's scale (face_scaled_opening). bench/quality.py mouth pairs: mobileface 0.825, opened 10/10 (before the
     # opening's scale: 0.837, 9/10, jeff_bezos_1 at 0.077; 10/10 with a disk-kernel dilation of the masks, 0.082);
     # pasted at the corners without bending (mouth_area): 0.760, 9/10; grow 0.22 without the inner-mouth keep: 0.815,
-    # 9/10; placed by the eyes and nose at share 0.9: 0.750, 10/10; seamlessClone: 0.737, 8/10
+    # 9/10; placed by the eyes and nose at share 0.9: 0.750, 10/10; seamlessClone: 0.733, 8/10
     "mouth": Region("Mouth", (MOUTH,), 0.1, 0.2, keep="inner_mouth", pixels="lips", reshape_anchors=MOUTH_CORNERS,
                     face_scaled_opening=0.5, unbent="mouth_area"),
     # a smile moves more than the lips: the mouth takes shape_share of the guide's shape in the reference's face frame
