@@ -24,6 +24,7 @@ from engine.objective.recipes import check_overrides
 BACKBONES = ("vggface", "dlib-resnet")  # preference order when none is named
 INITS = ("composite", "seamless", "feathered", "reference", "noise")
 GUIDE_REGION = "mouth"  # region auto with a guide photo (with an attribute: the attribute's own)
+MAX_SEED = 2**31 - 1  # GIMP's int arguments are 32-bit
 
 
 def resolved_region(region: str, attribute: str | None) -> str:
@@ -33,7 +34,6 @@ def resolved_region(region: str, attribute: str | None) -> str:
     if region != "auto":
         return region
     return ATTRIBUTES[attribute].region if isinstance(attribute, str) and attribute in ATTRIBUTES else GUIDE_REGION
-MAX_SEED = 2**31 - 1  # GIMP's int arguments are 32-bit
 
 
 def option(default: Any, help: str, *, label: str = "", choices: tuple[str, ...] = (), low: float | None = None,
@@ -149,8 +149,8 @@ class EditOptions:
         return self
 
     def with_mask(self, has_mask: bool) -> EditOptions:
-        """A mask image is the region: region 'selection' needs one, and one given with the default region
-        means 'selection'; with another landmark region it is an error, not silently ignored."""
+        """A mask image is the region: region 'selection' needs one, and one given with region auto means
+        'selection'; with a landmark region named by hand it is an error, not silently ignored."""
         if has_mask and self.region == "auto":
             self.region = "selection"
         if has_mask != REGIONS[self.edit_region].user_mask:

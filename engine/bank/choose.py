@@ -23,11 +23,16 @@ class Choice:
     without_dist: np.ndarray
 
 
+def identity_distances(identity: np.ndarray, ref_identity: np.ndarray) -> np.ndarray:
+    """Identity-feature distance of every bank face to the reference."""
+    return np.linalg.norm(identity.reshape(len(identity), -1).astype(np.float32)
+                          - ref_identity.reshape(1, -1).astype(np.float32), axis=1)
+
+
 def distances(identity: np.ndarray, pose: np.ndarray, ref_identity: np.ndarray, ref_pose: np.ndarray,
               pose_weight: float) -> tuple[np.ndarray, np.ndarray]:
     """(total distance, identity distance) of every bank face to the reference."""
-    d_id = np.linalg.norm(identity.reshape(len(identity), -1).astype(np.float32)
-                          - ref_identity.reshape(1, -1).astype(np.float32), axis=1)
+    d_id = identity_distances(identity, ref_identity)
     d_pose = np.linalg.norm(pose[:, :2] - ref_pose[None, :2], axis=1)
     return d_id + pose_weight * d_pose, d_id
 

@@ -17,7 +17,7 @@ import torch
 
 from engine.bank.attributes import ATTRIBUTES
 from engine.bank.build import face_features
-from engine.bank.choose import Choice, nearest
+from engine.bank.choose import Choice, identity_distances, nearest
 from engine.bank.measure import SCORES, labels_from_scores, pose
 from engine.bank.store import Bank, check_backbone, load_bank
 from engine.bank.where import default_bank
@@ -111,8 +111,7 @@ def same_photo(bank: Bank, crop: np.ndarray, identity: np.ndarray, identity_laye
     same = np.zeros(len(bank), bool)
     if not len(bank):
         return same
-    d_id = np.linalg.norm(bank.features[identity_layer].reshape(len(bank), -1).astype(np.float32)
-                          - identity.reshape(1, -1).astype(np.float32), axis=1)
+    d_id = identity_distances(bank.features[identity_layer], identity)
     h, w = bank.crops.shape[1:3]
     small = cv2.resize(np.asarray(crop, np.float32), (w, h), interpolation=cv2.INTER_AREA)
     for i in np.argsort(d_id)[:SAME_PHOTO_CANDIDATES]:

@@ -53,12 +53,12 @@ def scaled_opening(placed: np.ndarray, guide: np.ndarray, reference: np.ndarray,
     (face scale / corner scale) ** share: a mouth's opening is the jaw's drop, which goes with the size of the face,
     while its width goes with the mouth's own (0: the corners' scale, 1: the faces'). The lips' height is scaled
     along with the opening (a closed guide mouth's lips only thicken or thin by the same factor)."""
-    m = anchor_similarity(guide, reference, corners)
-    corner_scale = float(np.sqrt(abs(np.linalg.det(m[:, :2])))) if m is not None else 0.0
-    if corner_scale <= 0:
-        return placed
-    face_scale = eye_distance(reference) / eye_distance(guide)
     a, b = reference[corners[0]], reference[corners[1]]
+    guide_width = float(np.linalg.norm(guide[corners[1]] - guide[corners[0]]))
+    if guide_width <= 0:  # degenerate corners: placed as they are
+        return placed
+    corner_scale = float(np.linalg.norm(b - a)) / guide_width  # (two anchors: the similarity's exact scale)
+    face_scale = eye_distance(reference) / eye_distance(guide)
     along = (b - a) / max(float(np.linalg.norm(b - a)), 1e-9)
     across = np.array([-along[1], along[0]])
     idx = list(group)
