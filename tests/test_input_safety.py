@@ -132,6 +132,23 @@ def test_16bit_photo_saved_as_png_or_tiff_keeps_16_bits(tmp_path, ext):
     assert back.dtype == np.uint16 and np.array_equal(cv2.cvtColor(back, cv2.COLOR_BGR2RGB), rgb16)
 
 
+def _zlib_level_class(png: bytes) -> int:
+    """FLEVEL of the first IDAT's zlib header: 0 for levels 0-1, 1 for 2-5, 2 for 6, 3 for 7-9 (RFC 1950)."""
+    at = png.index(b"IDAT") + 4
+    return png[at + 1] >> 6
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_png_results_are_written_with_the_fast_lossless_zlib_level(tmp_path, bits):
+    rgb = gradient16() if bits == 16 else (gradient16() // 257).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "in.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    photo = load_photo(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    save_photo(photo, photo.rgb, out)
+    assert _zlib_level_class(out.read_bytes()) == 0  # level 1 (Pillow's default 6 is class 2)
+    assert np.array_equal(cv2.cvtColor(cv2.imread(str(out), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB), rgb)
+
+
 def test_16bit_alpha_is_scaled_too_and_jpeg_says_it_drops_alpha(tmp_path):
     rgba16 = np.dstack([gradient16(), np.full((48, 64), 32896, np.uint16)])  # alpha ~ 128/255
     path = tmp_path / "in16a.png"
