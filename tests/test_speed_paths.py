@@ -113,9 +113,10 @@ def test_target_features_are_remembered_by_content(dlib_backbone, monkeypatch):
 def test_a_new_process_edit_skips_imports_it_does_not_need(small_pair, models_dir, tmp_path):
     """Start-up cost of the CLI's first edit (measured by the bench's cold start): torch._dynamo (1.1 s, imported
     by torch.optim's first call unless engine/objective/optimise.py skip_dynamo_import marks it done, which only
-    `python -m engine` does), scipy.interpolate (0.3-0.5 s, needed only where a region is bent: not the nose) and
-    onnx (its weights are read from the user cache's copy) stay out of a nose edit; a program that imports the
-    engine keeps torch as it is."""
+    `python -m engine` does), scipy.interpolate and scipy.spatial (0.25-0.5 s; the default piecewise-affine bend
+    of the mouth triangulates with OpenCV, only `--warp tps` needs scipy) and onnx (its weights are read from the
+    user cache's copy) stay out of a bent mouth edit; a program that imports the engine keeps torch as
+    it is."""
     import os
     import re
     import subprocess
@@ -129,11 +130,12 @@ def test_a_new_process_edit_skips_imports_it_does_not_need(small_pair, models_di
     project, env = Path(__file__).resolve().parents[1], {**os.environ, "FAT_MODELS_DIR": str(models_dir)}
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "engine", "edit", str(ref), "--guide", str(guide),
                            "-o", str(tmp_path / "out.png"), "--iterations", "4", "--no-service", "--quiet",
-                           "--backbone", "dlib-resnet", "--region", "nose"], cwd=project, capture_output=True,
+                           "--backbone", "dlib-resnet", "--warp", "affine"], cwd=project, capture_output=True,
                           text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     imported = set(re.findall(r"^import time:.*\|\s*(\S+)$", done.stderr, re.MULTILINE))
-    assert "torch" in imported and "torch._dynamo" not in imported and "scipy.interpolate" not in imported
+    assert "torch" in imported and "torch._dynamo" not in imported
+    assert "scipy.interpolate" not in imported and "scipy.spatial" not in imported
     assert "onnx" not in imported  # the weights come memory-mapped from the user cache: no protobuf to parse
     assert (tmp_path / "out.png").exists()
     code = ("import sys; from engine.api import edit; from engine.models.backbone import load_backbone; "

@@ -9,7 +9,7 @@ from PIL import Image
 
 from engine import edit
 from engine.face.regions import PARTS, REGIONS
-from engine.face.warp import target_landmarks, warp_to
+from engine.face.warp import delaunay, piecewise_affine, target_landmarks, warp_to
 
 
 def _blobs(points: np.ndarray, size=(200, 200), sigma=2.0) -> np.ndarray:
@@ -335,3 +335,26 @@ def test_an_unbent_smile_is_the_mouth_with_its_cheeks(small_pair, dlib_backbone)
         assert frame.reshape is None and frame.keep is not None  # its inner mouth costs more to change
         assert np.array_equal(frame.mask, region_mask(frame.ref.landmarks, REGIONS["smile"].unbent, frame.ref.size))
         assert frame.mask.sum() > 1.5 * region_mask(frame.ref.landmarks, "smile", frame.ref.size).sum()
+
+
+def test_piecewise_affine_equals_scipys_linear_interpolation_over_qhulls_triangles():
+    """The bend's own triangulation (OpenCV, no scipy import in a new process) gives what scipy's
+    LinearNDInterpolator gave: the same map at every pixel, NaN nowhere inside the border points' hull."""
+    from scipy.interpolate import LinearNDInterpolator
+    from scipy.spatial import Delaunay
+
+    from engine.face.warp import _border
+
+    rng = np.random.default_rng(7)
+    for h, w in [(300, 260), (211, 347)]:
+        points = np.vstack([rng.uniform([15, 15], [w - 15, h - 15], (68, 2)), _border((h, w))])
+        moved = points + np.vstack([rng.normal(0, 5, (68, 2)), np.zeros((32, 2))])
+        ours = {tuple(sorted(t)) for t in delaunay(points)}
+        assert ours == {tuple(sorted(t)) for t in Delaunay(points).simplices}
+        mapped = piecewise_affine(points, moved, (h, w))
+        yy, xx = np.mgrid[0:h, 0:w].astype(float)
+        expected = LinearNDInterpolator(points, moved)(np.c_[xx.ravel(), yy.ravel()]).reshape(h, w, 2)
+        assert not np.isnan(mapped).any()
+        assert np.abs(mapped - expected).max() < 1e-9
+    outside = piecewise_affine(np.array([[10.0, 10], [50, 10], [10, 50]]), np.zeros((3, 2)), (60, 60))
+    assert np.isnan(outside[55, 55]).all() and not np.isnan(outside[12, 12]).any()

@@ -12,6 +12,8 @@ Border points are fixed, so the crop's edges never move.
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 
@@ -128,6 +130,70 @@ def move_rigidly(image: np.ndarray, landmarks: np.ndarray, m: np.ndarray) -> tup
     return moved, landmarks @ m[:, :2].T + m[:, 2]
 
 
+def delaunay(points: np.ndarray) -> np.ndarray:
+    """(T, 3) vertex indices of the Delaunay triangles of N x 2 points (OpenCV's Subdiv2D: the same triangles as
+    Qhull's for points in general position, without scipy.spatial's import, a quarter second of a new process)."""
+    pts = np.asarray(points, np.float64)
+    x0, y0 = np.floor(pts.min(0)) - 1
+    x1, y1 = np.ceil(pts.max(0)) + 2
+    subdiv = cv2.Subdiv2D((int(x0), int(y0), int(x1 - x0), int(y1 - y0)))
+    subdiv.insert([(float(x), float(y)) for x, y in pts])
+    corners = subdiv.getTriangleList().reshape(-1, 3, 2).astype(np.float64)
+    gap = np.abs(corners[:, :, None, :] - pts[None, None]).sum(-1)  # T x 3 x N: each corner is one of the points
+    found = gap.min(-1) < 1e-2
+    return gap.argmin(-1)[found.all(1)]
+
+
+def piecewise_affine(dst: np.ndarray, src: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w, 2): each pixel centre mapped by the affine map of the Delaunay triangle of `dst` it lies in, which
+    takes the triangle's corners to the same-index points of `src` (NaN outside every triangle). Pixels are sorted
+    into triangles by rasterising them; one on an edge, which rasterising may give to the neighbour, is checked
+    with its barycentric coordinates and found again among all triangles."""
+    h, w = size
+    dst, src = np.asarray(dst, np.float64), np.asarray(src, np.float64)
+    tris = delaunay(dst)
+    d0, s0 = dst[tris[:, 0]], src[tris[:, 0]]
+    edges = np.stack([dst[tris[:, 1]] - d0, dst[tris[:, 2]] - d0], -1)  # T x 2 x 2, columns = edge vectors
+    det = edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]
+    keep = np.abs(det) > 1e-9
+    tris, d0, s0, edges = tris[keep], d0[keep], s0[keep], edges[keep]
+    inverse = np.linalg.inv(edges)
+    moves = np.stack([src[tris[:, 1]] - s0, src[tris[:, 2]] - s0], -1)
+    label = np.full((h, w), -1, np.int32)
+    for t, corner in enumerate(dst[tris]):
+        cv2.fillConvexPoly(label, np.round(corner * 16).astype(np.int32), t, cv2.LINE_8, 4)
+    grid = np.stack(np.mgrid[0:h, 0:w][::-1], -1).reshape(-1, 2).astype(np.float64)
+    label = label.ravel()
+
+    def weights(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+        return np.einsum("nij,nj->ni", inverse[t], p - d0[t])
+
+    def inside(lam: np.ndarray) -> np.ndarray:
+        return (lam >= -1e-9).all(1) & (lam.sum(1) <= 1 + 1e-9)
+
+    label[label < 0] = 0  # not drawn (outside every triangle): left open below
+    lam = weights(label, grid)
+    settled = inside(lam)
+    open_ = np.flatnonzero(~settled)  # the few pixels on edges: their triangle is a neighbouring pixel's
+    padded = np.pad(label.reshape(h, w), 1, mode="edge").ravel()
+    for dy, dx in itertools.product((-1, 0, 1), (-1, 0, 1)):
+        t = padded[(open_ // w + 1 + dy) * (w + 2) + open_ % w + 1 + dx]
+        here = weights(t, grid[open_])
+        ok = inside(here)
+        label[open_[ok]], lam[open_[ok]], settled[open_[ok]] = t[ok], here[ok], True
+        open_ = open_[~ok]
+    if len(open_):  # the rest (a sliver drawn over by its neighbours): every triangle at once
+        every = np.einsum("tij,ntj->nti", inverse, grid[open_, None] - d0[None])
+        ok = inside(every.reshape(-1, 2)).reshape(len(open_), -1)
+        found = ok.any(1)
+        t = ok.argmax(1)[found]
+        at = open_[found]
+        label[at], lam[at], settled[at] = t, every[found, t], True
+    mapped = s0[np.maximum(label, 0)] + np.einsum("nij,nj->ni", moves[np.maximum(label, 0)], lam)
+    mapped[~settled] = np.nan
+    return mapped.reshape(h, w, 2)
+
+
 def bend_offsets(size: tuple[int, int], source: np.ndarray, target: np.ndarray, method: str = "affine",
                  fade: np.ndarray | None = None) -> np.ndarray:
     """(h, w, 2) x/y offsets: output pixel p of a bend taking points `source` onto `target` reads the image at
@@ -135,19 +201,19 @@ def bend_offsets(size: tuple[int, int], source: np.ndarray, target: np.ndarray, 
     h, w = size
     if method == "none" or np.allclose(source, target):
         return np.zeros((h, w, 2), np.float32)
-    # imported here: scipy.interpolate is 0.3-0.5 s of a new process, and regions that bend nothing never need it
-    from scipy.interpolate import LinearNDInterpolator, RBFInterpolator
-
     border = _border((h, w))
     dst = np.vstack([target, border])  # inverse map: for each output pixel, where to read in the image
     src = np.vstack([source, border])
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     grid = np.c_[xx.ravel(), yy.ravel()]
     if method == "affine":
-        mapped = LinearNDInterpolator(dst, src)(grid)
+        mapped = piecewise_affine(dst, src, (h, w)).reshape(-1, 2)
         inside = np.isfinite(mapped[:, 0])
         mapped[~inside] = grid[~inside]
     elif method == "tps":
+        # imported here: scipy.interpolate is 0.25-0.5 s of a new process, and only this warp needs it
+        from scipy.interpolate import RBFInterpolator
+
         mapped = RBFInterpolator(dst, src - dst, kernel="thin_plate_spline", smoothing=1e-3)(grid) + grid
     else:
         raise ValueError(f"unknown warp {method!r}; use one of {', '.join(WARPS)}")
