@@ -186,8 +186,7 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
     image = frame.paste(ref_photo.rgb, result_crop, min(1.0, options.strength))
     timings["paste_back"] = time.perf_counter() - t
     t = time.perf_counter()
-    distance = descriptor_distance(ref_photo.rgb8().astype(np.float32), np.clip(np.rint(image), 0, 255),
-                                   frame.ref.face.landmarks)
+    distance = descriptor_distance(ref_photo.rgb, image, frame.ref.face.landmarks)
     timings["descriptor"] = time.perf_counter() - t
     summary = {**options.to_dict(), "region_used": options.edit_region, "backbone": bb.name,
                "precision_used": precision, "recipe": as_dict(recipe),
@@ -248,8 +247,7 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
             warm = (strength, crop)
             stage("Pasting back")
             image = frame.paste(editor.photo.rgb, crop)
-            distance = descriptor_distance(editor.photo.rgb8().astype(np.float32), np.clip(np.rint(image), 0, 255),
-                                           ref.face.landmarks)
+            distance = descriptor_distance(editor.photo.rgb, image, ref.face.landmarks)
             unchanged = False
         timings = {"setup": setup, "edit": time.perf_counter() - t}
         summary = {**opts.to_dict(), "backbone": bb.name, "precision_used": precision, "recipe": as_dict(recipe),

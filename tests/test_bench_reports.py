@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.bank_quality import report
+from engine.frontends.bench import roofline
 
 
 def _record(task: str, happy: tuple[float, float], open68: tuple[float, float], mobileface: float) -> dict:
@@ -21,3 +24,14 @@ def test_the_bank_report_counts_only_the_references_the_judge_reads_as_able_to_c
     assert "of the 2 the judge reads as able to change before the edit: 1/2 = 50 % (at most 2/3 = 67 % of all)" in out
     assert "mouth_open < 0.05 -> > 0.08 (goal >= 80 %): 1/2 = 50 %" in out
     assert "of the 1 the judge reads as able to change before the edit: 1/1 = 100 % (at most 1/2 = 50 % of all)" in out
+
+
+def test_the_roofline_takes_each_layer_at_its_arithmetic_or_its_weight_reading_whichever_is_longer():
+    """A convolution (many multiply-adds per weight) is compute-bound; one image through a fully connected layer
+    reads each weight once for one multiply-add: memory-bound. Forward + input gradient: each layer twice."""
+    conv, dense = (1e9, 1e6), (1e8, 1e8)  # (multiply-adds, weights)
+    r = roofline([conv, dense], peak_gflops=400, bandwidth_gbs=20, element_bytes=2)
+    compute = 2 * (2e9 / 400e9 + 2e8 / 400e9)
+    assert r["compute_only_s"] == pytest.approx(compute)
+    assert r["roofline_s"] == pytest.approx(2 * (2e9 / 400e9 + 2e8 / 20e9))  # the dense layer at 200 MB / 20 GB/s
+    assert r["weights_mb"] == pytest.approx(2 * (1e6 + 1e8) / 1e6)

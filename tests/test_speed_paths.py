@@ -76,6 +76,27 @@ def test_descriptor_distance_matches_dlibs_own(obama):
     assert descriptor_distance(obama.astype(np.float32), obama.astype(np.float32), face.landmarks) == 0.0
 
 
+def test_the_descriptor_chip_comes_from_the_part_of_the_photo_it_reads(obama):
+    """The sidecar's distance rounds and converts only the chip's source box: the chip equals the whole photo's."""
+    from engine.face.align import dlib_chip_transform, warp_crop
+    from engine.models.descriptor import CHIP, PADDING, chip_source
+
+    face = detect.detect_faces(obama)[0]
+    photo = obama.astype(np.float32) + 0.3
+    m = dlib_chip_transform(face.landmarks, CHIP, PADDING)
+    box, moved = chip_source(m, photo.shape[:2])
+    assert (box[0].stop - box[0].start) * (box[1].stop - box[1].start) < 0.5 * photo.shape[0] * photo.shape[1]
+    whole = warp_crop(np.clip(np.rint(photo), 0, 255), m, (CHIP, CHIP))
+    part = warp_crop(np.clip(np.rint(photo[box]), 0, 255), moved, (CHIP, CHIP))
+    assert np.abs(whole - part).max() < 0.05
+    edge = np.roll(photo, (-face.landmarks[:, 1].min().astype(int) + 3, 0), axis=(0, 1))  # the face at the top
+    lm = face.landmarks - [0, face.landmarks[:, 1].min() - 3]
+    box, moved = chip_source(dlib_chip_transform(lm, CHIP, PADDING), edge.shape[:2])
+    assert box[0].start == 0  # the chip reads past the photo's edge: reflected there, as before
+    assert np.abs(warp_crop(edge, dlib_chip_transform(lm, CHIP, PADDING), (CHIP, CHIP))
+                  - warp_crop(edge[box], moved, (CHIP, CHIP))).max() < 0.05
+
+
 def test_quick_detection_finds_the_same_largest_face(obama):
     """The default face is searched at the photo's own scale first; it must be the full search's largest."""
     quick = detect.find_face(obama)
@@ -108,6 +129,26 @@ def test_target_features_are_remembered_by_content(dlib_backbone, monkeypatch):
     assert all(torch.equal(again[k], real(dlib_backbone, guide, taps)[k]) for k in taps)
     dlib_backbone.features_remembered(guide + 1, taps)
     assert len(calls) == 2  # other pixels: another pass
+
+
+@needs_bf16
+def test_a_bf16_edits_targets_come_from_its_own_bf16_network_and_are_remembered_apart(vgg_backbone):
+    """Both sides of a bf16 edit's losses carry the same rounding: the target of an image is exactly what the
+    optimisation's bf16 pass computes for it; an fp32 edit of the same image still gets fp32 targets."""
+    bb, taps = vgg_backbone, ["fc7", "relu3_3"]
+    image = torch.rand(1, 3, *bb.input_size, generator=torch.Generator().manual_seed(5)) * 255
+    try:
+        bb.precision = "bf16"
+        low = bb.features_remembered(image, taps)
+        with torch.no_grad():
+            assert all(torch.equal(low[k], bb.features(image, taps)[k]) for k in taps)
+        bb.precision = "fp32"
+        exact = bb.features_remembered(image, taps)
+    finally:
+        bb.precision = "fp32"
+    assert all(torch.equal(exact[k], bb.features_exact(image, taps)[k]) for k in taps)
+    rel = float((low["fc7"] - exact["fc7"]).norm() / exact["fc7"].norm())
+    assert 0 < rel < 0.03
 
 
 def test_a_new_process_edit_skips_imports_it_does_not_need(small_pair, models_dir, tmp_path):
@@ -315,6 +356,13 @@ def test_a_backbone_loads_the_same_weights_from_its_cached_copy(models_dir, tmp_
     assert len(list(state_cache.cache_folder().glob("*.pt"))) == 1
     cached = load_backbone("dlib-resnet", directory=models_dir).module.state_dict()  # from the copy
     assert fresh.keys() == cached.keys() and all(torch.equal(fresh[k], cached[k]) for k in fresh)
+    low = load_backbone("vggface", directory=models_dir).module_bf16.state_dict()  # cast, then kept as a copy
+    assert len(list(state_cache.cache_folder().glob("*-bf16-*.pt"))) == 1
+    again = load_backbone("vggface", directory=models_dir)
+    mapped = again.module_bf16.state_dict()  # mapped from the bf16 copy
+    exact = again.module.state_dict()
+    assert mapped.keys() == low.keys() == exact.keys()
+    assert all(mapped[k].dtype == torch.bfloat16 and torch.equal(mapped[k], exact[k].to(torch.bfloat16)) for k in exact)
 
 
 def test_the_api_takes_a_backbone_by_name(small_pair, models_dir, monkeypatch):

@@ -160,20 +160,17 @@ def test_an_edit_through_the_window_is_the_same_edit(small_pair, vgg_backbone, m
     assert d.max() <= 1.0
 
 
-def test_multiply_adds_count_the_windows(vgg_backbone):
-    """The bench's roofline: a whole-input window costs the full pass; a mouth-sized one a fraction of it."""
+def test_layer_costs_count_the_windows(vgg_backbone):
+    """The bench's roofline: a whole-input window costs the full pass, layer by layer, as the bench's hooks count
+    it (multiply-adds, weights); a mouth-sized one a fraction of the arithmetic and all of the weights."""
+    from engine.frontends.bench import layer_costs
+
     net = vgg_backbone.module
     x = torch.rand(1, 3, 224, 224) * 255
-    counted = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: counted.append(
-        (9 * mod.in_channels if isinstance(mod, torch.nn.Conv2d) else mod.in_features) * o.numel()))
-        for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.no_grad():
-        net(x, ["fc7"])
-    for h in hooks:
-        h.remove()
-    full = float(sum(counted))
+    full = layer_costs(net, x, ["fc7"])
     whole = LocalForward(net.stages(), net.stage_kinds(), net.normalise(x), Window(0, 224, 0, 224), ["fc7"])
+    assert np.allclose(whole.layer_costs(), full)
+    assert whole.multiply_adds() == pytest.approx(sum(m for m, _ in full))
     mouth = LocalForward(net.stages(), net.stage_kinds(), net.normalise(x), WINDOWS["mouth"], ["fc7"])
-    assert whole.multiply_adds() == pytest.approx(full)
-    assert 0.2 * full < mouth.multiply_adds() < 0.7 * full
+    assert 0.2 * whole.multiply_adds() < mouth.multiply_adds() < 0.7 * whole.multiply_adds()
+    assert [w for _, w in mouth.layer_costs()] == [w for _, w in full]

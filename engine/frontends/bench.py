@@ -1,8 +1,10 @@
 """`python -m engine bench`: where an edit's time goes on this machine, from one run.
 
-For each installed backbone: the machine's matrix-multiply peak (fp32, bf16), forward
-passes in torch and ONNX Runtime, forward + input gradient per precision, the time per
-optimiser evaluation as a ratio of its roofline estimate (FLOPs / peak), a whole edit
+For each installed backbone: the machine's matrix-multiply peak (fp32, bf16) and memory
+read bandwidth, forward passes in torch and ONNX Runtime, forward + input gradient per
+precision, the time per optimiser evaluation as a ratio of its roofline estimate (each
+layer at its FLOPs / peak or its weights' bytes / bandwidth, whichever is longer: the
+fully connected layers of one image are memory-bound), a whole edit
 split into its stages (warm, in this process) and a cold start (a new process). Machines
 are noisy and shared: compare the ratios within one run, not numbers across runs.
 """
@@ -43,20 +45,27 @@ def matmul_peak(dtype, n: int = 2048) -> float:
     return 2 * n**3 / best_of(lambda: a @ b, repeats=5) / 1e9
 
 
-def forward_flops(module, image, taps: list[str]) -> float:
-    """Multiply-adds x 2 of every conv and linear layer the pass to `taps` runs (hooks count them)."""
+def read_bandwidth(megabytes: int = 256) -> float:
+    """GB/s of one pass reading a tensor far larger than the caches (a sum)."""
+    import torch
+
+    a = torch.ones(megabytes * 2**20 // 4)
+    return a.numel() * 4 / best_of(lambda: a.sum(), repeats=5) / 1e9
+
+
+def layer_costs(module, image, taps: list[str]) -> list[tuple[float, float]]:
+    """(multiply-adds, weight elements) of every conv and linear layer the pass to `taps` runs (hooks count them)."""
     import torch
     from torch import nn
 
-    total = 0.0
+    costs: list[tuple[float, float]] = []
 
     def count(layer, _inputs, output) -> None:
-        nonlocal total
         if isinstance(layer, nn.Conv2d):
             k = layer.kernel_size[0] * layer.kernel_size[1] * layer.in_channels // layer.groups
-            total += 2.0 * k * output.numel()
+            costs.append((float(k) * output.numel(), float(layer.weight.numel())))
         elif isinstance(layer, nn.Linear):
-            total += 2.0 * layer.in_features * output.numel()
+            costs.append((float(layer.in_features) * output.numel(), float(layer.weight.numel())))
 
     hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
@@ -65,7 +74,18 @@ def forward_flops(module, image, taps: list[str]) -> float:
     finally:
         for h in hooks:
             h.remove()
-    return total
+    return costs
+
+
+def roofline(costs: list[tuple[float, float]], peak_gflops: float, bandwidth_gbs: float,
+             element_bytes: int) -> dict[str, float]:
+    """Seconds of a forward + input gradient (each layer twice: the gradient costs what the pass does) at the
+    roofline: every layer at its arithmetic or at reading its weights, whichever is longer. Also the compute-only
+    figure (FLOPs / peak), the estimate the bench gave before the memory term."""
+    compute = [2 * m / (peak_gflops * 1e9) for m, _ in costs]
+    memory = [w * element_bytes / (bandwidth_gbs * 1e9) for _, w in costs]
+    return {"roofline_s": 2 * sum(max(c, r) for c, r in zip(compute, memory, strict=True)),
+            "compute_only_s": 2 * sum(compute), "weights_mb": sum(w for _, w in costs) * element_bytes / 1e6}
 
 
 def example_mask(bb):
@@ -79,7 +99,7 @@ def example_mask(bb):
     return to_network(torch.from_numpy(r.frame.mask)[None, None].float(), bb.input_size)[0, 0]
 
 
-def network_figures(bb, recipe, peaks: dict[str, float], mask) -> dict:
+def network_figures(bb, recipe, peaks: dict[str, float], bandwidth: float, mask) -> dict:
     """Forward and forward + input-gradient passes at the network's input size, per path and precision; the
     windowed pass (engine/models/window.py) on the bundled example's region where the backbone has one."""
     import numpy as np
@@ -94,11 +114,12 @@ def network_figures(bb, recipe, peaks: dict[str, float], mask) -> dict:
     t = time.perf_counter()
     bb.session  # noqa: B018
     out["load_ort_s"] = time.perf_counter() - t
-    flops = forward_flops(bb.module, x, taps)
-    out["forward_gflop"] = flops / 1e9
+    costs = layer_costs(bb.module, x, taps)
+    out["forward_gflop"] = 2 * sum(m for m, _ in costs) / 1e9
     out["ort_forward_s"] = best_of(lambda: bb.features_fast(x.numpy(), taps))
     for precision in ("fp32", "bf16"):
         bb.precision = precision
+        size = 2 if precision == "bf16" else 4
 
         def forward() -> None:
             with torch.no_grad():
@@ -110,21 +131,21 @@ def network_figures(bb, recipe, peaks: dict[str, float], mask) -> dict:
             sum(v.square().mean() for v in f.values()).backward()
 
         fwd, fb = best_of(forward), best_of(forward_backward)
-        roofline = 2 * flops / (peaks[precision] * 1e9)  # forward + input gradient ~ 2 x forward
-        out[precision] = {"torch_forward_s": fwd, "forward_backward_s": fb, "roofline_s": roofline,
-                          "ratio_to_roofline": fb / roofline}
+        roof = roofline(costs, peaks[precision], bandwidth, size)
+        out[precision] = {"torch_forward_s": fwd, "forward_backward_s": fb, **roof,
+                          "ratio_to_roofline": fb / roof["roofline_s"]}
         local = bb.local_pass(x, mask, taps)
         if local is not None:
             def local_forward_backward(local=local) -> None:
                 xg = x.clone().requires_grad_(True)
                 sum(v.float().square().mean() for v in local(bb.prepare(xg)).values()).backward()
 
-            local_flops = 2 * local.multiply_adds()
+            local_costs = local.layer_costs()
             lfb = best_of(local_forward_backward)
-            local_roof = 2 * local_flops / (peaks[precision] * 1e9)
-            out[precision]["windowed"] = {"gflop": local_flops / 1e9, "forward_backward_s": lfb,
-                                          "roofline_s": local_roof, "ratio_to_roofline": lfb / local_roof,
-                                          "speed_up": fb / lfb}
+            local_roof = roofline(local_costs, peaks[precision], bandwidth, size)
+            out[precision]["windowed"] = {"gflop": 2 * sum(m for m, _ in local_costs) / 1e9,
+                                          "forward_backward_s": lfb, **local_roof,
+                                          "ratio_to_roofline": lfb / local_roof["roofline_s"], "speed_up": fb / lfb}
     bb.precision = "fp32"
     with torch.no_grad():
         ref = bb.features(x, taps)
@@ -232,7 +253,8 @@ def difference(a, b, mask) -> dict:
             "max_outside": float(d[~inside].max())}
 
 
-def bench_backbone(name: str, peaks: dict[str, float], iterations: int, out_dir: Path, log) -> dict:
+def bench_backbone(name: str, peaks: dict[str, float], bandwidth: float, iterations: int, out_dir: Path,
+                   log) -> dict:
     from engine.models.backbone import load_backbone, resolve_path
     from engine.objective.recipes import fit_to_backbone, recipe_for
 
@@ -242,7 +264,7 @@ def bench_backbone(name: str, peaks: dict[str, float], iterations: int, out_dir:
     report: dict = {"backbone": bb.name, "spec": spec_path, "read_spec_s": time.perf_counter() - t}
     recipe = fit_to_backbone(recipe_for(bb.name), bb.spec)
     log(f"\n== {bb.name} ({spec_path})")
-    net = network_figures(bb, recipe, peaks, example_mask(bb))
+    net = network_figures(bb, recipe, peaks, bandwidth, example_mask(bb))
     report["network"] = net
     log(f"  load: torch module {net['load_torch_s']:.2f} s, ORT session {net['load_ort_s']:.2f} s; "
         f"forward to {', '.join(net['taps'])}: {net['forward_gflop']:.2f} GFLOP")
@@ -252,12 +274,14 @@ def bench_backbone(name: str, peaks: dict[str, float], iterations: int, out_dir:
     for p in ("fp32", "bf16"):
         n = net[p]
         log(f"  forward + input gradient {p}: {n['forward_backward_s'] * 1e3:.0f} ms, roofline "
-            f"{n['roofline_s'] * 1e3:.0f} ms, ratio {n['ratio_to_roofline']:.2f}")
+            f"{n['roofline_s'] * 1e3:.0f} ms (compute alone {n['compute_only_s'] * 1e3:.0f} ms; weights "
+            f"{n['weights_mb']:.0f} MB read twice), ratio {n['ratio_to_roofline']:.2f}")
         if "windowed" in n:
             w = n["windowed"]
             log(f"    windowed on the example's region: {w['gflop']:.1f} GFLOP ({w['gflop'] / net['forward_gflop']:.0%}"
                 f" of the full pass), {w['forward_backward_s'] * 1e3:.0f} ms = {w['speed_up']:.2f}x faster, "
-                f"ratio to its roofline {w['ratio_to_roofline']:.2f}")
+                f"roofline {w['roofline_s'] * 1e3:.0f} ms (compute alone {w['compute_only_s'] * 1e3:.0f} ms; weights "
+                f"{w['weights_mb']:.0f} MB), ratio {w['ratio_to_roofline']:.2f}")
     log("  bf16 feature error (relative L2): " + ", ".join(f"{t} {e:.1e}" for t, e in
                                                         net["bf16_feature_rel_error"].items()))
     edits = {}
@@ -332,13 +356,15 @@ def main(argv: list[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     log = print
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    bandwidth = read_bandwidth()
     log(f"machine: {torch.get_num_threads()} torch threads, native bf16 {cpu_has_bf16()}; matmul peak fp32 "
-        f"{peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s (ratio {peaks['bf16'] / peaks['fp32']:.1f})")
+        f"{peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s (ratio {peaks['bf16'] / peaks['fp32']:.1f}); "
+        f"memory read {bandwidth:.0f} GB/s")
     if torch.cuda.is_available():
         log(f"GPU: {torch.cuda.get_device_name()} (figures below are for the CPU path)")
     names = args.backbone or available_backbones()
-    report = {"peaks_gflops": peaks, "backbones": [bench_backbone(n, peaks, args.iterations, args.out, log)
-                                                   for n in names],
+    report = {"peaks_gflops": peaks, "read_bandwidth_gbs": bandwidth,
+              "backbones": [bench_backbone(n, peaks, bandwidth, args.iterations, args.out, log) for n in names],
               "peak_rss_mb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     log(f"\npeak RSS of this process: {report['peak_rss_mb_this_process']:.0f} MB")
     if args.json:

@@ -23,7 +23,7 @@ import torch
 
 from engine.io.files import atomic_write, file_stamp, user_cache
 
-KEEP = 3  # copies kept (each as large as its model)
+KEEP = 4  # copies kept (each as large as its model, a bf16 one half that): VGG-Face fp32 + bf16, dlib-resnet, one more
 FORMAT = 1  # bump when what a copy holds changes
 COPY_NAME = re.compile(r"^[0-9a-f]{64}-.*\.pt$")
 
@@ -32,10 +32,13 @@ def cache_folder() -> Path:
     return user_cache() / "weights"
 
 
-def cached_state(sha256: str, prefix: str, read: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """`read()`'s tensors (the initializers under `prefix` of the ONNX file with this sha256): from its cached copy
-    when there is a sound one, else read and copied into the cache for the next process."""
-    copy = cache_folder() / f"{sha256}-{prefix.strip('.') or 'all'}-v{FORMAT}.pt"
+def cached_state(sha256: str, prefix: str, read: Callable[[], dict[str, torch.Tensor]],
+                 variant: str = "") -> dict[str, torch.Tensor]:
+    """`read()`'s tensors (the initializers under `prefix` of the ONNX file with this sha256; `variant` names a
+    derived form of them, e.g. "bf16"): from its cached copy when there is a sound one, else read and copied into
+    the cache for the next process."""
+    name = "-".join(p for p in (prefix.strip(".") or "all", variant) if p)
+    copy = cache_folder() / f"{sha256}-{name}-v{FORMAT}.pt"
     state = _load(copy)
     if state is not None:
         return state

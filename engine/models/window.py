@@ -134,19 +134,24 @@ class LocalForward:
             previous = out
         return steps
 
-    def multiply_adds(self) -> float:
-        """Multiply-adds of one pass (each convolution on its window, whatever runs whole at full size), for
-        the bench's roofline estimate."""
-        total, previous = 0.0, self.base_input
+    def layer_costs(self) -> list[tuple[float, float]]:
+        """(multiply-adds, weight elements read) of each layer one pass runs: each convolution on its window,
+        whatever runs whole at full size. For the bench's roofline."""
+        costs, previous = [], self.base_input
         for step in self.steps:
             out = self.maps[step.name]
             if step.mode != "same" and (step.kind == "global" or isinstance(step.stage, nn.Linear)):
-                total += float(previous.numel()) * out.shape[-1]
+                costs.append((float(previous.numel()) * out.shape[-1], float(previous.numel()) * out.shape[-1]))
             elif step.mode != "same" and step.kind == "conv":
                 box = step.outside or Window(0, out.shape[-2], 0, out.shape[-1])
-                total += 9.0 * previous.shape[1] * out.shape[1] * (box.y1 - box.y0) * (box.x1 - box.x0)
+                weights = 9.0 * previous.shape[1] * out.shape[1]
+                costs.append((weights * (box.y1 - box.y0) * (box.x1 - box.x0), weights))
             previous = out
-        return total
+        return costs
+
+    def multiply_adds(self) -> float:
+        """Multiply-adds of one pass (layer_costs)."""
+        return sum(m for m, _ in self.layer_costs())
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The taps for image x (same layout as base); x outside the window is ignored (taken as base's)."""

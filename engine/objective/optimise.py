@@ -95,7 +95,8 @@ def to_network(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def targets(backbone: Backbone, reference: torch.Tensor, guide: torch.Tensor, recipe: Recipe,
             strength: float) -> tuple[dict, dict]:
-    """The identity features of the reference and the attribute target, in fp32 whatever the precision."""
+    """The identity features of the reference and the attribute target, from the network the edit's passes run
+    (Backbone.features_target: bf16 rounding on both sides of a bf16 edit's losses), as fp32 tensors."""
     identity_layers, attribute_layers = recipe.identity_layers, recipe.attribute_layers
     with torch.no_grad():
         layers = set(identity_layers) | set(attribute_layers)
