@@ -115,6 +115,7 @@ def test_detections_are_cached_by_content(obama):
 
 def test_target_features_are_remembered_by_content(dlib_backbone, monkeypatch):
     """A guide shared by a batch (or a reference at several strengths) costs one target pass per model."""
+    monkeypatch.setattr(dlib_backbone, "precision", "fp32")  # an fp32 edit's targets: features_exact
     calls = []
     real = type(dlib_backbone).features_exact
     monkeypatch.setattr(type(dlib_backbone), "features_exact",
