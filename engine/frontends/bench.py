@@ -100,8 +100,10 @@ def example_mask(bb):
 
 
 def network_figures(bb, recipe, peaks: dict[str, float], bandwidth: float, mask) -> dict:
-    """Forward and forward + input-gradient passes at the network's input size, per path and precision; the
-    windowed pass (engine/models/window.py) on the bundled example's region where the backbone has one."""
+    """Forward and forward + input-gradient passes at the network's input size, per path and precision (the
+    network alone: the taps' gradients are given, as the roofline counts no loss); the windowed pass
+    (engine/models/window.py) on the bundled example's region where the backbone has one. The optimiser's own
+    evaluations, losses included, are timed in the whole edit (edit_figures)."""
     import numpy as np
     import torch
 
@@ -117,6 +119,8 @@ def network_figures(bb, recipe, peaks: dict[str, float], bandwidth: float, mask)
     costs = layer_costs(bb.module, x, taps)
     out["forward_gflop"] = 2 * sum(m for m, _ in costs) / 1e9
     out["ort_forward_s"] = best_of(lambda: bb.features_fast(x.numpy(), taps))
+    with torch.no_grad():  # d(loss)/d(tap), given
+        upstream = {t: torch.randn_like(v) for t, v in bb.module(x, taps).items()}
     for precision in ("fp32", "bf16"):
         bb.precision = precision
         size = 2 if precision == "bf16" else 4
@@ -125,10 +129,10 @@ def network_figures(bb, recipe, peaks: dict[str, float], bandwidth: float, mask)
             with torch.no_grad():
                 bb.features(x, taps)
 
-        def forward_backward() -> None:
+        def forward_backward() -> None:  # the network's own passes: no loss arithmetic on top
             xg = x.clone().requires_grad_(True)
             f = bb.features(xg, taps)
-            sum(v.square().mean() for v in f.values()).backward()
+            torch.autograd.backward([f[t] for t in taps], [upstream[t] for t in taps])
 
         fwd, fb = best_of(forward), best_of(forward_backward)
         roof = roofline(costs, peaks[precision], bandwidth, size)
@@ -138,7 +142,8 @@ def network_figures(bb, recipe, peaks: dict[str, float], bandwidth: float, mask)
         if local is not None:
             def local_forward_backward(local=local) -> None:
                 xg = x.clone().requires_grad_(True)
-                sum(v.float().square().mean() for v in local(bb.prepare(xg)).values()).backward()
+                f = local(bb.prepare(xg))
+                torch.autograd.backward([f[t] for t in taps], [upstream[t].to(f[t].dtype) for t in taps])
 
             local_costs = local.layer_costs()
             lfb = best_of(local_forward_backward)
