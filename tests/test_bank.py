@@ -323,6 +323,42 @@ def test_the_opening_pixel_source_is_the_widest_of_the_three_nearest_reliable():
     assert list(typical_first(bank, np.array([2, 0, 3, 1, 4]), 1, "mouth_open", recipe)) == [1, 3, 0, 4, 2]
 
 
+def test_only_examples_showing_it_more_clearly_than_the_reference_give_pixels(bank_file, photos, dlib_backbone,
+                                                                            monkeypatch):
+    """Smiling +1 on a broad smile took a closed half-smile's pixels and made the face smile less: an example gives
+    the pixels only if it shows the side's value more clearly than the reference (a wider smile to add, a narrower
+    one to remove). When none does, the reference's own pixels start the edit and none is pasted."""
+    from engine.api import backbone_recipe
+    from engine.bank import edit as bank_edit
+    from engine.bank.edit import AttributeEditor, clearer_than
+
+    bank = synthetic_bank()
+    bank.scores[:, 1] = [0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5]  # mouth width x eye distance
+    assert list(clearer_than(bank, np.array([1, 3, 5, 7]), 1, "smiling", own=1.15)) == [False, False, True, True]
+    assert list(clearer_than(bank, np.array([0, 2, 4]), 0, "smiling", own=1.15)) == [True, True, False]
+
+    options = EditOptions(attribute="smiling", k=1)
+    spec, recipe = backbone_recipe(options, dlib_backbone)
+    real = load_bank(bank_file)
+    measured = bank_edit.scores
+
+    def reference_scores(width):
+        return lambda landmarks: {**measured(landmarks), "mouth_width": width}
+
+    monkeypatch.setattr(bank_edit, "scores", reference_scores(0.0))  # hardly a mouth: every example smiles more
+    logged = []
+    editor = AttributeEditor(dlib_backbone, spec, recipe, options, real, str(photos / "biden_1.png"), None,
+                             logged.append)
+    assert len(editor.source(1.0).used) == 1
+    monkeypatch.setattr(bank_edit, "scores", reference_scores(10.0))  # wider than any mouth in the bank
+    editor = AttributeEditor(dlib_backbone, spec, recipe, options, real, str(photos / "biden_1.png"), None,
+                             logged.append)
+    src = editor.source(1.0)
+    assert len(src.used) == 0 and src.own is None and np.array_equal(src.composite, editor.ref.crop)
+    assert "more clearly than every chosen example" in logged[-1]
+    assert editor.record(1.0)["examples"]["pixels_from"] == []
+
+
 def test_a_smile_without_a_guide_is_edited_over_its_whole_area(bank_file, photos, dlib_backbone):
     """With a guide photo the smile region bends the mouth to the guide's shape; a bank has no guide shape, so an
     edit in the smile region (whatever the attribute) uses its unbent area: mouth, cheeks and nasolabial folds

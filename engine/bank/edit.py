@@ -18,7 +18,7 @@ import torch
 from engine.bank.attributes import ATTRIBUTES
 from engine.bank.build import face_features
 from engine.bank.choose import Choice, identity_distances, nearest
-from engine.bank.measure import SCORES, labels_from_scores, pose
+from engine.bank.measure import SCORES, labels_from_scores, pose, scores
 from engine.bank.store import Bank, check_backbone, load_bank
 from engine.bank.where import default_bank
 from engine.errors import EXIT_USAGE, FATError, image_ref
@@ -100,6 +100,14 @@ def strongest_first(bank: Bank, ordered: np.ndarray, value: int, attribute: str,
     return np.concatenate([top[np.argsort(-score, kind="stable")], ordered[n:]])
 
 
+def clearer_than(bank: Bank, idx: np.ndarray, value: int, attribute: str, own: float) -> np.ndarray:
+    """Which examples show the side's value more clearly than the reference itself (`own`: its score): a wider
+    smile to add one, a narrower one to take it away. Smiling +1 on a broad toothy smile took the pixels of a
+    closed half-smile from the bank and made the face smile less (examples/obama_1.jpg, the default bank)."""
+    score = bank.scores[idx, SCORES.index(ATTRIBUTES[attribute].score)]
+    return (score - own) * (1 if value else -1) > 0
+
+
 SAME_PHOTO = 12.0  # mean |difference| (0..255) of two aligned crops of one photo, however decoded: 3-7 measured on
 # examples/ (a layer GIMP decoded against the bank's own decode); another photo, even of the same person: 34 or more
 SAME_PHOTO_CANDIDATES = 8  # the crops compared: the nearest by identity (one photo is its own nearest)
@@ -147,7 +155,7 @@ class AttributeEditor:
     def __init__(self, bb, spec: dict, recipe: Recipe, options: EditOptions, bank: Bank, reference, mask,
                  log: Callable[[str], None]) -> None:
         check_backbone(bank, spec)
-        self.bb, self.spec, self.recipe, self.options, self.bank = bb, spec, recipe, options, bank
+        self.bb, self.spec, self.recipe, self.options, self.bank, self.log = bb, spec, recipe, options, bank, log
         self.dev = bb.device
         self.photo: Photo = load_photo(reference)
         self.ref: AlignedFace = align_face(self.photo, spec["crop_template"], options.detector, options.face,
@@ -194,6 +202,15 @@ class AttributeEditor:
         if positive not in self._sources:
             idx = self.choice.with_idx if positive else self.choice.without_idx
             idx = typical_first(self.bank, idx, 1 if positive else 0, self.options.attribute, self.recipe)
+            own_score = scores(self.ref.face.landmarks)[ATTRIBUTES[self.options.attribute].score]
+            clearer = clearer_than(self.bank, idx, 1 if positive else 0, self.options.attribute, own_score)
+            if not clearer.any():  # the reference shows it more clearly than every example: nothing to paste
+                self.log(f"the reference shows {self.options.attribute} {'more' if positive else 'less'} clearly "
+                         "than every chosen example: its own pixels start the edit")
+                self._sources[positive] = Source(self.ref.crop, self.ref.landmarks, None, self.ref.crop.copy(),
+                                                 idx[:0], self.mask, None)
+                return self._sources[positive]
+            idx = np.concatenate([idx[clearer], idx[~clearer]])
             crop, marks = example_pixels(self.bank, idx, self.ref.size, self.ref.factor, self.ref.crop,
                                          self.pixel_mask, self.recipe)
             mask, pixel_mask = self.mask, self.pixel_mask
