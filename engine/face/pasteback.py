@@ -15,7 +15,7 @@ import math
 import cv2
 import numpy as np
 
-from engine.face.align import invert, scale_of
+from engine.face.align import invert
 
 
 def mask_bbox(m: np.ndarray, mask: np.ndarray, size: tuple[int, int], margin: int = 4) -> tuple[int, int, int, int]:
@@ -59,8 +59,7 @@ def paste_back(rgb: np.ndarray, m: np.ndarray, delta: np.ndarray, mask: np.ndarr
     if replaced is not None:
         weight, start = replaced
         r = np.clip(_into_box(weight, m, (x0, y0, x1, y1), cv2.INTER_LINEAR), 0, 1)[..., None]
-        detail = box - _into_box(start, m, (x0, y0, x1, y1), cv2.INTER_CUBIC)
-        edited = edited - r * detail + r * grain(detail, r[..., 0], a[..., 0], scale_of(m))[..., None]
+        edited = edited - r * (box - _into_box(start, m, (x0, y0, x1, y1), cv2.INTER_CUBIC))
     out[y0:y1, x0:x1] = np.where(a > 0, np.clip(edited, 0, 255), box)
     return out
 
@@ -81,23 +80,3 @@ def bend_photo(rgb: np.ndarray, m: np.ndarray, offsets: np.ndarray) -> np.ndarra
     moved = np.abs(photo_offsets).max(-1, keepdims=True) > 1e-3
     out[y0:y1, x0:x1] = np.where(moved, np.clip(bent, 0, 255), out[y0:y1, x0:x1])
     return out
-
-
-GRAIN = 1.0
-
-
-def grain(detail: np.ndarray, replaced: np.ndarray, region: np.ndarray, crop_scale: float) -> np.ndarray:
-    """Luma grain for where another face's pixels replaced the photo's: noise finer than the crop (what the crop
-    cannot hold), as strong as the photo's own detail of that band around it (a robust spread), so a pasted mouth
-    is not smoother than the skin beside it. Seeded by the box's size: the same edit, the same grain."""
-    luma = detail @ np.array([0.299, 0.587, 0.114], np.float32)
-    around = (region > 0.05) & (replaced < 0.05)
-    if around.sum() < 100 or GRAIN == 0:
-        return np.zeros(luma.shape, np.float32)
-    spread = 1.4826 * float(np.median(np.abs(luma[around] - np.median(luma[around]))))
-    rng = np.random.default_rng(luma.shape[0] * 65537 + luma.shape[1])
-    noise = rng.standard_normal(luma.shape).astype(np.float32)
-    sigma = 0.5 / max(crop_scale, 1e-6)  # photo pixels per crop pixel, halved: the band the crop lost
-    fine = noise - cv2.GaussianBlur(noise, (0, 0), sigma) if sigma > 0.3 else noise
-    fine *= spread / max(float(fine.std()), 1e-6)
-    return GRAIN * fine
