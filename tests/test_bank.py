@@ -336,6 +336,9 @@ def test_only_examples_showing_it_more_clearly_than_the_reference_give_pixels(ba
     bank.scores[:, 1] = [0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5]  # mouth width x eye distance
     assert list(clearer_than(bank, np.array([1, 3, 5, 7]), 1, "smiling", own=1.15)) == [False, False, True, True]
     assert list(clearer_than(bank, np.array([0, 2, 4]), 0, "smiling", own=1.15)) == [True, True, False]
+    bank.scores[:, 3] = [0.10, 0.15, 0.25, 0.30, 0.35, 0.12, 0.40, 0.18]  # eye aspect ratio: low = closed
+    assert list(clearer_than(bank, np.array([0, 1, 2]), 1, "eyes_closed", own=0.2)) == [True, True, False]
+    assert list(clearer_than(bank, np.array([3, 5, 6]), 0, "eyes_closed", own=0.2)) == [True, False, True]
 
     options = EditOptions(attribute="smiling", k=1)
     spec, recipe = backbone_recipe(options, dlib_backbone)
@@ -355,8 +358,12 @@ def test_only_examples_showing_it_more_clearly_than_the_reference_give_pixels(ba
                              logged.append)
     src = editor.source(1.0)
     assert len(src.used) == 0 and src.own is None and np.array_equal(src.composite, editor.ref.crop)
+    assert src.keep is not None and src.keep.max() > 0.5  # the reference's own mouth still costs more to change
     assert "more clearly than every chosen example" in logged[-1]
     assert editor.record(1.0)["examples"]["pixels_from"] == []
+    said = len(logged)
+    _frame, shown = editor.frame(0.0)  # strength 0 builds no source and says nothing about examples
+    assert len(logged) == said and False not in editor._sources and shown.rgb.shape[:2] == editor.ref.size
 
 
 def test_a_smile_without_a_guide_is_edited_over_its_whole_area(bank_file, photos, dlib_backbone):

@@ -18,6 +18,7 @@ class Attribute:
     # so only its mouth is pasted and the optimisation shades the cheeks and folds
     pixels: str | None = None
     score: str = "mouth_open"  # the landmark score that tracks it (engine/bank/measure.py SCORES), for reports
+    rises: bool = True  # the score rises with the attribute (an eye's aspect ratio falls as it closes)
     # the start's pixels come from the example showing it most clearly (its score) among this many of the nearest
     # reliable ones; 1 = the nearest. bench/bank_quality.py, mouth_open: 3 opened 14/22 mouths instead of 12/22 with
     # mobileface >= 0.75 in 18/22 as before (mean 0.811 vs 0.823); all 5 opened 15/22 but kept identity in 15/22.
@@ -28,7 +29,7 @@ class Attribute:
 ATTRIBUTES: dict[str, Attribute] = {
     "smiling": Attribute("Smiling", "smile", "Smiling", pixels="mouth_area", score="mouth_width"),
     "mouth_open": Attribute("Mouth open", "mouth", "Mouth_Slightly_Open", score="mouth_open", strongest_of=3),
-    "eyes_closed": Attribute("Eyes closed", "eyes", None, score="eye_aspect"),
+    "eyes_closed": Attribute("Eyes closed", "eyes", None, score="eye_aspect", rises=False),
     "brows_raised": Attribute("Brows raised", "upper_face", None, score="brow_height"),
 }
 CELEBA_COLUMNS = {a.celeba: name for name, a in ATTRIBUTES.items() if a.celeba}

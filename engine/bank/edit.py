@@ -96,16 +96,22 @@ def strongest_first(bank: Bank, ordered: np.ndarray, value: int, attribute: str,
     closed one for a closing. An unreliable example never moves ahead."""
     n = min(ATTRIBUTES[attribute].strongest_of, reliable)
     top = ordered[:n]
-    score = bank.scores[top, SCORES.index(ATTRIBUTES[attribute].score)] * (1 if value else -1)
+    score = bank.scores[top, SCORES.index(ATTRIBUTES[attribute].score)] * _direction(attribute, value)
     return np.concatenate([top[np.argsort(-score, kind="stable")], ordered[n:]])
+
+
+def _direction(attribute: str, value: int) -> int:
+    """+1 where a higher score shows the side's value more clearly, else -1."""
+    return 1 if bool(value) == ATTRIBUTES[attribute].rises else -1
 
 
 def clearer_than(bank: Bank, idx: np.ndarray, value: int, attribute: str, own: float) -> np.ndarray:
     """Which examples show the side's value more clearly than the reference itself (`own`: its score): a wider
-    smile to add one, a narrower one to take it away. Smiling +1 on a broad toothy smile took the pixels of a
-    closed half-smile from the bank and made the face smile less (examples/obama_1.jpg, the default bank)."""
+    smile to add one, a narrower one to take it away, a lower eye to close one. Smiling +1 on a broad toothy smile
+    took the pixels of a closed half-smile from the bank and made the face smile less (examples/obama_1.jpg, the
+    default bank)."""
     score = bank.scores[idx, SCORES.index(ATTRIBUTES[attribute].score)]
-    return (score - own) * (1 if value else -1) > 0
+    return (score - own) * _direction(attribute, value) > 0
 
 
 SAME_PHOTO = 12.0  # mean |difference| (0..255) of two aligned crops of one photo, however decoded: 3-7 measured on
@@ -205,12 +211,11 @@ class AttributeEditor:
             own_score = scores(self.ref.face.landmarks)[ATTRIBUTES[self.options.attribute].score]
             clearer = clearer_than(self.bank, idx, 1 if positive else 0, self.options.attribute, own_score)
             if not clearer.any():  # the reference shows it more clearly than every example: nothing to paste
-                self.log(f"the reference shows {self.options.attribute} {'more' if positive else 'less'} clearly "
+                self.log(f"the reference shows {'' if positive else 'no '}{self.options.attribute} more clearly "
                          "than every chosen example: its own pixels start the edit")
-                self._sources[positive] = Source(self.ref.crop, self.ref.landmarks, None, self.ref.crop.copy(),
-                                                 idx[:0], self.mask, None)
+                self._sources[positive] = self._own_source()
                 return self._sources[positive]
-            idx = np.concatenate([idx[clearer], idx[~clearer]])
+            idx = idx[clearer]  # in their order: reliable and typical first (typical_first)
             crop, marks = example_pixels(self.bank, idx, self.ref.size, self.ref.factor, self.ref.crop,
                                          self.pixel_mask, self.recipe)
             mask, pixel_mask = self.mask, self.pixel_mask
@@ -229,6 +234,12 @@ class AttributeEditor:
             self._sources[positive] = Source(crop, marks, keep, composite, idx[: max(1, int(self.recipe.fuse))], mask,
                                              own)
         return self._sources[positive]
+
+    def _own_source(self) -> Source:
+        """The reference as its own source: nothing pasted (strength 0, or no example shows more than it does)."""
+        keep = region_mask(self.ref.landmarks, self.keep_part, self.ref.size) * self.mask if self.keep_part else None
+        return Source(self.ref.crop, self.ref.landmarks, keep, self.ref.crop.copy(), np.zeros(0, int), self.mask,
+                      None)
 
     def _own_photo(self, reference) -> np.ndarray:
         """The reference's own photo is never its own example (a bank built from the photos being edited): the same
@@ -268,14 +279,15 @@ class AttributeEditor:
         return init, x[0].detach().cpu().numpy().transpose(1, 2, 0), history
 
     def frame(self, strength: float) -> tuple[FaceFrame, Photo]:
-        """The face frame (the example stands in for the guide, for the debug pictures)."""
-        src = self.source(strength)
+        """The face frame (the example stands in for the guide, for the debug pictures; the reference itself where
+        nothing is pasted)."""
+        src = self.source(strength) if strength else self._own_source()
         h, w = self.ref.size
         example = AlignedFace(Face((0.0, 0.0, float(w), float(h)), src.marks), np.array([[1.0, 0, 0], [0, 1.0, 0]]),
                               src.crop, src.marks, self.ref.factor)
         own = None if src.own is None else src.own * min(1.0, abs(strength))  # (the paste's own amount is 1)
         return (FaceFrame(self.ref, example, src.mask, src.keep, self.user_mask, own),
-                from_array(src.crop, "bank example"))
+                from_array(src.crop, "bank example" if len(src.used) else "reference (nothing pasted)"))
 
     def record(self, strength: float) -> dict:
         c = self.choice

@@ -132,13 +132,15 @@ def move_rigidly(image: np.ndarray, landmarks: np.ndarray, m: np.ndarray) -> tup
 
 def delaunay(points: np.ndarray) -> np.ndarray:
     """(T, 3) vertex indices of the Delaunay triangles of N x 2 points (OpenCV's Subdiv2D: the same triangles as
-    Qhull's for points in general position, without scipy.spatial's import, a quarter second of a new process)."""
+    Qhull's for points in general position, without scipy.spatial's import, a quarter second of a new process;
+    where points coincide or four share a circle either choice is a Delaunay triangulation, and the map over
+    them may differ from scipy's)."""
     pts = np.asarray(points, np.float64)
     x0, y0 = np.floor(pts.min(0)) - 1
     x1, y1 = np.ceil(pts.max(0)) + 2
     subdiv = cv2.Subdiv2D((int(x0), int(y0), int(x1 - x0), int(y1 - y0)))
     subdiv.insert([(float(x), float(y)) for x, y in pts])
-    corners = subdiv.getTriangleList().reshape(-1, 3, 2).astype(np.float64)
+    corners = np.asarray(subdiv.getTriangleList(), np.float64).reshape(-1, 3, 2)  # () when all lie on a line
     gap = np.abs(corners[:, :, None, :] - pts[None, None]).sum(-1)  # T x 3 x N: each corner is one of the points
     found = gap.min(-1) < 1e-2
     return gap.argmin(-1)[found.all(1)]
@@ -152,6 +154,8 @@ def piecewise_affine(dst: np.ndarray, src: np.ndarray, size: tuple[int, int]) ->
     h, w = size
     dst, src = np.asarray(dst, np.float64), np.asarray(src, np.float64)
     tris = delaunay(dst)
+    if len(tris) == 0:
+        return np.full((h, w, 2), np.nan)
     d0, s0 = dst[tris[:, 0]], src[tris[:, 0]]
     edges = np.stack([dst[tris[:, 1]] - d0, dst[tris[:, 2]] - d0], -1)  # T x 2 x 2, columns = edge vectors
     det = edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]

@@ -1,7 +1,6 @@
 """dlib's face descriptor distance (the sidecar's "same person?" number), computed with our
-export of dlib's own network (Backbone.features_exact: ONNX Runtime once its session is
-open, else the torch module): the same network and chip as dlib.face_recognition_model_v1,
-at a fraction of its time (no gradient is needed)."""
+export of dlib's own network in torch: the same network and chip as
+dlib.face_recognition_model_v1, at a fraction of its time (no gradient is needed)."""
 
 from __future__ import annotations
 
@@ -37,8 +36,8 @@ def descriptor_distance(a: np.ndarray, b: np.ndarray, landmarks: np.ndarray) -> 
     m = dlib_chip_transform(landmarks, CHIP, PADDING)
     box, m = chip_source(m, a.shape[:2])
     chips = np.stack([warp_crop(_levels(x[box]), m, (CHIP, CHIP)) for x in (a, b)]).transpose(0, 3, 1, 2)
-    # ONNX Runtime once its session is open, else torch (fp32 either way): in a new process, importing ONNX Runtime
-    # and opening a session for one 2-chip pass takes 0.11 s, torch's pass 0.05 s
+    # torch, fp32 (features_exact; this private backbone opens no ONNX Runtime session): in a new process, importing
+    # ONNX Runtime and opening a session for one 2-chip pass took 0.11 s, torch's pass 0.05 s
     d = bb.features_exact(torch.from_numpy(chips.astype(np.float32)), ["descriptor"])["descriptor"].numpy()
     return float(np.linalg.norm(d[0] - d[1]))
 
@@ -46,13 +45,16 @@ def descriptor_distance(a: np.ndarray, b: np.ndarray, landmarks: np.ndarray) -> 
 def chip_source(m: np.ndarray, shape: tuple[int, int], margin: int = 4) -> tuple[tuple[slice, slice], np.ndarray]:
     """The part of a photo a chip's warp reads (its corners mapped back, grown by `margin` px for the bilinear
     and supersampled reads) and the transform from that part: the same chip from a few hundred thousand pixels
-    instead of rounding and converting a whole multi-megapixel photo twice (0.1-0.2 s)."""
+    instead of rounding and converting a whole multi-megapixel photo twice (0.1-0.2 s). A chip reaching over the
+    photo's edge reads mirrored pixels from anywhere: the whole photo, as before."""
     corners = np.array([[0, 0], [CHIP, 0], [0, CHIP], [CHIP, CHIP]], np.float64)
     back = cv2.invertAffineTransform(m)
     src = corners @ back[:, :2].T + back[:, 2]
     h, w = shape
-    x0, y0 = (max(0, int(np.floor(v)) - margin) for v in src.min(0))
-    x1, y1 = min(w, int(np.ceil(src[:, 0].max())) + margin), min(h, int(np.ceil(src[:, 1].max())) + margin)
+    if src.min() < margin or src[:, 0].max() > w - 1 - margin or src[:, 1].max() > h - 1 - margin:
+        return (slice(0, h), slice(0, w)), m  # a chip over the photo's edge reads it mirrored: the whole photo
+    x0, y0 = (int(np.floor(v)) - margin for v in src.min(0))
+    x1, y1 = int(np.ceil(src[:, 0].max())) + margin, int(np.ceil(src[:, 1].max())) + margin
     moved = m.copy()
     moved[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
     return (slice(y0, y1), slice(x0, x1)), moved

@@ -3,7 +3,8 @@
 Parsing VGG-Face's 580 MB ONNX protobuf and viewing its initializers takes 1-3 s in every new process;
 `torch.load(mmap=True)` of the same tensors takes milliseconds (the pages come from the OS cache as they are
 used, and several processes share them). The ONNX file stays the one artifact: the copy is derived from it,
-named by its sha256 (and the initializer prefix and this module's FORMAT), written atomically on first use
+named by its sha256 (and the initializer prefix, a variant such as "bf16" for derived casts, and this module's
+FORMAT), written atomically on first use
 with a record of its own file stamp, and only the KEEP most recently used copies are kept. A copy whose stamp
 changed since (edited, replaced, truncated), that belongs to another user or that does not load is rebuilt;
 when the cache cannot be written (read-only, full, over quota) the next process reads the ONNX file again.
