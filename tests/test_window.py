@@ -174,3 +174,34 @@ def test_layer_costs_count_the_windows(vgg_backbone):
     mouth = LocalForward(net.stages(), net.stage_kinds(), net.normalise(x), WINDOWS["mouth"], ["fc7"])
     assert 0.2 * whole.multiply_adds() < mouth.multiply_adds() < 0.7 * whole.multiply_adds()
     assert [w for _, w in mouth.layer_costs()] == [w for _, w in full]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_linear_layers_input_gradient_through_its_transposed_copy_is_autograds(dtype):
+    """engine/models/linear_grad.py: the same outputs and input gradient as nn.Linear, whatever the precision; the
+    copy is made once, at the first backward pass; layers under the size threshold are left alone."""
+    import copy
+
+    from engine.models.linear_grad import TransposedGradLinear, transposed_grads
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(300, 200), torch.nn.ReLU(), torch.nn.Linear(200, 50)).to(dtype)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    fast = transposed_grads(copy.deepcopy(net), large=20_000)
+    assert isinstance(fast[0], TransposedGradLinear) and type(fast[2]) is torch.nn.Linear  # 60,000 vs 10,000
+    x = torch.randn(1, 300, dtype=dtype)
+    up = torch.randn(1, 50, dtype=dtype)
+
+    def grad(module):
+        xx = x.clone().requires_grad_(True)
+        out = module(xx)
+        out.backward(up)
+        return out.detach(), xx.grad
+
+    (a, ga), (b, gb) = grad(net), grad(fast)
+    assert torch.equal(a, b)
+    assert torch.allclose(ga.float(), gb.float(), rtol=1e-2 if dtype == torch.bfloat16 else 1e-5, atol=1e-3)
+    assert fast[0].__dict__["_weight_t"].is_contiguous() and fast[0].weight_t() is fast[0].__dict__["_weight_t"]
+    with torch.no_grad():
+        assert torch.equal(fast(x), net(x))

@@ -24,6 +24,7 @@ from torch import nn
 from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError, option_ref
 from engine.io.files import verified_sha256
 from engine.models.dlib_resnet import DlibResNet
+from engine.models.linear_grad import transposed_grads
 from engine.models.runtime import ort_session
 from engine.models.state_cache import cached_state
 from engine.models.taps import run_stages
@@ -100,7 +101,7 @@ class Backbone:
         state = cached_state(verified_sha256(self.onnx_path), self.spec.get("initializer_prefix", "net."),
                              lambda: {k: v.to(torch.bfloat16) for k, v in self.module.state_dict().items()}, "bf16")
         net = ARCHITECTURES[self.spec["architecture"]](state)
-        return _frozen(net.eval().to(self.device, memory_format=torch.channels_last))
+        return transposed_grads(_frozen(net.eval().to(self.device, memory_format=torch.channels_last)))
 
     @cached_property
     def session(self):
