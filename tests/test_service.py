@@ -407,10 +407,11 @@ def test_a_service_that_does_not_take_the_command_leaves_the_edit_to_the_shell(r
 def _served_long_edit(ref: Path, guide: Path, out: Path, iterations: int, sock: Path,
                       settle: float) -> subprocess.Popen:
     """A shell edit long enough to interrupt, once the service has taken it and run `settle` seconds of it (every
-    evaluation: no stage ends early on a stalled loss)."""
+    evaluation: no stage ends early on a stalled loss; fp32: the small test network's bf16 edit, whose targets share
+    its rounding, converges in well under a second, before the interruption)."""
     proc = subprocess.Popen([sys.executable, "-m", "engine", "edit", str(ref), "--guide", str(guide), "--iterations",
-                             str(iterations), "--set", "stall=0", "-o", str(out)], cwd=PROJECT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             str(iterations), "--set", "stall=0", "--precision", "fp32", "-o", str(out)], cwd=PROJECT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: "editing python -m engine edit" in _log(sock), 60, "the edit to reach the service")
     time.sleep(settle)
     return proc
@@ -464,3 +465,27 @@ def test_ctrl_c_in_the_shell_cancels_its_edit_in_the_service(runtime, small_pair
     assert not out.exists()
     again = _cli(str(ref), "--guide", str(guide), "--iterations", "2", "-o", str(tmp_path / "next.png"))
     assert again.returncode == 0 and client.ping()["served"] == 2
+
+
+def test_a_client_that_hangs_up_after_the_final_event_has_not_gone_away():
+    """The plug-in closes its end as soon as it reads "done": that is the normal end, not a client gone away (the
+    service logged "went away: cancelling its edit" after 2 of 4 successful GIMP edits). Hanging up before the final
+    event still cancels."""
+    import threading
+
+    from engine.frontends.service import Job
+    from engine.objective.optimise import CancelToken
+
+    for final in (True, False):
+        ours, theirs = socket.socketpair()
+        job = Job(ours, None, CancelToken())
+        watcher = threading.Thread(target=job.watch)
+        watcher.start()
+        job.emit({"event": "progress", "step": 1})
+        if final:
+            job.emit({"event": "done", "output": "x.png"})
+        theirs.close()
+        watcher.join(timeout=10)
+        assert not watcher.is_alive()
+        assert job.cancel.cancelled == (not final)
+        job.close()

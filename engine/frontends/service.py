@@ -129,6 +129,7 @@ class Job:
     cancel: object
     command: dict | None = None
     finished: threading.Event = field(default_factory=threading.Event)
+    answered: threading.Event = field(default_factory=threading.Event)  # its final event is sent
     send_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -142,10 +143,14 @@ class Job:
                 client.send_line(self.conn, event)
         except OSError:
             self.cancel.cancel()
+            return
+        if event.get("event") in client.FINAL:
+            self.answered.set()
 
     def watch(self) -> None:
         """Runs in its own thread: the client sends nothing after its request, so an end of stream (or a reset)
-        means it went away: cancel the edit (api.edit checks the token every optimisation step)."""
+        means it went away: cancel the edit (api.edit checks the token every optimisation step). Once the final event
+        is sent, the client closing is the normal end (the plug-in hangs up as soon as it reads it)."""
         while not self.finished.is_set():
             try:
                 data = self.conn.recv(4096)
@@ -155,7 +160,7 @@ class Job:
                 data = b""
             if not data:
                 break
-        if not self.finished.is_set():
+        if not self.finished.is_set() and not self.answered.is_set():
             log(f"the client of {self.label} went away: cancelling its edit")
             self.cancel.cancel()
 
