@@ -206,10 +206,10 @@ class AttributeEditor:
         reference's and the example's (an opening mouth reaches lower than the closed one it replaces)."""
         positive = strength > 0
         if positive not in self._sources:
-            idx = self.choice.with_idx if positive else self.choice.without_idx
-            idx = typical_first(self.bank, idx, 1 if positive else 0, self.options.attribute, self.recipe)
+            idx, value = (self.choice.with_idx, 1) if positive else (self.choice.without_idx, 0)
+            idx = typical_first(self.bank, idx, value, self.options.attribute, self.recipe)
             own_score = scores(self.ref.face.landmarks)[ATTRIBUTES[self.options.attribute].score]
-            clearer = clearer_than(self.bank, idx, 1 if positive else 0, self.options.attribute, own_score)
+            clearer = clearer_than(self.bank, idx, value, self.options.attribute, own_score)
             if not clearer.any():  # the reference shows it more clearly than every example: nothing to paste
                 self.log(f"the reference shows {'' if positive else 'no '}{self.options.attribute} more clearly "
                          "than every chosen example: its own pixels start the edit")

@@ -91,7 +91,7 @@ class LocalForward:
 
     `stages` and `kinds` describe the network (engine/models/taps.py); `base` is already normalised and in
     the precision and memory format the stages expect. Every stage output of the base is kept (no grad), and
-    the window of every stage is worked out here once (`steps`), for every pass and for `multiply_adds`.
+    the window of every stage is worked out here once (`steps`), for every pass and for `layer_costs`.
     """
 
     def __init__(self, stages: Sequence[Stage], kinds: dict[str, str], base: torch.Tensor, window: Window,
@@ -148,10 +148,6 @@ class LocalForward:
                 costs.append((weights * (box.y1 - box.y0) * (box.x1 - box.x0), weights))
             previous = out
         return costs
-
-    def multiply_adds(self) -> float:
-        """Multiply-adds of one pass (layer_costs)."""
-        return sum(m for m, _ in self.layer_costs())
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The taps for image x (same layout as base); x outside the window is ignored (taken as base's)."""
