@@ -55,6 +55,35 @@ def test_windowed_taps_and_gradient_equal_the_full_pass(vgg_backbone, where):
     assert outside.abs().max() == 0  # pixels outside the window are the base's: no gradient reaches them
 
 
+@pytest.mark.parametrize("where", ["mouth", "most of the input"])
+def test_taps_asked_for_as_boxes_are_those_boxes_of_the_full_maps(vgg_backbone, where):
+    """LocalForward(x, boxes): a box inside the tap's window (a slice of the window), one reaching beyond it, one
+    on a map the window has grown to cover; the same values and input gradient as cropping the full pass."""
+    net, window = vgg_backbone.module, WINDOWS[where]
+    base, x = _image_changed_in(window, seed=3)
+    local = LocalForward(net.stages(), net.stage_kinds(), net.normalise(base), window, TAPS)
+    boxes = {"relu2_2": (slice(70, 95), slice(40, 80)), "relu3_3": (slice(0, 40), slice(10, 30)),
+             "pool5": (slice(2, 6), slice(1, 7))}
+
+    def taps_and_grad(forward):
+        xx = x.clone().requires_grad_(True)
+        out = forward(net.normalise(xx))
+        sum((v * torch.linspace(-1, 1, v.numel()).view(v.shape)).sum() for v in out.values()).backward()
+        return {k: v.detach() for k, v in out.items()}, xx.grad
+
+    def cropped_full(t):
+        out = run_stages(net.stages(), t, TAPS)
+        return {k: v[..., boxes[k][0], boxes[k][1]] if k in boxes else v for k, v in out.items()}
+
+    full, full_grad = taps_and_grad(cropped_full)
+    part, part_grad = taps_and_grad(lambda t: local(t, boxes))
+    for tap in TAPS:
+        assert part[tap].shape == full[tap].shape, tap
+        assert torch.allclose(part[tap], full[tap], rtol=1e-5, atol=1e-5 * float(full[tap].abs().max())), tap
+    inside = window.of(full_grad)  # outside the window the pixels are the base's: no gradient (test above)
+    assert torch.allclose(window.of(part_grad), inside, rtol=1e-4, atol=1e-5 * float(inside.abs().max()))
+
+
 @pytest.mark.parametrize("window", [Window(50, 62, 48, 60), Window(0, 9, 20, 35), Window(30, 31, 59, 60)])
 def test_odd_sized_maps_where_the_pool_drops_a_row(vgg_backbone, window):
     """A 60 x 62 input pools to 30 x 31, 15 x 15, 7 x 7: odd maps whose last row or column the 2x2 pool drops."""
@@ -177,22 +206,27 @@ def test_layer_costs_count_the_windows(vgg_backbone):
     assert [w for _, w in mouth.layer_costs()] == [w for _, w in full]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_linear_layers_input_gradient_through_its_transposed_copy_is_autograds(dtype):
-    """engine/models/linear_grad.py: the same outputs and input gradient as nn.Linear, whatever the precision; the
-    copy is made once, at the first backward pass; layers under the size threshold are left alone."""
+@pytest.mark.skipif(not __import__("engine.models.packed_linear", fromlist=["x"]).packing_available(),
+                    reason="this torch build cannot pack bf16 weights (no oneDNN bf16)")
+def test_packed_linear_layers_give_nn_linears_outputs_and_input_gradient():
+    """engine/models/packed_linear.py: large bf16 layers become PackedLinear and give nn.Linear's outputs (bit for
+    bit: the same oneDNN product on another weight layout) and input gradient, with and without a transposed
+    weight given; each packs once, at first use; small layers are left alone, other shapes take nn.Linear's path."""
     import copy
 
-    from engine.models.linear_grad import TransposedGradLinear, transposed_grads
+    from engine.models.packed_linear import PackedLinear, packed_linears, transposed_weights
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(300, 200), torch.nn.ReLU(), torch.nn.Linear(200, 50)).to(dtype)
+    net = torch.nn.Sequential(torch.nn.Linear(300, 200), torch.nn.ReLU(), torch.nn.Linear(200, 50)).bfloat16()
     for p in net.parameters():
         p.requires_grad_(False)
-    fast = transposed_grads(copy.deepcopy(net), large=20_000)
-    assert isinstance(fast[0], TransposedGradLinear) and type(fast[2]) is torch.nn.Linear  # 60,000 vs 10,000
-    x = torch.randn(1, 300, dtype=dtype)
-    up = torch.randn(1, 50, dtype=dtype)
+    given = copy.deepcopy(net)
+    calls = []
+    packed_linears(given, lambda: calls.append(1) or transposed_weights(given, large=20_000), large=20_000)
+    own = packed_linears(copy.deepcopy(net), large=20_000)
+    assert isinstance(given[0], PackedLinear) and type(given[2]) is torch.nn.Linear  # 60,000 vs 10,000
+    x = torch.randn(1, 300, dtype=torch.bfloat16)
+    up = torch.randn(1, 50, dtype=torch.bfloat16)
 
     def grad(module):
         xx = x.clone().requires_grad_(True)
@@ -200,9 +234,14 @@ def test_a_linear_layers_input_gradient_through_its_transposed_copy_is_autograds
         out.backward(up)
         return out.detach(), xx.grad
 
-    (a, ga), (b, gb) = grad(net), grad(fast)
-    assert torch.equal(a, b)
-    assert torch.allclose(ga.float(), gb.float(), rtol=1e-2 if dtype == torch.bfloat16 else 1e-5, atol=1e-3)
-    assert fast[0].__dict__["_weight_t"].is_contiguous() and fast[0].weight_t() is fast[0].__dict__["_weight_t"]
+    (a, ga) = grad(net)
+    for fast in (given, own, given):  # `given` twice: packed once, reused
+        b, gb = grad(fast)
+        assert torch.equal(a, b)
+        assert torch.allclose(ga.float(), gb.float(), rtol=1e-2, atol=1e-3)
+    assert calls == [1] and "_packed_t" in given[0].__dict__ and "_transposed" not in given[0].__dict__
     with torch.no_grad():
-        assert torch.equal(fast(x), net(x))
+        assert torch.equal(given(x), net(x))
+        two = torch.randn(2, 300, dtype=torch.bfloat16)
+        assert torch.equal(given(two), net(two))  # packed for one image, right for a batch too
+        assert torch.equal(given(x[None]), net(x[None]))  # nn.Linear's own path for other shapes

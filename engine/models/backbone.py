@@ -24,12 +24,12 @@ from torch import nn
 from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError, option_ref
 from engine.io.files import verified_sha256
 from engine.models.dlib_resnet import DlibResNet
-from engine.models.linear_grad import transposed_grads
+from engine.models.packed_linear import packed_linears, transposed_weights
 from engine.models.runtime import ort_session
 from engine.models.state_cache import cached_state
 from engine.models.taps import run_stages
 from engine.models.vggface import VGGFace
-from engine.models.window import LocalForward, changed_window
+from engine.models.window import Box, LocalForward, changed_window
 from engine.options import BACKBONES
 from engine.project import models_dir
 
@@ -94,14 +94,17 @@ class Backbone:
     @cached_property
     def module_bf16(self) -> nn.Module:
         """A bfloat16, channels-last copy for the optimisation's forward + backward passes (half the memory
-        traffic, the CPU's bf16 matrix units); normalisation stays in fp32 (engine/models/runtime.py). Built
-        from bf16 casts of the weights, so no second fp32 copy of the network is ever held; the casts are kept
-        beside the fp32 copy in the user cache (models/state_cache.py), so a new process maps them instead of
-        reading and converting VGG-Face's 550 MB (0.1 s)."""
-        state = cached_state(verified_sha256(self.onnx_path), self.spec.get("initializer_prefix", "net."),
+        traffic, the CPU's bf16 matrix units; the large fully connected layers on packed weights,
+        models/packed_linear.py); normalisation stays in fp32 (engine/models/runtime.py). Built from bf16 casts of
+        the weights, so no second fp32 copy of the network is ever held; the casts (and the large layers'
+        transposed weights) are kept beside the fp32 copy in the user cache (models/state_cache.py), so a new
+        process maps them instead of reading and converting VGG-Face's 550 MB (0.1 s)."""
+        digest, prefix = verified_sha256(self.onnx_path), self.spec.get("initializer_prefix", "net.")
+        state = cached_state(digest, prefix,
                              lambda: {k: v.to(torch.bfloat16) for k, v in self.module.state_dict().items()}, "bf16")
-        net = ARCHITECTURES[self.spec["architecture"]](state)
-        return transposed_grads(_frozen(net.eval().to(self.device, memory_format=torch.channels_last)))
+        net = _frozen(ARCHITECTURES[self.spec["architecture"]](state).eval().to(self.device,
+                                                                             memory_format=torch.channels_last))
+        return packed_linears(net, lambda: cached_state(digest, prefix, lambda: transposed_weights(net), "bf16-t"))
 
     @cached_property
     def session(self):
@@ -135,14 +138,15 @@ class Backbone:
         layout = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
         return LocalForward(self._net.stages(), kinds(), self.prepare(base), window, taps, layout)
 
-    def local_features(self, base: torch.Tensor, mask: torch.Tensor,
-                       taps: Iterable[str]) -> Callable[[torch.Tensor], dict[str, torch.Tensor]] | None:
+    def local_features(self, base: torch.Tensor, mask: torch.Tensor, taps: Iterable[str],
+                       boxes: dict[str, Box] | None = None) -> Callable[[torch.Tensor], dict[str, torch.Tensor]] | None:
         """`features` for images that equal `base` outside the mask (an edit's region), recomputing only the
-        changed window of each map: the same taps, less work. None where `local_pass` is."""
+        changed window of each map: the same taps, less work; a tap named in `boxes` comes as only that box of
+        its map (what a masked loss reads). None where `local_pass` is."""
         local = self.local_pass(base, mask, taps)
         if local is None:
             return None
-        return lambda image: {k: v.float() for k, v in local(self.prepare(image)).items()}
+        return lambda image: {k: v.float() for k, v in local(self.prepare(image), boxes).items()}
 
     def features_exact(self, image: torch.Tensor, taps: Iterable[str]) -> dict[str, torch.Tensor]:
         """fp32 taps without a gradient (targets): ONNX Runtime when its session is already open (a warm

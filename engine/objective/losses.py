@@ -68,7 +68,10 @@ class MaskedTarget:
         return cls(target, m, box, (target.square() * m).sum() + EPS)
 
     def crop(self, f: torch.Tensor) -> torch.Tensor:
-        return f if self.box is None else f[..., self.box[0], self.box[1]]
+        """The box of map f; f may be the box already (a windowed pass returns only it: Problem.features)."""
+        if self.box is None or f.shape[-2:] == self.target.shape[-2:]:
+            return f
+        return f[..., self.box[0], self.box[1]]
 
     def distance(self, f: torch.Tensor) -> torch.Tensor:
         diff = (self.crop(f) - self.target).square()

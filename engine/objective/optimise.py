@@ -76,9 +76,12 @@ class Problem:
     @cached_property
     def features(self) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
         """Network-size image -> the recipe's taps. Outside the mask every image rendered here equals the
-        (clamped) start, so only the region's window needs recomputing."""
+        (clamped) start, so only the region's window needs recomputing, and the attribute taps come as only the
+        boxes their losses read (MaskedTarget.crop)."""
         base = to_network(self.init.clamp(0, 255), self.backbone.input_size)
-        local = self.backbone.local_features(base, self.network_mask, self.layers) if self.local else None
+        boxes = {k: t.box for k, t in self.attribute_targets.items()
+                 if t.box is not None and k not in self.recipe.identity_layers}  # the identity term reads it whole
+        local = self.backbone.local_features(base, self.network_mask, self.layers, boxes) if self.local else None
         return local or (lambda x_net: self.backbone.features(x_net, self.layers))
 
     @cached_property
