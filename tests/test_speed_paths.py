@@ -463,3 +463,21 @@ def test_a_hash_memory_another_user_wrote_is_not_believed(tmp_path, monkeypatch)
         (*real_stat(p, *a, **k)[:4], os.getuid() + 1, *real_stat(p, *a, **k)[5:]))
         if str(p) == str(memory) else real_stat(p, *a, **k))
     assert files.verified_sha256(model) == files.sha256_file(model)  # another user's is not
+
+
+def test_the_benchs_network_figures_time_the_windowed_pass_an_edit_runs(vgg_backbone):
+    """`python -m engine bench`'s per-network figures on VGG-Face's shape (the small test net): both precisions,
+    the full and the windowed pass (its attribute taps as their boxes, as Problem.features asks), each against its
+    roofline; the backbone is left in fp32."""
+    from engine.frontends.bench import network_figures
+    from engine.objective.recipes import fit_to_backbone, recipe_for
+
+    recipe = fit_to_backbone(recipe_for(vgg_backbone.name), vgg_backbone.spec)
+    mask = torch.zeros(vgg_backbone.input_size)
+    mask[130:200, 55:170] = 1  # a mouth
+    out = network_figures(vgg_backbone, recipe, {"fp32": 100.0, "bf16": 200.0}, 20.0, mask)
+    for precision in ("fp32", "bf16"):
+        windowed = out[precision]["windowed"]
+        assert 0 < windowed["gflop"] < out["forward_gflop"]
+        assert windowed["forward_backward_s"] > 0 and windowed["roofline_s"] > 0 and windowed["ratio_to_roofline"] > 0
+    assert vgg_backbone.precision == "fp32"

@@ -102,10 +102,13 @@ def example_mask(bb):
 def network_figures(bb, recipe, peaks: dict[str, float], bandwidth: float, mask) -> dict:
     """Forward and forward + input-gradient passes at the network's input size, per path and precision (the
     network alone: the taps' gradients are given, as the roofline counts no loss); the windowed pass
-    (engine/models/window.py) on the bundled example's region where the backbone has one. The optimiser's own
+    (engine/models/window.py) on the bundled example's region where the backbone has one, its attribute taps
+    coming as the boxes their losses read, as in an edit (from the network-size mask here). The optimiser's own
     evaluations, losses included, are timed in the whole edit (edit_figures)."""
     import numpy as np
     import torch
+
+    from engine.objective.losses import mask_box
 
     taps = list(dict.fromkeys([*recipe.identity_layers, *recipe.attribute_layers]))
     x = torch.rand(1, 3, *bb.input_size) * 255
@@ -121,6 +124,9 @@ def network_figures(bb, recipe, peaks: dict[str, float], bandwidth: float, mask)
     out["ort_forward_s"] = best_of(lambda: bb.features_fast(x.numpy(), taps))
     with torch.no_grad():  # d(loss)/d(tap), given
         upstream = {t: torch.randn_like(v) for t, v in bb.module(x, taps).items()}
+    boxes = {t: box for t in recipe.attribute_layers if t not in recipe.identity_layers
+             and (box := mask_box(mask, upstream[t])) is not None}  # Problem.features
+    boxed = {t: v[..., boxes[t][0], boxes[t][1]] if t in boxes else v for t, v in upstream.items()}
     for precision in ("fp32", "bf16"):
         bb.precision = precision
         size = 2 if precision == "bf16" else 4
@@ -140,10 +146,10 @@ def network_figures(bb, recipe, peaks: dict[str, float], bandwidth: float, mask)
                           "ratio_to_roofline": fb / roof["roofline_s"]}
         local = bb.local_pass(x, mask, taps)
         if local is not None:
-            def local_forward_backward(local=local) -> None:
+            def local_forward_backward(local=local) -> None:  # the attribute taps as their boxes, as in an edit
                 xg = x.clone().requires_grad_(True)
-                f = local(bb.prepare(xg))
-                torch.autograd.backward([f[t] for t in taps], [upstream[t].to(f[t].dtype) for t in taps])
+                f = local(bb.prepare(xg), boxes)
+                torch.autograd.backward([f[t] for t in taps], [boxed[t].to(f[t].dtype) for t in taps])
 
             local_costs = local.layer_costs()
             lfb = best_of(local_forward_backward)
@@ -157,6 +163,7 @@ def network_figures(bb, recipe, peaks: dict[str, float], bandwidth: float, mask)
     bb.precision = "bf16"
     with torch.no_grad():
         low = bb.features(x, taps)
+    bb.precision = "fp32"
     out["bf16_feature_rel_error"] = {t: float((low[t] - ref[t]).norm() / (ref[t].norm() + 1e-12)) for t in taps}
     fast = bb.features_fast(x.numpy(), taps)
     out["ort_vs_torch_max_rel"] = max(float(np.abs(fast[t] - ref[t].numpy()).max() / (np.abs(fast[t]).max() + 1e-12))

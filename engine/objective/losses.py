@@ -29,6 +29,16 @@ def _as_map_mask(mask: torch.Tensor | None, feature: torch.Tensor) -> torch.Tens
     return resample(mask, tuple(feature.shape[-2:]))
 
 
+def mask_box(mask: torch.Tensor, feature: torch.Tensor) -> tuple[slice, slice] | None:
+    """Rows and columns of the box of the mask's support at a spatial feature map's size (what a masked loss on
+    it reads); None for a vector feature or an empty mask."""
+    m = _as_map_mask(mask, feature)
+    if m is None:
+        return None
+    ys, xs = torch.nonzero(m[0, 0] > 0, as_tuple=True)
+    return (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1)) if len(ys) else None
+
+
 def feature_distance(f: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared difference (inside the mask for spatial maps) / mean target energy."""
     diff = (f - target).square()
@@ -61,8 +71,7 @@ class MaskedTarget:
         m = _as_map_mask(mask, target)
         if m is None:
             return cls(target, None, None, target.square().mean() + EPS)
-        ys, xs = torch.nonzero(m[0, 0] > 0, as_tuple=True)
-        box = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1)) if len(ys) else None
+        box = mask_box(mask, target)
         target, m = (target[..., box[0], box[1]].contiguous(), m[..., box[0], box[1]].contiguous()) if box else (
             target, m)
         return cls(target, m, box, (target.square() * m).sum() + EPS)
