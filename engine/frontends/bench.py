@@ -104,7 +104,16 @@ def network_figures(bb, recipe, peaks: dict[str, float], bandwidth: float, mask)
     network alone: the taps' gradients are given, as the roofline counts no loss); the windowed pass
     (engine/models/window.py) on the bundled example's region where the backbone has one, its attribute taps
     coming as the boxes their losses read, as in an edit (from the network-size mask here). The optimiser's own
-    evaluations, losses included, are timed in the whole edit (edit_figures)."""
+    evaluations, losses included, are timed in the whole edit (edit_figures). The backbone's precision is left as
+    it was."""
+    previous = bb.precision
+    try:
+        return _network_figures(bb, recipe, peaks, bandwidth, mask)
+    finally:
+        bb.precision = previous
+
+
+def _network_figures(bb, recipe, peaks: dict[str, float], bandwidth: float, mask) -> dict:
     import numpy as np
     import torch
 
@@ -163,7 +172,6 @@ def network_figures(bb, recipe, peaks: dict[str, float], bandwidth: float, mask)
     bb.precision = "bf16"
     with torch.no_grad():
         low = bb.features(x, taps)
-    bb.precision = "fp32"
     out["bf16_feature_rel_error"] = {t: float((low[t] - ref[t]).norm() / (ref[t].norm() + 1e-12)) for t in taps}
     fast = bb.features_fast(x.numpy(), taps)
     out["ort_vs_torch_max_rel"] = max(float(np.abs(fast[t] - ref[t].numpy()).max() / (np.abs(fast[t]).max() + 1e-12))

@@ -8,12 +8,16 @@ input gradient g W is the same kind of product on W^T, packed likewise; W^T come
 (a transposed copy in a new process costs 0.18 s, mapping the cached one a fraction of that).
 
 Only the optimisation's bf16 copy on the CPU uses this (the packing ops are oneDNN's, `torch.ops.mkldnn`), only
-for large layers, and each layer packs on first use: a pass that never reaches fc8 never packs it. Where the ops
-are missing (a torch build without oneDNN) the layers stay plain nn.Linear.
+for large layers, and each layer packs on first use: a pass that never reaches fc8 never packs it. Memory: the
+packed W and W^T of fc6 and fc7 are ~480 MB of process memory (the plain bf16 weights stay file-backed pages of
+the user cache). Where the ops are missing or cannot pack here (a torch build without oneDNN, a CPU whose oneDNN
+has no bf16 reorder) the layers stay plain nn.Linear.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
 
 import torch
@@ -23,10 +27,19 @@ from torch.nn import functional as F
 LARGE = 1 << 20  # weights of at least this many elements (VGG-Face fc6-fc8; not dlib-resnet's descriptor layer)
 
 
+@functools.cache
 def packing_available() -> bool:
+    """Whether this torch and CPU pack and run a bf16 weight (tried once on a tiny one)."""
     mkldnn = torch.ops.mkldnn
-    return (torch.backends.mkldnn.is_available() and hasattr(mkldnn, "_reorder_linear_weight")
-            and hasattr(mkldnn, "_linear_pointwise") and mkldnn._is_mkldnn_bf16_supported())
+    if not (torch.backends.mkldnn.is_available() and hasattr(mkldnn, "_reorder_linear_weight")
+            and hasattr(mkldnn, "_linear_pointwise") and mkldnn._is_mkldnn_bf16_supported()):
+        return False
+    try:
+        weight = torch.ones(8, 16, dtype=torch.bfloat16)
+        out = _product(torch.ones(1, 16, dtype=torch.bfloat16), _pack(weight), None)
+    except (RuntimeError, NotImplementedError):
+        return False
+    return bool(torch.all(out == 16))
 
 
 def _pack(weight: torch.Tensor) -> torch.Tensor:
@@ -54,15 +67,17 @@ class PackedLinear(nn.Linear):
     nn.Linear's own path."""
 
     def packed(self) -> torch.Tensor:
-        if "_packed" not in self.__dict__:
-            self.__dict__["_packed"] = _pack(self.weight.detach())
-        return self.__dict__["_packed"]
+        with self.__dict__["_packing"][0]:  # once, whichever thread asks first (a Dask worker may run several)
+            if "_packed" not in self.__dict__:
+                self.__dict__["_packed"] = _pack(self.weight.detach())
+            return self.__dict__["_packed"]
 
     def packed_transposed(self) -> torch.Tensor:
-        if "_packed_t" not in self.__dict__:
-            source = self.__dict__.pop("_transposed", None)
-            self.__dict__["_packed_t"] = _pack(source() if source else self.weight.detach().t())
-        return self.__dict__["_packed_t"]
+        with self.__dict__["_packing"][1]:
+            if "_packed_t" not in self.__dict__:
+                source = self.__dict__.pop("_transposed", None)
+                self.__dict__["_packed_t"] = _pack(source(self) if source else self.weight.detach().t())
+            return self.__dict__["_packed_t"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != self.weight.dtype or x.device.type != "cpu" or x.dim() != 2:
@@ -72,35 +87,45 @@ class PackedLinear(nn.Linear):
         return _product(x, self.packed(), self.bias)
 
 
-def large_linears(net: nn.Module, large: int = LARGE) -> dict[str, nn.Linear]:
-    """The frozen bf16 CPU nn.Linear layers of `net` with at least `large` weights, by module name."""
+def large_linears(net: nn.Module, large: int | None = None) -> dict[str, nn.Linear]:
+    """The frozen bf16 CPU nn.Linear layers (not subclasses with their own forward) of `net` with at least `large`
+    weights (default LARGE, read at call time), by module name."""
+    large = LARGE if large is None else large
     return {name: layer for name, layer in net.named_modules()
-            if isinstance(layer, nn.Linear) and layer.weight.numel() >= large and not layer.weight.requires_grad
-            and layer.weight.dtype == torch.bfloat16 and layer.weight.device.type == "cpu"}
+            if type(layer) in (nn.Linear, PackedLinear) and layer.weight.numel() >= large
+            and not layer.weight.requires_grad and layer.weight.dtype == torch.bfloat16
+            and layer.weight.device.type == "cpu"}
 
 
-def transposed_weights(net: nn.Module, large: int = LARGE) -> dict[str, torch.Tensor]:
+def transposed_weights(net: nn.Module, large: int | None = None) -> dict[str, torch.Tensor]:
     """Row-major W^T of each of large_linears(net): what packed_linears' `transposed` returns (cached on disk by
     the backbone)."""
     return {name: layer.weight.detach().t().contiguous() for name, layer in large_linears(net, large).items()}
 
 
 def packed_linears(net: nn.Module, transposed: Callable[[], dict[str, torch.Tensor]] | None = None,
-                   large: int = LARGE) -> nn.Module:
+                   large: int | None = None) -> nn.Module:
     """`net` with each of large_linears(net) turned into a PackedLinear (in place), where oneDNN can pack.
     `transposed()` gives transposed_weights(net), called at most once, at the first backward pass that needs one;
-    without it each layer transposes its own weight."""
+    a layer it lacks (or gives in another shape) transposes its own weight, as every layer does without it."""
     if not packing_available():
         return net
     memo: dict[str, torch.Tensor] = {}
+    loader = [transposed]  # emptied once called: the layers do not keep the loader (and what it holds) alive
 
-    def source(name: str) -> torch.Tensor:
-        if not memo:
-            memo.update(transposed())
-        return memo.pop(name)  # the packed copy replaces it
+    guard = threading.Lock()
+
+    def source(name: str, layer: nn.Linear) -> torch.Tensor:
+        with guard:
+            if loader:
+                memo.update(loader.pop()())
+            found = memo.pop(name, None)  # the packed copy replaces it
+        weight = layer.weight.detach()
+        return found if found is not None and found.shape == weight.shape[::-1] else weight.t()
 
     for name, layer in large_linears(net, large).items():
         layer.__class__ = PackedLinear
+        layer.__dict__["_packing"] = (threading.Lock(), threading.Lock())  # the weight's, its transpose's
         if transposed is not None:
-            layer.__dict__["_transposed"] = lambda name=name: source(name)
+            layer.__dict__["_transposed"] = functools.partial(source, name)  # called with the layer
     return net
