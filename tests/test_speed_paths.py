@@ -326,9 +326,11 @@ def test_weights_come_from_a_memory_mapped_copy_after_the_first_load(tmp_path, m
         state_cache.cached_state(f"{i:064d}", "net.", read)
     writing = state_cache.cache_folder() / f".{'cd' * 32}-net-v1.pt.123.x.part.pt"  # another process's temp file
     writing.write_bytes(b"")
+    first_release = state_cache.cache_folder() / f"{'ab' * 32}.pt"  # the first releases' name: no prefix, no stamp
+    first_release.write_bytes(b"x")
     state_cache.cached_state("ef" * 32, "net.", read)
     copies = [p for p in state_cache.cache_folder().glob("*.pt") if not p.name.startswith(".")]
-    assert len(copies) == state_cache.KEEP and writing.exists()
+    assert len(copies) == state_cache.KEEP and writing.exists() and not first_release.exists()
 
 
 def test_a_full_disk_leaves_the_weights_uncached(tmp_path, monkeypatch):

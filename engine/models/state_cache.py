@@ -27,7 +27,7 @@ from engine.io.files import atomic_write, file_stamp, user_cache
 KEEP = 5  # copies kept (each as large as its model, a bf16 one half that): VGG-Face fp32, bf16 and its
 # transposed fully connected weights, dlib-resnet, one more
 FORMAT = 1  # bump when what a copy holds changes
-COPY_NAME = re.compile(r"^[0-9a-f]{64}-.*\.pt$")
+COPY_NAME = re.compile(r"^[0-9a-f]{64}(-.*)?\.pt$")  # also the first releases' SHA256.pt, kept otherwise forever
 
 
 def cache_folder() -> Path:
