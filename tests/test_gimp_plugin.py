@@ -168,7 +168,7 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank,
                                                                                  attribute["width"], 4)
     photo = np.asarray(Image.open(ref).convert("RGB")).astype(int)
     assert (np.abs(removed[..., :3].astype(int) - photo).max(-1) > 10).sum() > 100  # the smile was toned down
-    assert attribute["name"] == f"{attribute['reference_name']} (smiling -0.5 transfer)"  # +1 and -1 told apart
+    assert attribute["name"] == f"{attribute['reference_name']} (-0.5 smiling transfer)"  # +1 and -1 told apart
     out = tmp_path / "cli-attribute.png"  # the dialog's Automatic region is the CLI's default: smiling's own (smile)
     assert cli_main(["edit", str(ref), "--attribute", "smiling", "--strength", "-0.5", "-o", str(out), "--quiet",
                      "--backbone", SETTINGS["backbone"], "--iterations", str(SETTINGS["iterations"]),

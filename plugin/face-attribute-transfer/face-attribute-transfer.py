@@ -406,14 +406,15 @@ SUFFIX = re.compile(r" \([^()]* (transfer|preview)\)( #\d+)?$")
 
 
 def result_name(layer, options):
-    """'<photo> (<region> transfer)', or '<photo> (<attribute> <signed strength> transfer)' for an attribute-bank
-    edit (a smile added, +1, and one taken away, -1, are told apart in the Layers dock), from the photo's own name
+    """'<photo> (<region> transfer)', or '<photo> (<signed strength> <attribute> transfer)' for an attribute-bank
+    edit (a smile added, +1, and one taken away, -1, are told apart in the Layers dock, whose default width shows
+    about 15 characters: the sign comes first), from the photo's own name
     (a result's suffix is not repeated; a label's own parenthesis, 'Smile (mouth and cheeks)', is left out, or the
     names nested)."""
     base = SUFFIX.sub("", layer.get_name())
     if options.get("attribute"):
         what = SCHEMA["attribute"]["labels"].get(options["attribute"], options["attribute"]).split(" (")[0]
-        what = f"{what.lower()} {float(options['strength']):+g}"
+        what = f"{float(options['strength']):+g} {what.lower()}"
     else:
         region = OPTIONS.resolved_region(options["region"], None)
         what = SCHEMA["region"]["labels"].get(region, region).split(" (")[0].lower()
