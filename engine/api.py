@@ -41,6 +41,7 @@ class Result:
     frame: FaceFrame | None = None  # faces, transforms and masks, for debug pictures
     guide: Photo | None = None
     unchanged: bool = False  # strength 0: the reference itself (saved byte-identical when the type matches)
+    notes: tuple[str, ...] = ()  # what the user should know about this result (an attribute with nothing to remove)
 
     def rgb8(self) -> np.ndarray:
         return np.clip(np.rint(self.image), 0, 255).astype(np.uint8)
@@ -59,7 +60,7 @@ class Result:
     def summary(self) -> dict:
         return {"settings": self.settings, "timings_s": self.timings,
                 "dlib_descriptor_distance_reference_to_result": self.descriptor_distance,
-                "final_losses": self.history[-1] if self.history else {}}
+                "final_losses": self.history[-1] if self.history else {}, "notes": list(self.notes)}
 
 
 def _to_tensor(a: np.ndarray) -> torch.Tensor:
@@ -255,6 +256,7 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
                    "reference": str(editor.photo.path) if editor.photo.path else None, "guide": None,
                    "warm_start_from": w[0] if strength != 0 and w is not None else None, **editor.record(strength)}
         crops = {"reference": ref.crop, "guide": frame.guide.crop, "init": init, "result": crop}
+        note = editor.note(strength)
         results.append(Result(image, editor.photo, crops, frame.mask, summary, timings, distance, history, frame,
-                              example, unchanged))
+                              example, unchanged, (note,) if note else ()))
     return results

@@ -352,7 +352,8 @@ def test_only_examples_showing_it_more_clearly_than_the_reference_give_pixels(ba
     logged = []
     editor = AttributeEditor(dlib_backbone, spec, recipe, options, real, str(photos / "biden_1.png"), None,
                              logged.append)
-    assert len(editor.source(1.0).used) == 1
+    assert len(editor.source(1.0).used) == 1 and editor.note(1.0) is None
+    assert "too little of it to take away" in editor.note(-1.0)  # no example smiles less: nothing to remove
     monkeypatch.setattr(bank_edit, "scores", reference_scores(10.0))  # wider than any mouth in the bank
     editor = AttributeEditor(dlib_backbone, spec, recipe, options, real, str(photos / "biden_1.png"), None,
                              logged.append)
@@ -360,6 +361,7 @@ def test_only_examples_showing_it_more_clearly_than_the_reference_give_pixels(ba
     assert len(src.used) == 0 and src.own is None and np.array_equal(src.composite, editor.ref.crop)
     assert src.keep is not None and src.keep.max() > 0.5  # the reference's own mouth still costs more to change
     assert "more clearly than every chosen example" in logged[-1]
+    assert "already shows it" in editor.note(1.0)  # told to the user (CLI "note:", the plug-in's message)
     assert editor.record(1.0)["examples"]["pixels_from"] == []
     said = len(logged)
     _frame, shown = editor.frame(0.0)  # strength 0 builds no source and says nothing about examples
@@ -383,3 +385,32 @@ def test_a_smile_without_a_guide_is_edited_over_its_whole_area(bank_file, photos
         editor = AttributeEditor(dlib_backbone, spec, recipe, options, load_bank(bank_file),
                                  str(photos / "eileen_collins_astronaut.png"), None, lambda _m: None)
         assert np.array_equal(editor.mask, region_mask(editor.ref.landmarks, used, editor.ref.size))
+
+
+def test_a_removal_with_nothing_to_remove_says_so(bank_file, photos, tmp_path, capsys, monkeypatch):
+    """Smiling -1 on a face that shows no smile leaves it nearly as it was (the GIMP trial: 'a user may think nothing
+    happened'): the CLI prints a note, the sidecar records it and the plug-in's bridge passes it on (done event),
+    which the plug-in shows as a message."""
+    from engine.bank import edit as bank_edit
+    from engine.frontends.bridge import handle
+    from engine.frontends.protocol import make_request, raw_image
+
+    measured = bank_edit.scores
+    monkeypatch.setattr(bank_edit, "scores", lambda landmarks: {**measured(landmarks), "mouth_width": 0.0})
+    out = tmp_path / "o.png"
+    argv = [a for a in edit_argv(photos, bank_file, out, "--strength", "-1") if a != "--quiet"]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "note: Smiling: the face shows too little of it to take away" in printed
+    note = next(line[len("note: "):] for line in printed.splitlines() if line.startswith("note: "))
+    assert json.loads(out.with_suffix(".json").read_text())["notes"] == [note]
+
+    rgba = np.asarray(Image.open(photos / "biden_1.png").convert("RGBA"))
+    (tmp_path / "ref.raw").write_bytes(rgba.tobytes())
+    request = make_request(raw_image(str(tmp_path / "ref.raw"), rgba.shape[1], rgba.shape[0], "RGBA8"), None,
+                           str(tmp_path / "out.raw"), {"attribute": "smiling", "strength": -1, "k": 1,
+                                                       "bank": str(bank_file), "iterations": 2})
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    events = []
+    assert handle(tmp_path / "request.json", events.append) == 0
+    assert events[-1]["event"] == "done" and "too little of it" in events[-1]["notes"][0]

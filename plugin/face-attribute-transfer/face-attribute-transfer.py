@@ -276,7 +276,8 @@ def progress_text(text):
 
 
 def run_engine(request, workdir):
-    """Run the engine, driving GIMP's progress bar with its stages and steps; returns (ok, message)."""
+    """Run the engine, driving GIMP's progress bar with its stages and steps; returns (ok, message, notes): notes
+    are what the user should know about a result (an attribute with nothing to take away)."""
     python, project = engine_command()
     request_path = os.path.join(workdir, "request.json")
     with open(request_path, "w") as f:
@@ -290,8 +291,8 @@ def run_engine(request, workdir):
         progress_text(text)
 
     progress_text("Handing the photo to the engine")  # at once after OK; the engine's own stages follow
-    ok, message, _ = engine_process.run_engine_process(python, project, request_path, on_progress, on_stage)
-    return ok, message
+    ok, message, done = engine_process.run_engine_process(python, project, request_path, on_progress, on_stage)
+    return ok, message, list((done or {}).get("notes") or [])
 
 
 # ---- the guide: which source, remembered between runs ----
@@ -544,7 +545,7 @@ def attribute_transfer(procedure, run_mode, image, drawables, config, data):
         mask_raw = PROTOCOL.raw_image(write_raw(workdir, "mask.raw", mask), width, height, "Y8") if mask else None
         request = PROTOCOL.make_request(reference, guide_raw, os.path.join(workdir, "result.raw"), options,
                                         mask_raw)
-        ok, message = run_engine(request, workdir)
+        ok, message, notes = run_engine(request, workdir)
         test_hook(image, layer)
         if not ok:
             return error_values(procedure, message)
@@ -558,6 +559,8 @@ def attribute_transfer(procedure, run_mode, image, drawables, config, data):
             return error_values(procedure, CLOSED)
         Gimp.progress_end()
         Gimp.displays_flush()
+        for note in notes:  # e.g. nothing to take away: the layer looks like the photo, and the user is told why
+            Gimp.message(note)
         values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
         values.remove(1)
         values.insert(1, GObject.Value(Gimp.Layer, new))
