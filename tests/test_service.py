@@ -489,3 +489,30 @@ def test_a_client_that_hangs_up_after_the_final_event_has_not_gone_away():
         assert not watcher.is_alive()
         assert job.cancel.cancelled == (not final)
         job.close()
+
+
+def test_a_client_that_hangs_up_while_the_final_event_is_being_sent_has_not_gone_away(monkeypatch):
+    """The race the GIMP trial's log showed: the plug-in reads "done" and hangs up before the service's send has
+    returned; `watch` sees the end of stream then, and must already count the job as answered."""
+    import threading
+
+    from engine.frontends import service
+    from engine.frontends.service import Job
+    from engine.objective.optimise import CancelToken
+
+    ours, theirs = socket.socketpair()
+    job = Job(ours, None, CancelToken())
+    watcher = threading.Thread(target=job.watch)
+    send = service.client.send_line
+
+    def send_then_hang_up(conn, event):
+        send(conn, event)
+        if event.get("event") == "done":  # the client read it and hung up before this send returned
+            theirs.close()
+            watcher.join(timeout=10)
+
+    monkeypatch.setattr(service.client, "send_line", send_then_hang_up)
+    watcher.start()
+    job.emit({"event": "done", "output": "x.png"})
+    assert not watcher.is_alive() and not job.cancel.cancelled
+    job.close()

@@ -137,15 +137,16 @@ class Job:
         return str(self.request) if self.command is None else "python -m engine " + " ".join(self.command["argv"])
 
     def emit(self, event: dict) -> None:
-        """Send an event; a client that cannot take it is gone, and its edit is cancelled."""
+        """Send an event; a client that cannot take it is gone, and its edit is cancelled. The final event counts as
+        answered before it is sent: the plug-in hangs up as soon as it reads it, which `watch` may see before this
+        thread returns from the send (a finished edit was logged as 'went away')."""
+        if event.get("event") in client.FINAL:
+            self.answered.set()
         try:
             with self.send_lock:
                 client.send_line(self.conn, event)
         except OSError:
             self.cancel.cancel()
-            return
-        if event.get("event") in client.FINAL:
-            self.answered.set()
 
     def watch(self) -> None:
         """Runs in its own thread: the client sends nothing after its request, so an end of stream (or a reset)
