@@ -200,7 +200,6 @@ class AttributeEditor:
                               - bank.features[k][self.choice.without_idx].astype(np.float32).mean(0))
                           for k in recipe.attribute_layers}
         self._sources: dict[bool, Source] = {}
-        self._notes: dict[bool, str] = {}  # what the user should know about a side's result (note)
 
     def source(self, strength: float) -> Source:
         """The start's source for the strength's sign, made once per sign. A landmark region is the union of the
@@ -214,11 +213,6 @@ class AttributeEditor:
             if not clearer.any():  # the reference shows it more clearly than every example: nothing to paste
                 self.log(f"the reference shows {'' if positive else 'no '}{self.options.attribute} more clearly "
                          "than every chosen example: its own pixels start the edit")
-                label = ATTRIBUTES[self.options.attribute].label
-                self._notes[positive] = (
-                    f"{label}: the face already shows it more clearly than the attribute bank's examples, so the "
-                    "result stays close to the photo." if positive else
-                    f"{label}: the face shows too little of it to take away, so the result stays close to the photo.")
                 self._sources[positive] = self._own_source()
                 return self._sources[positive]
             idx = idx[clearer]  # in their order: reliable and typical first (typical_first)
@@ -242,11 +236,15 @@ class AttributeEditor:
         return self._sources[positive]
 
     def note(self, strength: float) -> str | None:
-        """A remark for the user about this strength's result (a removal with nothing to remove), else None."""
-        if strength == 0:
+        """A remark for the user about this strength's result, else None: where no example showed the side's value
+        more clearly than the face itself (nothing was pasted), the result stays close to the photo."""
+        if strength == 0 or len(self.source(strength).used):
             return None
-        self.source(strength)
-        return self._notes.get(strength > 0)
+        label = ATTRIBUTES[self.options.attribute].label
+        if strength > 0:
+            return (f"{label}: the face already shows it more clearly than the attribute bank's examples, so the "
+                    "result stays close to the photo.")
+        return f"{label}: the face shows too little of it to take away, so the result stays close to the photo."
 
     def _own_source(self) -> Source:
         """The reference as its own source: nothing pasted (strength 0, or no example shows more than it does)."""

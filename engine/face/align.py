@@ -63,6 +63,11 @@ def template_transform(landmarks: np.ndarray, template: dict) -> np.ndarray:
     raise FATError(f"unknown crop template kind {kind!r} in the backbone spec.", EXIT_BACKBONE)
 
 
+def from_corner(m: np.ndarray, x0: float, y0: float) -> np.ndarray:
+    """m (photo -> crop) for a part of the photo whose top-left pixel is (x0, y0): read from that part alone."""
+    return m @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], float)
+
+
 def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return np.asarray(pts, float) @ m[:, :2].T + m[:, 2]
 

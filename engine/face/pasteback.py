@@ -15,7 +15,7 @@ import math
 import cv2
 import numpy as np
 
-from engine.face.align import invert
+from engine.face.align import from_corner, invert
 
 
 def mask_bbox(m: np.ndarray, mask: np.ndarray, size: tuple[int, int], margin: int = 4) -> tuple[int, int, int, int]:
@@ -37,8 +37,7 @@ def _into_box(crop_image: np.ndarray, m: np.ndarray, box: tuple[int, int, int, i
     """A crop-frame image (or per-pixel field) resampled onto the photo pixels of box (x0, y0, x1, y1); m: photo ->
     crop. Zero where the box reaches beyond the crop."""
     x0, y0, x1, y1 = box
-    m_box = m @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], float)  # the box's own frame: shifted by x0, y0
-    return cv2.warpAffine(crop_image.astype(np.float32), m_box, (x1 - x0, y1 - y0),
+    return cv2.warpAffine(crop_image.astype(np.float32), from_corner(m, x0, y0), (x1 - x0, y1 - y0),
                           flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from engine.errors import FATError
-from engine.face.align import dlib_chip_transform, warp_crop
+from engine.face.align import dlib_chip_transform, from_corner, warp_crop
 from engine.face.detect import descriptor_distance as dlib_descriptor_distance
 from engine.models.backbone import Backbone, load_backbone
 from engine.project import models_dir
@@ -55,9 +55,7 @@ def chip_source(m: np.ndarray, shape: tuple[int, int], margin: int = 4) -> tuple
         return (slice(0, h), slice(0, w)), m  # a chip over the photo's edge reads it mirrored: the whole photo
     x0, y0 = (int(np.floor(v)) - margin for v in src.min(0))
     x1, y1 = int(np.ceil(src[:, 0].max())) + margin, int(np.ceil(src[:, 1].max())) + margin
-    moved = m.copy()
-    moved[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
-    return (slice(y0, y1), slice(x0, x1)), moved
+    return (slice(y0, y1), slice(x0, x1)), from_corner(m, x0, y0)
 
 
 def _levels(x: np.ndarray) -> np.ndarray:

@@ -50,6 +50,13 @@ class Window:
     def of(self, t: torch.Tensor) -> torch.Tensor:
         return t[..., self.y0:self.y1, self.x0:self.x1]
 
+    def inside(self, outer: Window) -> bool:
+        return outer.y0 <= self.y0 and self.y1 <= outer.y1 and outer.x0 <= self.x0 and self.x1 <= outer.x1
+
+    def relative_to(self, outer: Window) -> Window:
+        """This box in the coordinates of `outer`'s own (a map holding only `outer`)."""
+        return Window(self.y0 - outer.y0, self.y1 - outer.y0, self.x0 - outer.x0, self.x1 - outer.x0)
+
 
 def changed_window(mask: torch.Tensor, margin: int = 2) -> Window | None:
     """The box of the network-size mask's support, grown by `margin` px (the resampling's reach);
@@ -64,7 +71,7 @@ def changed_window(mask: torch.Tensor, margin: int = 2) -> Window | None:
 def _patched(base: torch.Tensor, inner: Window, current: torch.Tensor, outer: Window) -> torch.Tensor:
     """base's `outer` box with `current` (the values of `inner`, which lies inside it) written in."""
     patch = outer.of(base).clone()
-    Window(inner.y0 - outer.y0, inner.y1 - outer.y0, inner.x0 - outer.x0, inner.x1 - outer.x0).of(patch).copy_(current)
+    inner.relative_to(outer).of(patch).copy_(current)
     return patch
 
 
@@ -191,8 +198,8 @@ def _tap(whole: torch.Tensor | None, base: torch.Tensor, window: Window, current
     """A tap's map (or its `box`): the whole map where there is one, else `current` (the map's `window`) over base."""
     if whole is None and box is not None:
         wanted = Window(box[0].start, box[0].stop, box[1].start, box[1].stop)
-        if window.y0 <= wanted.y0 and wanted.y1 <= window.y1 and window.x0 <= wanted.x0 and wanted.x1 <= window.x1:
-            return current[..., wanted.y0 - window.y0:wanted.y1 - window.y0, wanted.x0 - window.x0:wanted.x1 - window.x0]
+        if wanted.inside(window):
+            return wanted.relative_to(window).of(current)
     if whole is None:
         whole = _full(base, window, current)
     return whole if box is None else whole[..., box[0], box[1]]

@@ -413,12 +413,15 @@ def result_name(layer, options):
     (a result's suffix is not repeated; a label's own parenthesis, 'Smile (mouth and cheeks)', is left out, or the
     names nested)."""
     base = SUFFIX.sub("", layer.get_name())
-    if options.get("attribute"):
-        what = SCHEMA["attribute"]["labels"].get(options["attribute"], options["attribute"]).split(" (")[0]
-        what = f"{float(options['strength']):+g} {what.lower()}"
+    attribute = options.get("attribute")
+    if attribute:
+        label = SCHEMA["attribute"]["labels"].get(attribute, attribute)
     else:
         region = OPTIONS.resolved_region(options["region"], None)
-        what = SCHEMA["region"]["labels"].get(region, region).split(" (")[0].lower()
+        label = SCHEMA["region"]["labels"].get(region, region)
+    what = label.split(" (")[0].lower()
+    if attribute:
+        what = f"{float(options['strength']):+g} {what}"
     return f"{base} ({what} {'preview' if options['iterations'] == 0 else 'transfer'})"
 
 
