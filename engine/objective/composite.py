@@ -37,27 +37,33 @@ def colour_match(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, recipe: Rec
 
 def feathered_paste(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe: Recipe,
                     stats: Stats | None = None) -> np.ndarray:
-    a = mask[..., None]
-    return reference * (1 - a) + colour_match(guide, reference, mask, recipe, stats) * a
+    return _feathered(colour_match(guide, reference, mask, recipe, stats), reference, mask)
 
 
 def seamless_clone(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe: Recipe,
                    stats: Stats | None = None) -> np.ndarray:
     """OpenCV's Poisson blending of the colour-matched guide region, then feathered."""
+    return _cloned(colour_match(guide, reference, mask, recipe, stats), reference, mask)
+
+
+def _feathered(matched: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    a = mask[..., None]
+    return reference * (1 - a) + matched * a
+
+
+def _cloned(matched: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> np.ndarray:
     hard = (mask > 0.05).astype(np.uint8) * 255
     ys, xs = np.nonzero(hard)
     if len(xs) == 0:
         return reference.copy()
-    h, w = hard.shape
     # seamlessClone needs the region strictly inside the image
     hard[:2], hard[-2:], hard[:, :2], hard[:, -2:] = 0, 0, 0, 0
     ys, xs = np.nonzero(hard)
     centre = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
-    src = np.clip(colour_match(guide, reference, mask, recipe, stats), 0, 255).astype(np.uint8)
+    src = np.clip(matched, 0, 255).astype(np.uint8)
     dst = np.clip(reference, 0, 255).astype(np.uint8)
     cloned = cv2.seamlessClone(src, dst, hard, centre, cv2.NORMAL_CLONE).astype(np.float32)
-    a = mask[..., None]
-    return reference * (1 - a) + cloned * a
+    return _feathered(cloned, reference, mask)
 
 
 def composite(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe: Recipe,
@@ -67,10 +73,11 @@ def composite(guide: np.ndarray, reference: np.ndarray, mask: np.ndarray, recipe
     seamlessClone alone lets the boundary pull the region's interior towards the
     reference (a dark open mouth fades, a beard bleeds in); keeping the guide's own
     pixels where the mask is solid keeps the attribute while the edge stays seamless.
+    The guide is colour-matched once for both.
     """
     core = np.clip((mask - recipe.core_start) / recipe.core_width, 0.0, 1.0)[..., None]
-    return (seamless_clone(guide, reference, mask, recipe, stats) * (1 - core)
-            + feathered_paste(guide, reference, mask, recipe, stats) * core)
+    matched = colour_match(guide, reference, mask, recipe, stats)
+    return _cloned(matched, reference, mask) * (1 - core) + _feathered(matched, reference, mask) * core
 
 
 def folds_only(guide: np.ndarray, reference: np.ndarray, own: np.ndarray, mask: np.ndarray,
