@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -295,7 +296,8 @@ def test_an_open_mouth_takes_only_the_examples_lips_as_pixels(bank_file, photos,
 
 def test_an_opening_takes_the_widest_open_of_the_three_nearest():
     """mouth_open's `strongest_of` = 3: of the three nearest reliable examples the widest-open mouth gives the
-    pixels (a closing takes the most closed); the rest keep their order. Smiling keeps the nearest."""
+    pixels (a closing takes the most closed); the rest keep their order. A smile is added from the toothier of the
+    two nearest and taken away with the nearest."""
     from engine.bank.edit import strongest_first
 
     bank = synthetic_bank()
@@ -303,9 +305,55 @@ def test_an_opening_takes_the_widest_open_of_the_three_nearest():
     nearest_first = np.array([0, 2, 3, 4, 1])
     assert list(strongest_first(bank, nearest_first, 1, "mouth_open", reliable=5)) == [3, 2, 0, 4, 1]
     assert list(strongest_first(bank, np.array([7, 6, 5]), 0, "mouth_open", reliable=3)) == [6, 7, 5]
-    assert list(strongest_first(bank, nearest_first, 1, "smiling", reliable=5)) == list(nearest_first)
+    # a smile to add: the toothier (inner-lip gap) of the two nearest; one to take away: the nearest
+    assert list(strongest_first(bank, nearest_first, 1, "smiling", reliable=5)) == [2, 0, 3, 4, 1]
+    assert list(strongest_first(bank, nearest_first, 0, "smiling", reliable=5)) == list(nearest_first)
     # only two lead as reliable (landmarks agree, typical): the third, however wide open, stays behind them
     assert list(strongest_first(bank, np.array([0, 2, 4]), 1, "mouth_open", reliable=2)) == [2, 0, 4]
+
+
+def test_a_shade_above_the_lip_is_measured_against_the_cheeks(bank_file):
+    """engine/bank/shade.py on the real aligned crops of the examples: shaven faces read near the cheeks' own
+    luma; painting a moustache (the band between nose and upper lip at 40 % of its luma) makes the same face
+    read far darker: hair, "shaded" against its clean self but not the other way round."""
+    from engine.bank.shade import BAND, SHADE_MARGIN, lip_shade, shaded
+
+    bank = load_bank(bank_file)
+    factor = bank.meta["crop_factor"]
+    crop, marks = bank.crops[0].astype(np.float32), bank.landmarks[0] * factor
+    clean = lip_shade(crop, marks)
+    assert 0.6 < clean < 1.3
+    band = np.zeros(crop.shape[:2], np.uint8)
+    cv2.fillPoly(band, [np.round(marks[list(BAND)]).astype(np.int32)], 1)
+    moustache = crop.copy()
+    moustache[band > 0] *= 0.4
+    dark = lip_shade(moustache, marks)
+    assert dark < clean - SHADE_MARGIN and dark == pytest.approx(0.4 * clean, rel=0.05)
+    assert list(shaded(np.array([dark, clean, np.nan]), clean)) == [True, False, False]
+    assert not shaded(np.array([clean]), dark)[0]  # a clean example is never counted against a bearded face
+    # a nose shadow's reading (above HAIR_LINE) is not hair, however much lighter the reference's lip is; a beard's
+    # is, against a shaven face, but not against another beard
+    assert list(shaded(np.array([0.8, 0.65, 0.65]), 1.1)) == [False, True, True]
+    assert not shaded(np.array([0.65]), 0.7)[0]
+    assert np.isnan(lip_shade(crop, np.zeros((68, 2))))  # degenerate landmarks: no reading
+
+
+def test_an_example_darker_above_the_lip_gives_no_pixels_while_a_clean_one_is_chosen():
+    from dataclasses import replace
+
+    from engine.bank.edit import typical_first
+    from engine.objective.recipes import DLIB_RESNET
+
+    bank = synthetic_bank()
+    bank.scores[:, 1] = 1.0  # all measured smiling
+    bank.features["descriptor"][:] = [1, 0]  # no odd one out
+    recipe = replace(DLIB_RESNET, attribute_layers={"descriptor": 1.0})
+    nearest_first = np.array([3, 1, 5, 7])
+    assert list(typical_first(bank, nearest_first, 1, "smiling", recipe)) == [3, 1, 5, 7]
+    moustache = np.array([True, False, False, False])  # the nearest is shaded: it goes behind the clean ones
+    assert list(typical_first(bank, nearest_first, 1, "smiling", recipe, moustache)) == [1, 5, 7, 3]
+    bank.scores[5, 0] = 0.2  # face 5 shows teeth: the toothier of the two leading clean ones adds the smile
+    assert list(typical_first(bank, nearest_first, 1, "smiling", recipe, moustache)) == [5, 1, 7, 3]
 
 
 def test_the_opening_pixel_source_is_the_widest_of_the_three_nearest_reliable():

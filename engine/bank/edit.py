@@ -19,6 +19,7 @@ from engine.bank.attributes import ATTRIBUTES
 from engine.bank.build import face_features
 from engine.bank.choose import Choice, identity_distances, nearest
 from engine.bank.measure import SCORES, labels_from_scores, pose, scores
+from engine.bank.shade import lip_shade, shaded
 from engine.bank.store import Bank, check_backbone, load_bank
 from engine.bank.where import default_bank
 from engine.errors import EXIT_USAGE, FATError, image_ref
@@ -67,12 +68,14 @@ def example_pixels(bank: Bank, idx: np.ndarray, size: tuple[int, int], factor: i
 ATYPICAL = 1.25
 
 
-def typical_first(bank: Bank, idx: np.ndarray, value: int, attribute: str, recipe: Recipe) -> np.ndarray:
+def typical_first(bank: Bank, idx: np.ndarray, value: int, attribute: str, recipe: Recipe,
+                  shaded: np.ndarray | None = None) -> np.ndarray:
     """The k chosen examples (nearest first) reordered for the start image's pixels: first those whose
     landmark measurements agree with their labels (a mouth labelled open but hidden by a microphone measures
-    closed: not a face to paste from, for any attribute), then those whose attribute features are typical of
-    the k (distance to the k's mean at most ATYPICAL x the median distance: a moustache among shaven faces is
-    an odd one out); nearest first within; then the attribute's `strongest_of` nearest by how clearly they show it."""
+    closed: not a face to paste from, for any attribute), then those not `shaded` (bool per example: darker above
+    the lip than the reference, engine/bank/shade.py), then those whose attribute features are typical of the k
+    (distance to the k's mean at most ATYPICAL x the median distance: a moustache among shaven faces is an odd one
+    out); nearest first within; then the attribute's `strongest_of` nearest by how clearly they show it."""
     def agrees(i: int) -> bool:
         measured = labels_from_scores(dict(zip(SCORES, map(float, bank.scores[i]), strict=True)))
         given = [a for a, src in bank.entries[i].get("label_sources", {}).items() if src == "labels"]
@@ -86,18 +89,21 @@ def typical_first(bank: Bank, idx: np.ndarray, value: int, attribute: str, recip
                             for k in layers], axis=1)
     spread = np.linalg.norm(feats - feats.mean(0), axis=1)
     atypical = spread > ATYPICAL * np.median(spread) if len(idx) > 2 else np.zeros(len(idx), bool)
-    ordered = idx[np.lexsort((np.arange(len(idx)), atypical, ~measured))]
-    return strongest_first(bank, ordered, value, attribute, reliable=int((measured & ~atypical).sum()))
+    shaded = np.zeros(len(idx), bool) if shaded is None else np.asarray(shaded, bool)
+    ordered = idx[np.lexsort((np.arange(len(idx)), atypical, shaded, ~measured))]
+    return strongest_first(bank, ordered, value, attribute, reliable=int((measured & ~atypical & ~shaded).sum()))
 
 
 def strongest_first(bank: Bank, ordered: np.ndarray, value: int, attribute: str, reliable: int) -> np.ndarray:
-    """The first `strongest_of` (engine/bank/attributes.py) of the `reliable` leading ones (landmarks agree,
-    typical) reordered by how clearly each shows the side's value: the widest-open mouth for an opening, the most
-    closed one for a closing. An unreliable example never moves ahead."""
-    n = min(ATTRIBUTES[attribute].strongest_of, reliable)
-    top = ordered[:n]
-    score = bank.scores[top, SCORES.index(ATTRIBUTES[attribute].score)] * _direction(attribute, value)
-    return np.concatenate([top[np.argsort(-score, kind="stable")], ordered[n:]])
+    """The first `strongest_of` (engine/bank/attributes.py; `adding_strongest` for the "with" side where set) of
+    the `reliable` leading ones (landmarks agree, typical, not shaded) reordered by how clearly each shows the
+    side's value: the widest-open mouth for an opening, the most closed one for a closing, the toothier smile to
+    add one. An unreliable example never moves ahead."""
+    a = ATTRIBUTES[attribute]
+    of, by = a.adding_strongest if value and a.adding_strongest else (a.strongest_of, a.score)
+    top = ordered[:min(of, reliable)]
+    score = bank.scores[top, SCORES.index(by)] * _direction(attribute, value)
+    return np.concatenate([top[np.argsort(-score, kind="stable")], ordered[len(top):]])
 
 
 def _direction(attribute: str, value: int) -> int:
@@ -207,7 +213,7 @@ class AttributeEditor:
         positive = strength > 0
         if positive not in self._sources:
             idx, value = (self.choice.with_idx, 1) if positive else (self.choice.without_idx, 0)
-            idx = typical_first(self.bank, idx, value, self.options.attribute, self.recipe)
+            idx = typical_first(self.bank, idx, value, self.options.attribute, self.recipe, self._shaded(idx))
             own_score = scores(self.ref.face.landmarks)[ATTRIBUTES[self.options.attribute].score]
             clearer = clearer_than(self.bank, idx, value, self.options.attribute, own_score)
             if not clearer.any():  # the reference shows it more clearly than every example: nothing to paste
@@ -234,6 +240,12 @@ class AttributeEditor:
             self._sources[positive] = Source(crop, marks, keep, composite, idx[: max(1, int(self.recipe.fuse))], mask,
                                              own)
         return self._sources[positive]
+
+    def _shaded(self, idx: np.ndarray) -> np.ndarray:
+        """Which of the examples `idx` are darker above the upper lip than the reference (engine/bank/shade.py)."""
+        factor = self.bank.meta["crop_factor"]
+        own = lip_shade(self.ref.crop, self.ref.landmarks)
+        return shaded(np.array([lip_shade(self.bank.crops[i], self.bank.landmarks[i] * factor) for i in idx]), own)
 
     def note(self, strength: float) -> str | None:
         """A remark for the user about this strength's result, else None: where no example showed the side's value

@@ -1,0 +1,51 @@
+"""How dark a face is above its upper lip, relative to its own cheeks (pure numpy + OpenCV, on an aligned crop).
+
+A bank example's mouth brings the skin above it into the start image: a moustache, stubble or a deep nose
+shadow there came out as a borrowed grey moustache on a shaven face (bench/bank_quality.py contact sheets:
+obama_2 smiling with alex_lacamoire_2's mouth; strength -1 on obama_2, mark_zuckerberg_1, scarlett_johansson_1).
+
+`lip_shade` = mean luma of the band between the nose base (landmarks 31-35) and the outer upper lip (48-54),
+divided by the mean luma of two cheek triangles (jaw point 1 / 15, the nose's side 31 / 35, the lower eyelid
+41 / 46). Measured on the 39 faces of ../shared/faces: shaven faces 0.74-1.11 (the spread is lighting: a nose
+shadow under a high light), stubble and beards 0.63-0.70, a full moustache 0.42. engine/bank/edit.py puts the
+examples `shaded` for a reference after the others as a pixel source.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# An example is shaded for a reference when it is both in the range of hair and darker than the reference by a
+# margin. The range alone would count a bearded example against a bearded face; the margin alone counted nose
+# shadows: scarlett_johansson_2 (0.81) is 0.19 below rose_leslie (1.0) and biden_2 (0.74) 0.2 below
+# anthony_hopkins_1, and with a margin of 0.15 alone smiles kept identity (mobileface >= 0.75) on 11 of 15
+# references instead of 13; a margin of 0.25 alone let a beard (kit_harington_1, 0.63) give obama_2 (0.81) a
+# moustache at strength -1 (bench/bank_quality.py contact sheet)
+HAIR_LINE = 0.72
+SHADE_MARGIN = 0.15
+BAND = (48, 31, 32, 33, 34, 35, 54, 53, 52, 51, 50, 49)  # nose base left to right, then the upper lip back
+CHEEKS = ((1, 31, 41), (15, 35, 46))
+
+
+def lip_shade(crop: np.ndarray, landmarks: np.ndarray) -> float:
+    """Mean luma above the upper lip / mean luma of the cheeks (1: as light as the cheeks); `landmarks` in the
+    crop's pixels. NaN where either part has (almost) no area: degenerate landmarks."""
+    h, w = crop.shape[:2]
+    luma = cv2.cvtColor(np.clip(crop, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    p = np.round(np.asarray(landmarks, np.float64)).astype(np.int32)
+    parts = [p[list(BAND)]], [p[list(t)] for t in CHEEKS]
+    if min(sum(abs(cv2.contourArea(q.astype(np.float32))) for q in part) for part in parts) < 4:
+        return float("nan")
+    band, cheeks = np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)
+    cv2.fillPoly(band, parts[0], 1)
+    cv2.fillPoly(cheeks, parts[1], 1)
+    return float(luma[band > 0].mean() / max(float(luma[cheeks > 0].mean()), 1.0))
+
+
+def shaded(example_shades: np.ndarray, reference_shade: float) -> np.ndarray:
+    """Which examples read as hair above the lip (under HAIR_LINE) and darker there than the reference by more than
+    SHADE_MARGIN (bool per example; False wherever a value is NaN)."""
+    s = np.asarray(example_shades, np.float64)
+    with np.errstate(invalid="ignore"):
+        return (s < HAIR_LINE) & (s < reference_shade - SHADE_MARGIN)
