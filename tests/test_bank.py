@@ -121,7 +121,9 @@ def test_k_nearest_on_synthetic_features():
     bank.pose[1] = [2.0, 0, 0]
     assert list(nearest(bank, "smiling", ref, np.zeros(3), 2, "descriptor").with_idx) == [3, 5]
     # the same person first, whatever the distance (by label, or by identity distance under the threshold)
-    assert list(nearest(bank, "smiling", ref, np.zeros(3), 2, "descriptor", person="p").with_idx) == [7, 3]
+    by_person = nearest(bank, "smiling", ref, np.zeros(3), 2, "descriptor", person="p")
+    assert list(by_person.with_idx) == [7, 3] and list(by_person.with_same) == [True, False]
+    assert not by_person.without_same.any()
     bank.pose[2] = [3.0, 0, 0]  # face 2 is near in identity (0.2) but turned away
     assert list(nearest(bank, "smiling", ref, np.zeros(3), 1, "descriptor").without_idx) == [4]
     assert list(nearest(bank, "smiling", ref, np.zeros(3), 1, "descriptor", same_person=0.5).without_idx) == [2]
@@ -338,7 +340,7 @@ def test_a_shade_above_the_lip_is_measured_against_the_cheeks(bank_file):
     assert np.isnan(lip_shade(crop, np.zeros((68, 2))))  # degenerate landmarks: no reading
 
 
-def test_an_example_darker_above_the_lip_gives_no_pixels_while_a_clean_one_is_chosen():
+def test_an_example_darker_above_the_lip_gives_no_pixels_while_a_clean_one_is_chosen_or_own_photo_leads():
     from dataclasses import replace
 
     from engine.bank.edit import typical_first
@@ -354,6 +356,11 @@ def test_an_example_darker_above_the_lip_gives_no_pixels_while_a_clean_one_is_ch
     assert list(typical_first(bank, nearest_first, 1, "smiling", recipe, moustache)) == [1, 5, 7, 3]
     bank.scores[5, 0] = 0.2  # face 5 shows teeth: the toothier of the two leading clean ones adds the smile
     assert list(typical_first(bank, nearest_first, 1, "smiling", recipe, moustache)) == [5, 1, 7, 3]
+    # the reference's own person's photo (face 7) leads, moustache or not, and no stranger's teeth displace it
+    own = np.array([False, False, False, True])
+    assert list(typical_first(bank, nearest_first, 1, "smiling", recipe, moustache, own)) == [7, 1, 5, 3]
+    own_shaded = np.array([True, False, False, False])
+    assert list(typical_first(bank, nearest_first, 1, "smiling", recipe, own_shaded, own_shaded)) == [3, 1, 5, 7]
 
 
 def test_the_opening_pixel_source_is_the_widest_of_the_three_nearest_reliable():

@@ -21,6 +21,8 @@ class Choice:
     with_dist: np.ndarray
     without_idx: np.ndarray
     without_dist: np.ndarray
+    with_same: np.ndarray | None = None  # bool per chosen face: the reference's own person (they come first)
+    without_same: np.ndarray | None = None
 
 
 def identity_distances(identity: np.ndarray, ref_identity: np.ndarray) -> np.ndarray:
@@ -61,7 +63,7 @@ def nearest(bank: Bank, attribute: str, ref_identity: np.ndarray, ref_pose: np.n
         same |= d_id < same_person
     if person is not None:
         same |= np.array([e.get("person") == person for e in bank.entries], bool)
-    out = []
+    out, own = [], []
     for value, side in ((1, "with"), (0, "without")):
         idx = np.flatnonzero((labels == value) & (True if exclude is None else ~exclude))
         if len(idx) < (k or 1):
@@ -70,4 +72,5 @@ def nearest(bank: Bank, attribute: str, ref_identity: np.ndarray, ref_pose: np.n
                            EXIT_USAGE)
         chosen = idx[order(total[idx], same[idx])][: k or DEFAULT_K]
         out += [chosen, total[chosen]]
-    return Choice(*out)
+        own.append(same[chosen])
+    return Choice(*out, *own)

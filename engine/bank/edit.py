@@ -69,13 +69,15 @@ ATYPICAL = 1.25
 
 
 def typical_first(bank: Bank, idx: np.ndarray, value: int, attribute: str, recipe: Recipe,
-                  shaded: np.ndarray | None = None) -> np.ndarray:
+                  shaded: np.ndarray | None = None, same: np.ndarray | None = None) -> np.ndarray:
     """The k chosen examples (nearest first) reordered for the start image's pixels: first those whose
     landmark measurements agree with their labels (a mouth labelled open but hidden by a microphone measures
-    closed: not a face to paste from, for any attribute), then those not `shaded` (bool per example: darker above
-    the lip than the reference, engine/bank/shade.py), then those whose attribute features are typical of the k
-    (distance to the k's mean at most ATYPICAL x the median distance: a moustache among shaven faces is an odd one
-    out); nearest first within; then the attribute's `strongest_of` nearest by how clearly they show it."""
+    closed: not a face to paste from, for any attribute); among those, the reference's own person's (`same`, bool
+    per example: "fix the blink from the next shot"), then those not `shaded` (darker above the lip than the
+    reference, engine/bank/shade.py), then those whose attribute features are typical of the k (distance to the
+    k's mean at most ATYPICAL x the median distance: a moustache among shaven faces is an odd one out); nearest
+    first within; then the attribute's `strongest_of` nearest by how clearly they show it (among the own person's
+    photos alone when one leads)."""
     def agrees(i: int) -> bool:
         measured = labels_from_scores(dict(zip(SCORES, map(float, bank.scores[i]), strict=True)))
         given = [a for a, src in bank.entries[i].get("label_sources", {}).items() if src == "labels"]
@@ -90,8 +92,13 @@ def typical_first(bank: Bank, idx: np.ndarray, value: int, attribute: str, recip
     spread = np.linalg.norm(feats - feats.mean(0), axis=1)
     atypical = spread > ATYPICAL * np.median(spread) if len(idx) > 2 else np.zeros(len(idx), bool)
     shaded = np.zeros(len(idx), bool) if shaded is None else np.asarray(shaded, bool)
-    ordered = idx[np.lexsort((np.arange(len(idx)), atypical, shaded, ~measured))]
-    return strongest_first(bank, ordered, value, attribute, reliable=int((measured & ~atypical & ~shaded).sum()))
+    same = np.zeros(len(idx), bool) if same is None else np.asarray(same, bool)
+    keys = np.lexsort((np.arange(len(idx)), atypical, shaded, ~same, ~measured))
+    reliable = (measured & ~atypical & ~shaded)[keys]
+    own = same[keys]
+    if own[0] and reliable[0]:  # the own person's reliable photos lead: the strongest is chosen among them only
+        reliable &= own
+    return strongest_first(bank, idx[keys], value, attribute, reliable=int(np.cumprod(reliable).sum()))
 
 
 def strongest_first(bank: Bank, ordered: np.ndarray, value: int, attribute: str, reliable: int) -> np.ndarray:
@@ -212,8 +219,9 @@ class AttributeEditor:
         reference's and the example's (an opening mouth reaches lower than the closed one it replaces)."""
         positive = strength > 0
         if positive not in self._sources:
-            idx, value = (self.choice.with_idx, 1) if positive else (self.choice.without_idx, 0)
-            idx = typical_first(self.bank, idx, value, self.options.attribute, self.recipe, self._shaded(idx))
+            c = self.choice
+            idx, same, value = (c.with_idx, c.with_same, 1) if positive else (c.without_idx, c.without_same, 0)
+            idx = typical_first(self.bank, idx, value, self.options.attribute, self.recipe, self._shaded(idx), same)
             own_score = scores(self.ref.face.landmarks)[ATTRIBUTES[self.options.attribute].score]
             clearer = clearer_than(self.bank, idx, value, self.options.attribute, own_score)
             if not clearer.any():  # the reference shows it more clearly than every example: nothing to paste
