@@ -137,6 +137,14 @@ def test_too_few_examples_and_missing_labels_are_refused():
     with pytest.raises(FATError, match="fewer than --k 5") as e:
         nearest(bank, "smiling", np.zeros(2), np.zeros(3), 5, "descriptor")
     assert e.value.exit_code == EXIT_USAGE
+    bank.labels[:, 0] = 0  # nobody smiles: "lower --k" cannot help, more photos can
+    with pytest.raises(FATError, match="has no face with 'smiling': add photos of faces that show it") as e:
+        nearest(bank, "smiling", np.zeros(2), np.zeros(3), None, "descriptor")
+    assert e.value.exit_code == EXIT_USAGE and "--k" not in str(e.value)
+    bank.labels[:, 0] = 1
+    with pytest.raises(FATError, match="no face without 'smiling': add photos of faces that do not show it"):
+        nearest(bank, "smiling", np.zeros(2), np.zeros(3), None, "descriptor")
+    bank.labels[:, 0] = [i % 2 for i in range(len(bank))]
     with pytest.raises(FATError, match="no labels for 'mouth_open'") as e:
         nearest(bank, "mouth_open", np.zeros(2), np.zeros(3), 1, "descriptor")
     assert e.value.exit_code == EXIT_USAGE

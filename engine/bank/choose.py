@@ -66,6 +66,11 @@ def nearest(bank: Bank, attribute: str, ref_identity: np.ndarray, ref_pose: np.n
     out, own = [], []
     for value, side in ((1, "with"), (0, "without")):
         idx = np.flatnonzero((labels == value) & (True if exclude is None else ~exclude))
+        if not len(idx):  # (whatever k: "lower --k" cannot help)
+            shows = "show it" if value else "do not show it"
+            raise FATError(f"the bank {bank.path or ''} has no face {side} {attribute!r}: add photos of faces that "
+                           f"{shows} (`python -m engine bank build PHOTOS... -o BANK` adds them), labelled with "
+                           "--labels where the landmark rules cannot tell (README, attribute banks).", EXIT_USAGE)
         if len(idx) < (k or 1):
             raise FATError(f"the bank {bank.path or ''} has {len(idx)} face(s) {side} {attribute!r}, fewer than "
                            f"--k {k or 1}: add photos (`python -m engine bank build ... -o BANK`) or lower --k.",
