@@ -302,6 +302,10 @@ def test_an_open_mouth_takes_only_the_examples_lips_as_pixels(bank_file, photos,
         return np.abs(start - example)[where].mean() < np.abs(start - editor.ref.crop)[where].mean()
 
     assert closer_to_example(inside) and not closer_to_example(rest)
+    # nothing is bent to the example's shape in a bank edit, so its pixels also cover the reference's own lips (a
+    # squint pasted over an open eye left the iris above it showing; a closing mouth would show its teeth)
+    own_lips = region_mask(editor.ref.landmarks, "lips", editor.ref.size) * mask
+    assert (src.own >= own_lips - 1e-6).all() and (src.own >= lips * mask - 1e-6).all()
 
 
 def test_an_opening_takes_the_widest_open_of_the_three_nearest():

@@ -121,7 +121,41 @@ def test_colour_statistics_leave_out_the_references_mouth_opening():
     assert np.abs(start[110, 50] - skin).max() < 2
 
 
-def test_mouth_and_smile_take_only_the_guides_lips_as_pixels(small_pair, dlib_backbone):
+def test_colour_statistics_are_the_skins_not_the_eyes_or_brows():
+    """An eyes region matched over a squinting guide's skin and white brows against a reference's blue irises and
+    dark brows came out with blue lids and orange cheeks: both sides' statistics leave eyes and brows out."""
+    from engine.objective.composite import not_skin, start_image
+
+    size = 200
+    landmarks = np.full((68, 2), 100.0)
+    angles = np.linspace(0, 2 * np.pi, 6, endpoint=False)
+    for eye, x in ((slice(36, 42), 70), (slice(42, 48), 130)):
+        landmarks[eye] = np.c_[x + 18 * np.cos(angles), 80 + 8 * np.sin(angles)]
+    landmarks[17:22] = np.c_[np.linspace(50, 90, 5), [62, 58, 56, 58, 62]]  # brows: arcs above the eyes
+    landmarks[22:27] = np.c_[np.linspace(110, 150, 5), [62, 58, 56, 58, 62]]
+    landmarks[60:68] = 100.0, 170.0  # a closed mouth, far below
+    hidden = not_skin(landmarks, (size, size))
+    assert hidden[80, 70] and hidden[80, 130] and hidden[57, 70] and not hidden[110, 100] and not hidden[80, 100]
+
+    def face(skin, brows, eyes):
+        im = np.tile(np.array(skin, np.float32), (size, size, 1))
+        for group in (slice(17, 22), slice(22, 27)):
+            cv2.polylines(im, [np.round(landmarks[group]).astype(np.int32)], False, brows, 5)
+        for group in (slice(36, 42), slice(42, 48)):
+            cv2.fillPoly(im, [np.round(landmarks[group]).astype(np.int32)], eyes)
+        return im
+
+    ref = face((200.0, 150.0, 120.0), (60.0, 40.0, 30.0), (60.0, 90.0, 200.0))  # dark brows, blue eyes
+    guide = face((170.0, 120.0, 110.0), (245.0, 245.0, 240.0), (230.0, 225.0, 220.0))  # white brows, a squint's lids
+    mask = np.zeros((size, size), np.float32)
+    mask[40:110, 30:170] = 1
+    start = start_image("feathered", ref, guide, mask, 0, RECIPE, None, (landmarks, landmarks))
+    assert np.abs(start[100, 100] - ref[100, 100]).max() < 3  # the guide's skin takes the reference's colour
+    counted = colour_match(guide, ref, mask, RECIPE)  # eyes and brows in the statistics
+    assert np.abs(counted[100, 100] - ref[100, 100]).max() > 10
+
+
+def test_mouth_smile_and_eyes_take_only_the_guides_own_part_as_pixels(small_pair, dlib_backbone):
     from engine.face.frame import frame_faces
     from engine.io.images import load_photo
 
@@ -130,8 +164,11 @@ def test_mouth_and_smile_take_only_the_guides_lips_as_pixels(small_pair, dlib_ba
     smile = frame_faces(ref, guide, template, "smile")
     mouth = frame_faces(ref, guide, template, "mouth")
     eyes = frame_faces(ref, guide, template, "eyes")
-    assert eyes.own is None  # other regions: the guide's pixels throughout
-    for frame in (smile, mouth):
+    nose = frame_faces(ref, guide, template, "nose")
+    assert nose.own is None  # regions without a pixels part: the guide's pixels throughout
+    for frame in (smile, mouth, eyes):
         assert frame.own.max() > 0.99 and (frame.own <= frame.mask + 1e-6).all()
     assert mouth.own.sum() < 0.75 * mouth.mask.sum()  # philtrum, chin, moustache: not pasted
+    # eyes: lids and lashes; the guide's brows, eye shadow and under-eye skin stay out (only their folds come)
+    assert eyes.own.sum() < 0.5 * eyes.mask.sum()
     assert smile.paste_mask.sum() > 3 * smile.mask.sum()  # its cheeks and folds: the person's own, bent

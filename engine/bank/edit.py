@@ -241,8 +241,13 @@ class AttributeEditor:
             # the example's own pixels where the attribute says (its mouth); over the rest of the region only
             # its mid-scale folds (composite.folds_only), as for a guide photo's smile
             own = None
-            if self.pixels:
-                own = region_mask(marks, self.pixels, self.ref.size) * mask if self.pixels_at_example else pixel_mask
+            if self.pixels_at_example and self.pixels:  # the example's part, and where the reference's own is: nothing
+                # is bent to the example's shape here, so a closing eye or mouth must cover the open one it replaces
+                # (a squint pasted over an open eye left the reference's iris above it as a blue band)
+                own = np.maximum(region_mask(marks, self.pixels, self.ref.size),
+                                 region_mask(self.ref.landmarks, self.pixels, self.ref.size)) * mask
+            elif self.pixels:
+                own = pixel_mask
             composite = start_image(self.options.init, self.ref.crop, crop, mask if self.pixels else pixel_mask,
                                     self.options.seed, self.recipe, own, (self.ref.landmarks, marks))
             self._sources[positive] = Source(crop, marks, keep, composite, idx[: max(1, int(self.recipe.fuse))], mask,
