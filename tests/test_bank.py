@@ -347,9 +347,15 @@ def test_a_shade_above_the_lip_is_measured_against_the_cheeks(bank_file):
     assert not shaded(np.array([clean]), dark)[0]  # a clean example is never counted against a bearded face
     # a nose shadow's reading (above HAIR_LINE) is not hair, however much lighter the reference's lip is; a beard's
     # is, against a shaven face, but not against another beard
-    assert list(shaded(np.array([0.8, 0.65, 0.65]), 1.1)) == [False, True, True]
+    assert list(shaded(np.array([0.8, 0.65]), 1.1)) == [False, True]
     assert not shaded(np.array([0.65]), 0.7)[0]
     assert np.isnan(lip_shade(crop, np.zeros((68, 2))))  # degenerate landmarks: no reading
+    # the region decides whether the lip matters at all: a smile's covers it, the eyes' do not
+    from engine.bank.shade import lip_in
+    from engine.face.masks import region_mask
+
+    assert lip_in(region_mask(marks, "smile_area", crop.shape[:2]), marks)
+    assert not lip_in(region_mask(marks, "eyes", crop.shape[:2]), marks)
 
 
 def test_an_example_darker_above_the_lip_gives_no_pixels_while_a_clean_one_is_chosen_or_own_photo_leads():
@@ -368,11 +374,17 @@ def test_an_example_darker_above_the_lip_gives_no_pixels_while_a_clean_one_is_ch
     assert list(typical_first(bank, nearest_first, 1, "smiling", recipe, moustache)) == [1, 5, 7, 3]
     bank.scores[5, 0] = 0.2  # face 5 shows teeth: the toothier of the two leading clean ones adds the smile
     assert list(typical_first(bank, nearest_first, 1, "smiling", recipe, moustache)) == [5, 1, 7, 3]
-    # the reference's own person's photo (face 7) leads, moustache or not, and no stranger's teeth displace it
+    # the reference's own person's photo (face 7) leads, moustache or not, and no stranger's teeth displace it:
+    # face 1, right behind it, shows more teeth than it does
     own = np.array([False, False, False, True])
+    bank.scores[1, 0] = 0.3
     assert list(typical_first(bank, nearest_first, 1, "smiling", recipe, moustache, own)) == [7, 1, 5, 3]
     own_shaded = np.array([True, False, False, False])
     assert list(typical_first(bank, nearest_first, 1, "smiling", recipe, own_shaded, own_shaded)) == [3, 1, 5, 7]
+    # an example that shows the smile no more clearly than the reference (not usable) goes last and is not one of
+    # the two compared: here the own person's photo, so the strangers' toothier one leads
+    usable = np.array([True, True, True, False])
+    assert list(typical_first(bank, nearest_first, 1, "smiling", recipe, None, own, usable)) == [1, 3, 5, 7]
 
 
 def test_the_opening_pixel_source_is_the_widest_of_the_three_nearest_reliable():

@@ -22,14 +22,15 @@ class Attribute:
     # the start's pixels come from the example showing it most clearly (its score) among this many of the nearest
     # reliable ones; 1 = the nearest. bench/bank_quality.py, mouth_open: 3 opened 14/22 mouths instead of 12/22 with
     # mobileface >= 0.75 in 18/22 as before (mean 0.811 vs 0.823); all 5 opened 15/22 but kept identity in 15/22.
-    # Smiles by mouth width lost identity that way (>= 0.75 in 10/15 instead of 14/15).
+    # Smiles by mouth width lost identity that way (>= 0.75 in 10/15 instead of 14/15, an earlier session's code; the
+    # nearest keeps it in 12/15 on today's).
     strongest_of: int = 1
     # for the "with" side only, (n, score) in place of (strongest_of, score). A smile's pixels come from the one of
     # the two nearest that shows more teeth (its inner-lip gap): with the nearest, a closed-lip smile, face-api read
     # a smile on 7 of the 11 non-smiling references it can read, with the toothier of two on 9 of 11, identity kept
-    # on 13/15 against 12/15 (bench/bank_quality.py, with engine/bank/shade.py); the toothiest of three also made 9
-    # of 11 but kept identity on 10/15, with wide, denture-like grins. Taking a smile away keeps the nearest: the
-    # less open of two made the smile fall on 18 of 24 smiling references instead of 20
+    # on 13/15 against 12/15 (bench/bank_quality.py, session 11, with engine/bank/shade.py); the toothiest of three
+    # made 9 of 11 but kept identity on 10/15, with wide, denture-like grins. Taking a smile away keeps the nearest:
+    # the less open of two made the smile fall on 18 of 24 smiling references instead of 20
     adding_strongest: tuple[int, str] | None = None
 
 

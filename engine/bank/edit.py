@@ -19,13 +19,13 @@ from engine.bank.attributes import ATTRIBUTES
 from engine.bank.build import face_features
 from engine.bank.choose import Choice, identity_distances, nearest
 from engine.bank.measure import SCORES, labels_from_scores, pose, scores
-from engine.bank.shade import lip_shade, shaded
+from engine.bank.shade import lip_in, lip_shade, shaded
 from engine.bank.store import Bank, check_backbone, load_bank
 from engine.bank.where import default_bank
 from engine.errors import EXIT_USAGE, FATError, image_ref
 from engine.face.detect import Face
 from engine.face.frame import AlignedFace, FaceFrame, align_face, to_crop
-from engine.face.masks import lookup_region, region_mask, soften_user_mask, user_mask
+from engine.face.masks import lookup_region, region_mask, soften_user_mask, unbent_part, user_mask
 from engine.io.files import sha256_file
 from engine.io.images import Photo, from_array, load_photo
 from engine.objective.composite import start_image
@@ -69,20 +69,25 @@ ATYPICAL = 1.25
 
 
 def typical_first(bank: Bank, idx: np.ndarray, value: int, attribute: str, recipe: Recipe,
-                  shaded: np.ndarray | None = None, same: np.ndarray | None = None) -> np.ndarray:
-    """The k chosen examples (nearest first) reordered for the start image's pixels: first those whose
-    landmark measurements agree with their labels (a mouth labelled open but hidden by a microphone measures
-    closed: not a face to paste from, for any attribute); among those, the reference's own person's (`same`, bool
-    per example: "fix the blink from the next shot"), then those not `shaded` (darker above the lip than the
-    reference, engine/bank/shade.py), then those whose attribute features are typical of the k (distance to the
-    k's mean at most ATYPICAL x the median distance: a moustache among shaven faces is an odd one out); nearest
-    first within; then the attribute's `strongest_of` nearest by how clearly they show it (among the own person's
-    photos alone when one leads)."""
+                  hairy: np.ndarray | None = None, same: np.ndarray | None = None,
+                  usable: np.ndarray | None = None) -> np.ndarray:
+    """The k chosen examples (nearest first) reordered for the start image's pixels; each flag is a bool per example.
+    Those not `usable` (showing the side's value no more clearly than the reference: clearer_than) go last. Then
+    those whose landmark measurements disagree with their labels (a mouth labelled open but hidden by a microphone
+    measures closed: not a face to paste from, for any attribute). Among the rest, the reference's own person's
+    first (`same`: "fix the blink from the next shot"), then those not `hairy` (their upper lip reads as hair and is
+    darker than the reference's, engine/bank/shade.py), then those whose attribute features are typical of the k
+    (distance to the k's mean at most ATYPICAL x the median distance: a moustache among shaven faces is an odd one
+    out); nearest first within. Then the attribute's `strongest_of` leading ones by how clearly they show it (among
+    the own person's photos alone when one leads)."""
     def agrees(i: int) -> bool:
         measured = labels_from_scores(dict(zip(SCORES, map(float, bank.scores[i]), strict=True)))
         given = [a for a, src in bank.entries[i].get("label_sources", {}).items() if src == "labels"]
         labels = dict(zip(bank.attributes, bank.labels[i].tolist(), strict=True))
         return measured[attribute] == value and all(measured[a] == labels[a] for a in given if a in measured)
+
+    def flags(given: np.ndarray | None, default: bool) -> np.ndarray:
+        return np.full(len(idx), default) if given is None else np.asarray(given, bool)
 
     measured = np.array([agrees(i) for i in idx], bool)
     layers = list(recipe.attribute_layers)
@@ -91,10 +96,9 @@ def typical_first(bank: Bank, idx: np.ndarray, value: int, attribute: str, recip
                             for k in layers], axis=1)
     spread = np.linalg.norm(feats - feats.mean(0), axis=1)
     atypical = spread > ATYPICAL * np.median(spread) if len(idx) > 2 else np.zeros(len(idx), bool)
-    shaded = np.zeros(len(idx), bool) if shaded is None else np.asarray(shaded, bool)
-    same = np.zeros(len(idx), bool) if same is None else np.asarray(same, bool)
-    keys = np.lexsort((np.arange(len(idx)), atypical, shaded, ~same, ~measured))
-    reliable = (measured & ~atypical & ~shaded)[keys]
+    hairy, same, usable = flags(hairy, False), flags(same, False), flags(usable, True)
+    keys = np.lexsort((np.arange(len(idx)), atypical, hairy, ~same, ~measured, ~usable))
+    reliable = (usable & measured & ~atypical & ~hairy)[keys]
     own = same[keys]
     if own[0] and reliable[0]:  # the own person's reliable photos lead: the strongest is chosen among them only
         reliable &= own
@@ -221,7 +225,6 @@ class AttributeEditor:
         if positive not in self._sources:
             c = self.choice
             idx, same, value = (c.with_idx, c.with_same, 1) if positive else (c.without_idx, c.without_same, 0)
-            idx = typical_first(self.bank, idx, value, self.options.attribute, self.recipe, self._shaded(idx), same)
             own_score = scores(self.ref.face.landmarks)[ATTRIBUTES[self.options.attribute].score]
             clearer = clearer_than(self.bank, idx, value, self.options.attribute, own_score)
             if not clearer.any():  # the reference shows it more clearly than every example: nothing to paste
@@ -229,7 +232,9 @@ class AttributeEditor:
                          "than every chosen example: its own pixels start the edit")
                 self._sources[positive] = self._own_source()
                 return self._sources[positive]
-            idx = idx[clearer]  # in their order: reliable and typical first (typical_first)
+            # the clearer ones, reliable, clean-lipped and typical first (typical_first puts the others last)
+            idx = typical_first(self.bank, idx, value, self.options.attribute, self.recipe, self._hairy(idx), same,
+                                clearer)[: int(clearer.sum())]
             crop, marks = example_pixels(self.bank, idx, self.ref.size, self.ref.factor, self.ref.crop,
                                          self.pixel_mask, self.recipe)
             mask, pixel_mask = self.mask, self.pixel_mask
@@ -241,11 +246,8 @@ class AttributeEditor:
             # the example's own pixels where the attribute says (its mouth); over the rest of the region only
             # its mid-scale folds (composite.folds_only), as for a guide photo's smile
             own = None
-            if self.pixels_at_example and self.pixels:  # the example's part, and where the reference's own is: nothing
-                # is bent to the example's shape here, so a closing eye or mouth must cover the open one it replaces
-                # (a squint pasted over an open eye left the reference's iris above it as a blue band)
-                own = np.maximum(region_mask(marks, self.pixels, self.ref.size),
-                                 region_mask(self.ref.landmarks, self.pixels, self.ref.size)) * mask
+            if self.pixels_at_example and self.pixels:  # nothing is bent to the example's shape here
+                own = unbent_part(self.pixels, marks, self.ref.landmarks, self.ref.size) * mask
             elif self.pixels:
                 own = pixel_mask
             composite = start_image(self.options.init, self.ref.crop, crop, mask if self.pixels else pixel_mask,
@@ -254,8 +256,11 @@ class AttributeEditor:
                                              own)
         return self._sources[positive]
 
-    def _shaded(self, idx: np.ndarray) -> np.ndarray:
-        """Which of the examples `idx` are darker above the upper lip than the reference (engine/bank/shade.py)."""
+    def _hairy(self, idx: np.ndarray) -> np.ndarray:
+        """Which of the examples `idx` have an upper lip that reads as hair, darker than the reference's
+        (engine/bank/shade.py); none where the edit's region leaves the upper lip out (eyes, brows)."""
+        if not lip_in(self.mask, self.ref.landmarks):
+            return np.zeros(len(idx), bool)
         factor = self.bank.meta["crop_factor"]
         own = lip_shade(self.ref.crop, self.ref.landmarks)
         return shaded(np.array([lip_shade(self.bank.crops[i], self.bank.landmarks[i] * factor) for i in idx]), own)

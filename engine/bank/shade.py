@@ -43,6 +43,18 @@ def lip_shade(crop: np.ndarray, landmarks: np.ndarray) -> float:
     return float(luma[band > 0].mean() / max(float(luma[cheeks > 0].mean()), 1.0))
 
 
+def _band(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    band = np.zeros(size, np.uint8)
+    cv2.fillPoly(band, [np.round(np.asarray(landmarks, np.float64)[list(BAND)]).astype(np.int32)], 1)
+    return band > 0
+
+
+def lip_in(mask: np.ndarray, landmarks: np.ndarray) -> bool:
+    """Whether a region mask (0..1, landmarks in its pixels) covers most of the skin above the upper lip."""
+    band = _band(landmarks, mask.shape[:2])
+    return bool(band.any() and float(np.asarray(mask)[band].mean()) > 0.5)
+
+
 def shaded(example_shades: np.ndarray, reference_shade: float) -> np.ndarray:
     """Which examples read as hair above the lip (under HAIR_LINE) and darker there than the reference by more than
     SHADE_MARGIN (bool per example; False wherever a value is NaN)."""

@@ -16,7 +16,7 @@ import numpy as np
 from engine.errors import image_ref
 from engine.face.align import scale_of, template_transform, transform_points, warp_crop
 from engine.face.detect import Face, eye_distance, find_face
-from engine.face.masks import grow_and_feather, lookup_region, region_mask, soften_user_mask, user_mask
+from engine.face.masks import grow_and_feather, lookup_region, region_mask, soften_user_mask, unbent_part, user_mask
 from engine.face.pasteback import bend_photo, paste_back
 from engine.face.regions import EYES, JAW, Region
 from engine.face.warp import (
@@ -262,5 +262,5 @@ def frame_faces(ref_photo: Photo, guide_photo: Photo, template: dict, region: st
         return FaceFrame(ref, guide, to_crop(ref, full), None, full)
     crop_region = region_mask(ref.landmarks, spec, ref.size)
     keep = region_mask(guide.landmarks, spec.keep, ref.size) * crop_region if spec.keep else None
-    own = region_mask(guide.landmarks, spec.pixels, ref.size) * crop_region if spec.pixels else None
+    own = unbent_part(spec.pixels, guide.landmarks, ref.landmarks, ref.size) * crop_region if spec.pixels else None
     return FaceFrame(ref, guide, crop_region, keep, None, own)

@@ -49,6 +49,14 @@ def region_mask(landmarks: np.ndarray, region: str | Region, size: tuple[int, in
                             iod * (spec.feather if feather is None else feather), shape=True)
 
 
+def unbent_part(part: str, guide_landmarks: np.ndarray, ref_landmarks: np.ndarray,
+                size: tuple[int, int]) -> np.ndarray:
+    """Where a guide's own pixels (a region's `pixels` part) go when nothing bends the reference to the guide's
+    shape: the guide's part and the reference's own, since a closing eye or mouth must cover the open one it
+    replaces (a squint pasted over an open eye left the reference's iris above it as a blue band)."""
+    return np.maximum(region_mask(guide_landmarks, part, size), region_mask(ref_landmarks, part, size))
+
+
 def face_interior(landmarks: np.ndarray, size: tuple[int, int], margin_px: float) -> np.ndarray:
     """0 outside the face (the hull of the jaw and brows) rising to 1 at `margin_px` inside its outline: where a
     blur of a photo's face is the face's own and not its background's."""

@@ -118,8 +118,9 @@ REGIONS: dict[str, Region] = {
 PARTS: dict[str, Region] = {
     "inner_mouth": Region("Inner mouth", (INNER_MOUTH,), 0.05, 0.08),
     "lips": Region("Lips", (MOUTH,), 0.03, 0.05),
-    # the eyes where a guide's own pixels go (Region.pixels): lids and lashes; the rest of the eyes region takes only
-    # the guide's folds, so its brows, eye shadow and brow colour stay the reference's
+    # the eyes where a guide's own pixels go (Region.pixels): each eye's opening grown by 0.03 eye distances (its lid
+    # margin and lashes); the rest of the eyes region takes only the guide's folds, so the reference keeps its own
+    # brows, eye shadow and under-eye skin. Coloured from the skin around them (composite.not_skin)
     "eye_openings": Region("Eye openings", (EYES[:6], EYES[6:]), 0.03, 0.04),
     # what is not skin around the eyes, left out of the colour statistics (engine/objective/composite.py)
     "eyes_and_brows": Region("Eyes and brows", (EYES[:6], EYES[6:], BROWS[:5], BROWS[5:]), 0.05, 0.0),

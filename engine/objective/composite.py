@@ -106,7 +106,7 @@ def not_skin(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Eyes and brows (bool): left out of both sides' colour statistics. An eyes region matched over a squinting
     guide's skin and white brows against a reference's blue irises and dark brows came out with blue lids and orange
     cheeks (an attribute bank's eyes_closed on ../shared/faces/jennifer_aniston_2.jpg)."""
-    return region_mask(landmarks, "eyes_and_brows", size, feather=0.0) >= 0.5
+    return region_mask(landmarks, "eyes_and_brows", size) >= 0.5
 
 
 def mouth_opening(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -131,13 +131,15 @@ def start_image(kind: str, reference: np.ndarray, guide: np.ndarray, mask: np.nd
     # the reference's colours are its skin's and lips': its mouth's opening (teeth, the dark inside) is what a closing
     # mouth replaces. The guide's are all it brings, teeth too: matched over its lips and skin alone, its teeth came
     # out cyan or pink (bench/quality.py smile pairs: happy* 0.79 -> 0.53)
-    opening = None if landmarks is None else mouth_opening(landmarks[0], size)
-    stats = None if opening is None else (~not_skin(landmarks[1], size), ~opening & ~not_skin(landmarks[0], size))
+    stats = None
+    if landmarks is not None:  # (guide's side, reference's side): skin and lips, the guide's teeth too
+        ref_side = ~mouth_opening(landmarks[0], size) & ~not_skin(landmarks[0], size)
+        stats = (~not_skin(landmarks[1], size), ref_side)
     if kind == "composite" and own is not None:
         face = (None if landmarks is None else  # the band reaches ~2 coarse sigmas from an edge
                 face_interior(landmarks[1], size, 2 * recipe.band_coarse * reference.shape[1]))
         guide = folds_only(guide, reference, own, mask, recipe, face, stats)
-        if opening is not None:  # outside `own` the blend's source is the reference's own opening: on neither side
-            stats = ((~opening | (own > 0.5)) & stats[0], stats[1])
+        if stats is not None:  # outside `own` the blend's source is the reference's own pixels: its side's rule
+            stats = (np.where(own > 0.5, stats[0], stats[1]), stats[1])
     blend = {"composite": composite, "seamless": seamless_clone, "feathered": feathered_paste}[kind]
     return blend(guide, reference, mask, recipe, stats)
