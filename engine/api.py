@@ -22,7 +22,6 @@ from engine.io.paths import check_output_path
 from engine.models.backbone import Backbone, load_backbone, read_spec, resolve_path
 from engine.models.descriptor import descriptor_distance
 from engine.models.runtime import resolve_device, resolve_precision
-from engine.objective.composite import start_image
 from engine.objective.optimise import CancelToken, Problem, Progress, solve, targets
 from engine.objective.recipes import Recipe, as_dict, fit_to_backbone, recipe_for, with_overrides
 from engine.options import EditOptions
@@ -116,12 +115,7 @@ def ready_backbone(options: EditOptions, backbone: Backbone | None, recipe: Reci
 def start_crop(frame: FaceFrame, options: EditOptions, recipe: Recipe) -> np.ndarray:
     """The optimisation's start. Strength acts here as well as on the feature target: 0.5 pastes half
     of the guide's region, 0 leaves the reference as it is; above 1 only the target moves further."""
-    amount = min(1.0, options.strength)
-    ref, guide = frame.bent(amount)  # a reshaping region (mouth, smile, eyes, brows): the reference's shape moves too
-    own_pixels = frame.reshape is not None and not frame.reshape.guide_pixels  # brows: the person's own, moved
-    kind = "reference" if own_pixels and options.init == "composite" else options.init
-    init = start_image(kind, ref, guide, frame.mask, options.seed, recipe, frame.own, frame.bent_landmarks(amount))
-    return ref + amount * (init - ref)
+    return frame.start(options.strength, options.init, options.seed, recipe)  # (mouths, smiles, eyes, brows bend)
 
 
 def build_problem(bb: Backbone, frame: FaceFrame, init_crop: np.ndarray, options: EditOptions, recipe: Recipe,
@@ -242,12 +236,12 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
             history: list = []
             image, distance, unchanged = editor.photo.rgb, 0.0, True
         else:
-            w = warm if warm is not None and (warm[0] > 0) == (strength > 0) else None
+            w = warm if warm is not None and (warm[0] > 0) == (strength > 0) and editor.warm_starts(strength) else None
             stage("Optimising")
             init, crop, history = editor.run(strength, w, progress, cancel)
             warm = (strength, crop)
             stage("Pasting back")
-            image = frame.paste(editor.photo.rgb, crop)
+            image = frame.paste(editor.photo.rgb, crop, min(1.0, abs(strength)))
             distance = descriptor_distance(editor.photo.rgb, image, ref.face.landmarks)
             unchanged = False
         timings = {"setup": setup, "edit": time.perf_counter() - t}

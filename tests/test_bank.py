@@ -493,3 +493,32 @@ def test_a_removal_with_nothing_to_remove_says_so(bank_file, photos, tmp_path, c
     events = []
     assert handle(tmp_path / "request.json", events.append) == 0
     assert events[-1]["event"] == "done" and "too little of it" in events[-1]["notes"][0]
+
+
+def test_eyes_take_the_examples_shape_as_from_a_guide(bank_file, photos, dlib_backbone):
+    """A region whose shape is the attribute (eyes) bends the reference to the example's shape, as a guide photo's
+    edit does: without a bend, a squint pasted over an open eye left the reference's upper lashes showing above it
+    (eyes_closed on ../shared/faces/jennifer_aniston_2.jpg). Start and paste bend alike; a strength is not
+    warm-started from another's result, whose change sits at another bend."""
+    from engine.api import backbone_recipe, edit_strengths
+    from engine.bank.edit import AttributeEditor
+
+    bank = load_bank(bank_file)
+    options = EditOptions(attribute="eyes_closed", k=1, iterations=2)
+    spec, recipe = backbone_recipe(options, dlib_backbone)
+    # eyes_closed measured: the squinting laugh counts (engine/bank/measure.py), both sides have a face here
+    editor = AttributeEditor(dlib_backbone, spec, recipe, options, bank, str(photos / "eileen_collins_astronaut.png"),
+                             None, lambda _m: None)
+    src = editor.source(1.0)
+    assert src.bent is not None and src.bent.reshape is not None and len(src.used) == 1
+    np.testing.assert_array_equal(editor.start(0.5), src.bent.start(0.5, "composite", 0, recipe))
+    assert not editor.warm_starts(1.0)
+    moved = np.abs(src.bent.bend(1.0)).max()
+    assert moved > 1.0  # pixels: the lids go to the example's opening
+    results = edit_strengths(str(photos / "eileen_collins_astronaut.png"), [0.5, 1.0], attribute="eyes_closed",
+                             bank=bank, k=1, iterations=2, backbone=dlib_backbone)
+    assert [r.settings["warm_start_from"] for r in results] == [None, None]
+    for r in results:
+        assert r.frame is not None and r.frame.reshape is not None
+        changed = np.abs(r.image.astype(np.int16) - r.photo.rgb8().astype(np.int16)).max(axis=2) > 2
+        assert changed.any() and not (changed & (r.frame.photo_mask(changed.shape) == 0)).any()

@@ -24,7 +24,7 @@ from engine.bank.store import Bank, check_backbone, load_bank
 from engine.bank.where import default_bank
 from engine.errors import EXIT_USAGE, FATError, image_ref
 from engine.face.detect import Face
-from engine.face.frame import AlignedFace, FaceFrame, align_face, to_crop
+from engine.face.frame import AlignedFace, FaceFrame, align_face, reshaped_frame, to_crop
 from engine.face.masks import lookup_region, region_mask, soften_user_mask, unbent_part, user_mask
 from engine.io.files import sha256_file
 from engine.io.images import Photo, from_array, load_photo
@@ -170,6 +170,9 @@ class Source:
     used: np.ndarray  # the bank indices whose pixels were used
     mask: np.ndarray  # the edit region
     own: np.ndarray | None  # where the example's own pixels were laid (its mouth)
+    # a region whose shape is the attribute (eyes: Region.reshape_anchors): the reference bent to the example's shape
+    # as to a guide's (engine/face/frame.py reshaped_frame); its start and paste bend the same way. None: unbent
+    bent: FaceFrame | None = None
 
 
 class AttributeEditor:
@@ -193,6 +196,7 @@ class AttributeEditor:
                      else region_mask(self.ref.landmarks, spec_region, self.ref.size))
         self.keep_part = None if spec_region.user_mask else spec_region.keep
         self.spec_region = spec_region
+        self.bends = spec_region.reshape and self.user_mask is None  # eyes and brows take the example's shape
         # the part where the example's own pixels start the edit: the attribute's own, at the reference's landmarks
         # (a smile: its whole mouth region; in its default region only), else the region's at the example's, as for
         # a guide photo (the mouth: the lips; its moustache and chin only as folds). bench/bank_quality.py: the
@@ -237,6 +241,12 @@ class AttributeEditor:
                                 clearer)[: int(clearer.sum())]
             crop, marks = example_pixels(self.bank, idx, self.ref.size, self.ref.factor, self.ref.crop,
                                          self.pixel_mask, self.recipe)
+            used = idx[: max(1, int(self.recipe.fuse))]
+            if self.bends:  # a squint pasted over an open eye left the reference's upper lashes above it
+                bent = reshaped_frame(self.ref, self._as_guide(crop, marks), self.spec_region, "affine")
+                composite = bent.start(1.0, self.options.init, self.options.seed, self.recipe)
+                self._sources[positive] = Source(crop, marks, bent.keep, composite, used, bent.mask, bent.own, bent)
+                return self._sources[positive]
             mask, pixel_mask = self.mask, self.pixel_mask
             if self.user_mask is None and self.recipe.region_union > 0:
                 mask = np.maximum(mask, region_mask(marks, self.spec_region, self.ref.size))
@@ -252,8 +262,7 @@ class AttributeEditor:
                 own = pixel_mask
             composite = start_image(self.options.init, self.ref.crop, crop, mask if self.pixels else pixel_mask,
                                     self.options.seed, self.recipe, own, (self.ref.landmarks, marks))
-            self._sources[positive] = Source(crop, marks, keep, composite, idx[: max(1, int(self.recipe.fuse))], mask,
-                                             own)
+            self._sources[positive] = Source(crop, marks, keep, composite, used, mask, own)
         return self._sources[positive]
 
     def _hairy(self, idx: np.ndarray) -> np.ndarray:
@@ -299,8 +308,15 @@ class AttributeEditor:
         return ref_f, attr
 
     def start(self, strength: float) -> np.ndarray:
-        composite = self.source(strength).composite
-        return self.ref.crop + min(1.0, abs(strength)) * (composite - self.ref.crop)
+        src = self.source(strength)
+        if src.bent is not None:
+            return src.bent.start(abs(strength), self.options.init, self.options.seed, self.recipe)
+        return self.ref.crop + min(1.0, abs(strength)) * (src.composite - self.ref.crop)
+
+    def warm_starts(self, strength: float) -> bool:
+        """Whether a result at another strength of this sign can start this one: not where the start is bent (the
+        previous result's change sits at another bend)."""
+        return self.source(strength).bent is None
 
     def run(self, strength: float, warm: tuple[float, np.ndarray] | None,
             progress: Callable[[Progress], None] | None,
@@ -308,7 +324,7 @@ class AttributeEditor:
         """(start, result crop, loss history) at `strength`; `warm` = (previous strength, its result crop), of
         the same sign: the start then carries that optimisation's change forward."""
         init = self.start(strength)
-        if warm is not None:
+        if warm is not None and self.warm_starts(strength):
             init = np.clip(warm[1] + init - self.start(warm[0]), 0, 255).astype(np.float32)
         ref_f, attr_f = self.targets(strength)
         keep = self.source(strength).keep
@@ -323,12 +339,17 @@ class AttributeEditor:
         """The face frame (the example stands in for the guide, for the debug pictures; the reference itself where
         nothing is pasted)."""
         src = self.source(strength) if strength else self._own_source()
+        shown = from_array(src.crop, "bank example" if len(src.used) else "reference (nothing pasted)")
+        if src.bent is not None:
+            return src.bent, shown
+        return FaceFrame(self.ref, self._as_guide(src.crop, src.marks), src.mask, src.keep, self.user_mask,
+                         src.own), shown
+
+    def _as_guide(self, crop: np.ndarray, marks: np.ndarray) -> AlignedFace:
+        """An example's crop at the work size as the frame's guide (already in the reference's crop frame)."""
         h, w = self.ref.size
-        example = AlignedFace(Face((0.0, 0.0, float(w), float(h)), src.marks), np.array([[1.0, 0, 0], [0, 1.0, 0]]),
-                              src.crop, src.marks, self.ref.factor)
-        own = None if src.own is None else src.own * min(1.0, abs(strength))  # (the paste's own amount is 1)
-        return (FaceFrame(self.ref, example, src.mask, src.keep, self.user_mask, own),
-                from_array(src.crop, "bank example" if len(src.used) else "reference (nothing pasted)"))
+        return AlignedFace(Face((0.0, 0.0, float(w), float(h)), marks), np.array([[1.0, 0, 0], [0, 1.0, 0]]), crop,
+                           marks, self.ref.factor)
 
     def record(self, strength: float) -> dict:
         c = self.choice
