@@ -40,6 +40,8 @@ def make_config(proc, image, layer, spec, run_mode=Gimp.RunMode.NONINTERACTIVE):
     for key in ("guide-source", "attribute", "preview", "face"):
         if key in spec:
             config.set_property(key, spec[key])
+    if "bank-file" in spec:
+        config.set_property("bank-file", Gio.File.new_for_path(spec["bank-file"]))
     return config
 
 

@@ -75,6 +75,11 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank,
     Image.new("RGB", (320, 240), (128, 128, 128)).save(blank)
     box = mouth_box(ref)
     pair = {"reference": str(ref), "guide": str(guide)}
+    my_bank = scratch / "my banks" / "faces.npz"
+    my_bank.parent.mkdir()
+    my_bank.write_bytes(default_bank.read_bytes())
+    not_a_bank = scratch / "my banks" / "notes.npz"  # (GIMP's file chooser offers only files that exist)
+    not_a_bank.write_text("not a bank")
     cases = {
         "edit": {**pair, "pad": [40, 30], "export": True},
         "edit16": {**pair, "precision16": True},
@@ -87,6 +92,11 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank,
         "smile": {**pair, "region": "smile", "iterations": 1},  # a label with its own parenthesis
         "attribute": {**pair, "guide-source": "attribute", "attribute": "smiling", "strength": -0.5,
                       "region": "auto"},  # the dialog's default: the attribute's own region, as on the CLI
+        # the bank chosen in the dialog: a copy of the default one elsewhere (the same pixels), and a missing file
+        "bank_file": {**pair, "guide-source": "attribute", "attribute": "smiling", "strength": -0.5,
+                      "region": "auto", "bank-file": str(my_bank)},
+        "bank_damaged": {**pair, "guide-source": "attribute", "attribute": "smiling", "strength": -0.5,
+                         "region": "auto", "bank-file": str(not_a_bank)},
     }
     cases, output = run_batch(gimp, scratch, models_dir, cases)
 
@@ -176,10 +186,17 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank,
     cli = np.asarray(Image.open(out).convert("RGB")).astype(int)
     assert np.abs(removed[..., :3].astype(int) - cli).max() <= 1
 
+    chosen = cases["bank_file"]  # the bank chosen in the dialog: the default one under another name, same pixels
+    assert "exception" not in chosen and chosen["success"], chosen
+    assert Path(chosen["raw"]).read_bytes() == Path(attribute["raw"]).read_bytes()
+    damaged = cases["bank_damaged"]  # not a bank: said in GIMP's words, nothing added
+    assert not damaged["success"] and damaged["layers_after"] == damaged["layers_before"], damaged
+    assert "notes.npz" in damaged["error"] and "not a bank file" in damaged["error"], damaged["error"]
+
 
 def check_dialog_arguments(edit: dict) -> None:
     """Generated from the options schema (same names and defaults), plus the plug-in's own; no mnemonic clashes."""
-    own = {"guide-source", "guide-layer", "guide-file", "attribute", "preview"}  # (+ guide-memory, an aux argument)
+    own = {"guide-source", "guide-layer", "guide-file", "attribute", "bank-file", "preview"}  # (+ guide-memory, aux)
     assert own <= set(edit["config_properties"])
     for o in schema():
         prop = o["name"].replace("_", "-")

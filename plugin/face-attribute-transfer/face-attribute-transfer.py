@@ -118,7 +118,8 @@ def schema_options():
 def own_labels():
     """The plug-in's own arguments (and the Advanced group), in dialog order, with their wished mnemonics."""
     return {"guide-source": "_Guide", "guide-layer": "Guide _layer", "guide-file": "Guide f_ile",
-            "attribute": SCHEMA["attribute"]["label"], "preview": "_Preview (composite only, a second or two)"}
+            "attribute": SCHEMA["attribute"]["label"], "bank-file": "_Bank (none: the default)",
+            "preview": "_Preview (composite only, a second or two)"}
 
 
 def assign_mnemonics(labels, reserved=RESERVED_MNEMONICS):
@@ -140,7 +141,7 @@ def assign_mnemonics(labels, reserved=RESERVED_MNEMONICS):
 
 def dialog_order():
     """Property names (and the Advanced group) in the order the dialog shows them."""
-    main = ["guide-source", "guide-layer", "guide-file", "attribute"]
+    main = ["guide-source", "guide-layer", "guide-file", "attribute", "bank-file"]
     main += [p for p, o in schema_options() if not o["advanced"]] + ["preview", "advanced"]
     return main, [p for p, o in schema_options() if o["advanced"]]
 
@@ -199,6 +200,9 @@ def option_values(config):
         values["iterations"] = 0  # the composite start alone
     if config.get_property("guide-source") == "attribute":
         values["attribute"] = config.get_property("attribute")
+        bank = config.get_property("bank-file")  # none: the engine's default bank for the backbone used
+        if bank is not None and bank.get_path():
+            values["bank"] = bank.get_path()
     return values
 
 
@@ -471,7 +475,8 @@ def test_hook(image, layer):
 def follow_guide_source(dialog):
     """Only the chosen guide source's field is editable (a file name left in Guide file greys out while Guide
     says a layer), so the dialog shows which one counts."""
-    for prop, source in (("guide-layer", "layer"), ("guide-file", "file"), ("attribute", "attribute")):
+    for prop, source in (("guide-layer", "layer"), ("guide-file", "file"), ("attribute", "attribute"),
+                         ("bank-file", "attribute")):
         values = Gimp.ValueArray.new(1)
         values.append(GObject.Value(GObject.TYPE_STRING, source))
         try:
@@ -593,6 +598,11 @@ def add_arguments(procedure):
     a = SCHEMA["attribute"]
     add_choice(procedure, "attribute", LABELS["attribute"], a["help"], [(c, a["labels"][c]) for c in a["choices"]],
                a["choices"][0])
+    procedure.add_file_argument("bank-file", LABELS["bank-file"], "The attribute bank whose example faces give the "
+                                "attribute (a .npz file made by python -m engine bank build from your own photos); "
+                                "none: the default bank of the backbone used (models/bank-BACKBONE.npz, which "
+                                "install.py builds from the project's examples)", Gimp.FileChooserAction.OPEN, True,
+                                None, flags)
     for prop, o in schema_options():
         add_option_argument(procedure, prop, o)
     procedure.add_boolean_argument("preview", LABELS["preview"], "Only the blended start image (no optimisation): "
