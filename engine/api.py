@@ -250,7 +250,6 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
                    "reference": str(editor.photo.path) if editor.photo.path else None, "guide": None,
                    "warm_start_from": w[0] if strength != 0 and w is not None else None, **editor.record(strength)}
         crops = {"reference": ref.crop, "guide": frame.guide.crop, "init": init, "result": crop}
-        note = editor.note(strength)
         results.append(Result(image, editor.photo, crops, frame.mask, summary, timings, distance, history, frame,
-                              example, unchanged, (note,) if note else ()))
+                              example, unchanged, editor.notes(strength)))
     return results

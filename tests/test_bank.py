@@ -495,6 +495,21 @@ def test_a_removal_with_nothing_to_remove_says_so(bank_file, photos, tmp_path, c
     assert events[-1]["event"] == "done" and "too little of it" in events[-1]["notes"][0]
 
 
+def test_a_bank_with_fewer_faces_than_an_edit_looks_for_says_so(bank_file, photos, tmp_path, capsys):
+    """The test bank has 2 smiling and 2 non-smiling faces, fewer than the 5 an edit looks for: the CLI says the
+    result follows those few (a GIMP user saw a squint from the default bank's one closed-eyes face and no reason
+    why), in the sidecar too; a --k the user gives is their choice and brings no such note."""
+    out = tmp_path / "few.png"
+    argv = edit_argv(photos, bank_file, out, "--strength", "1")
+    k = argv.index("--k")
+    assert cli_main([a for a in argv[:k] + argv[k + 2:] if a != "--quiet"]) == 0  # no --k: as many as there are
+    printed = capsys.readouterr().out
+    assert "note: Smiling: the attribute bank has only 2 example faces with it (an edit looks for 5)" in printed
+    assert any("only 2 example faces" in n for n in json.loads(out.with_suffix(".json").read_text())["notes"])
+    assert cli_main([a for a in edit_argv(photos, bank_file, out, "--strength", "1") if a != "--quiet"]) == 0
+    assert "only" not in capsys.readouterr().out
+
+
 def test_eyes_take_the_examples_shape_as_from_a_guide(bank_file, photos, dlib_backbone):
     """A region whose shape is the attribute (eyes) bends the reference to the example's shape, as a guide photo's
     edit does: without a bend, a squint pasted over an open eye left the reference's upper lashes showing above it
