@@ -200,8 +200,8 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
                    log: Callable[[str], None] | None = None, stage: Callable[[str], None] | None = None,
                    **values) -> list[Result]:
     """Attribute edits (mode B: an attribute bank instead of a guide photo), one Result per strength, each
-    warm-started from the previous one of the same sign. `bank`: a path, a loaded engine.bank.store.Bank, or
-    None (options.bank, else the default bank). See engine/bank/edit.py."""
+    warm-started from the previous one of the same sign where nothing is bent (engine/bank/edit.py). `bank`: a
+    path, a loaded engine.bank.store.Bank, or None (options.bank, else the default bank)."""
     from engine.bank.edit import AttributeEditor, bank_of, check_attribute_request
 
     backbone, options = loaded_or_named(backbone, options, values)

@@ -530,9 +530,15 @@ def test_eyes_take_the_examples_shape_as_from_a_guide(bank_file, photos, dlib_ba
     assert not editor.warm_starts(1.0)
     moved = np.abs(src.bent.bend(1.0)).max()
     assert moved > 1.0  # pixels: the lids go to the example's opening
+    unbent = AttributeEditor(dlib_backbone, spec, recipe, EditOptions(attribute="eyes_closed", k=1, warp="none"),
+                             bank, str(photos / "eileen_collins_astronaut.png"), None, lambda _m: None)
+    assert unbent.source(1.0).bent is None and unbent.warm_starts(1.0)  # --warp none: nothing bends, as with a guide
     results = edit_strengths(str(photos / "eileen_collins_astronaut.png"), [0.5, 1.0], attribute="eyes_closed",
                              bank=bank, k=1, iterations=2, backbone=dlib_backbone)
     assert [r.settings["warm_start_from"] for r in results] == [None, None]
+    half = results[0]  # pasted with the bend and own part of strength 0.5, as its start was made
+    assert np.array_equal(half.image, half.frame.paste(half.photo.rgb, half.crops["result"], 0.5))
+    assert not np.array_equal(half.image, half.frame.paste(half.photo.rgb, half.crops["result"], 1.0))
     for r in results:
         assert r.frame is not None and r.frame.reshape is not None
         changed = np.abs(r.image.astype(np.int16) - r.photo.rgb8().astype(np.int16)).max(axis=2) > 2

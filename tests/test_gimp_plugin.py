@@ -92,7 +92,8 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank,
         "smile": {**pair, "region": "smile", "iterations": 1},  # a label with its own parenthesis
         "attribute": {**pair, "guide-source": "attribute", "attribute": "smiling", "strength": -0.5,
                       "region": "auto"},  # the dialog's default: the attribute's own region, as on the CLI
-        # the bank chosen in the dialog: a copy of the default one elsewhere (the same pixels), and a missing file
+        # the bank chosen in the dialog: a copy of the default one elsewhere (the same pixels), and a file that is
+        # not a bank (refused: so the chosen file is what the engine reads)
         "bank_file": {**pair, "guide-source": "attribute", "attribute": "smiling", "strength": -0.5,
                       "region": "auto", "bank-file": str(my_bank)},
         "bank_damaged": {**pair, "guide-source": "attribute", "attribute": "smiling", "strength": -0.5,

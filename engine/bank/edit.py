@@ -2,7 +2,8 @@
 feature direction; target = F(ref) + strength * (mean F(with) - mean F(without)) on the attribute layers,
 compared inside the attribute's region. Negative strengths remove the attribute (the "without" examples
 give the pixels); 0 returns the reference unchanged. Several strengths are each warm-started from the
-previous result (same sign): the start carries the previous optimisation's change forward.
+previous result (same sign): the start carries the previous optimisation's change forward, except where the
+start is bent to the example's shape (eyes, brows), whose bend differs per strength.
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ class AttributeEditor:
                      else region_mask(self.ref.landmarks, spec_region, self.ref.size))
         self.keep_part = None if spec_region.user_mask else spec_region.keep
         self.spec_region = spec_region
-        self.bends = spec_region.reshape and self.user_mask is None  # eyes and brows take the example's shape
+        # eyes and brows take the example's shape, as a guide's (--warp none / similarity: nothing is bent)
+        self.bends = spec_region.reshape and self.user_mask is None and options.warp in ("auto", "affine", "tps")
         # the part where the example's own pixels start the edit: the attribute's own, at the reference's landmarks
         # (a smile: its whole mouth region; in its default region only), else the region's at the example's, as for
         # a guide photo (the mouth: the lips; its moustache and chin only as folds). bench/bank_quality.py: the
@@ -243,7 +245,7 @@ class AttributeEditor:
                                          self.pixel_mask, self.recipe)
             used = idx[: max(1, int(self.recipe.fuse))]
             if self.bends:  # a squint pasted over an open eye left the reference's upper lashes above it
-                bent = reshaped_frame(self.ref, self._as_guide(crop, marks), self.spec_region, "affine")
+                bent = reshaped_frame(self.ref, self._as_guide(crop, marks), self.spec_region, self.options.warp)
                 composite = bent.start(1.0, self.options.init, self.options.seed, self.recipe)
                 self._sources[positive] = Source(crop, marks, bent.keep, composite, used, bent.mask, bent.own, bent)
                 return self._sources[positive]

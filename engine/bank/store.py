@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import EXIT_BACKBONE, EXIT_INPUT, FATError
+from engine.errors import EXIT_BACKBONE, EXIT_INPUT, FATError, option_ref
 from engine.io.files import atomic_write
 
 FORMAT, VERSION = "fat-bank", 1
@@ -122,8 +122,9 @@ def check_backbone(bank: Bank, spec: dict) -> None:
     where = bank.path or "bank"
     if bank.meta["backbone"] != spec["backbone"]:
         raise FATError(f"bank {where} was built with backbone {bank.meta['backbone']!r}, this edit uses "
-                       f"{spec['backbone']!r}: rebuild the bank with --backbone {spec['backbone']}, or edit with "
-                       f"--backbone {bank.meta['backbone']}.", EXIT_BACKBONE)
+                       f"{spec['backbone']!r}: rebuild the bank with `python -m engine bank build ... --backbone "
+                       f"{spec['backbone']}`, or edit with {option_ref('backbone', bank.meta['backbone'])}.",
+                       EXIT_BACKBONE)
     if bank.meta["onnx_sha256"] != spec["onnx_sha256"]:
         raise FATError(f"bank {where} was built with another export of {spec['backbone']} (ONNX sha256 "
                        f"{bank.meta['onnx_sha256'][:12]}..., installed {spec['onnx_sha256'][:12]}...): rebuild the "

@@ -514,6 +514,10 @@ def checked_options(config, has_mask):
     """The options as the engine will check them, checked here first so a mistake answers at once, in the
     dialog's words; returns (options, error message)."""
     values = option_values(config)
+    bank = config.get_property("bank-file") if config.get_property("guide-source") == "attribute" else None
+    if bank is not None and not bank.get_path():  # (a remote file: never the default bank in its place)
+        return values, ("The chosen Bank is not a file on this computer: copy it here and choose it again, or "
+                        "choose none for the default bank.")
     try:
         OPTIONS.EditOptions.from_mapping(dict(values))
     except ERRORS.FATError as e:
