@@ -22,6 +22,7 @@ from engine.io.paths import check_output_path
 from engine.models.backbone import Backbone, load_backbone, read_spec, resolve_path
 from engine.models.descriptor import descriptor_distance
 from engine.models.runtime import resolve_device, resolve_precision
+from engine.objective.composite import frame_start
 from engine.objective.optimise import CancelToken, Problem, Progress, solve, targets
 from engine.objective.recipes import Recipe, as_dict, fit_to_backbone, recipe_for, with_overrides
 from engine.options import EditOptions
@@ -115,7 +116,7 @@ def ready_backbone(options: EditOptions, backbone: Backbone | None, recipe: Reci
 def start_crop(frame: FaceFrame, options: EditOptions, recipe: Recipe) -> np.ndarray:
     """The optimisation's start. Strength acts here as well as on the feature target: 0.5 pastes half
     of the guide's region, 0 leaves the reference as it is; above 1 only the target moves further."""
-    return frame.start(options.strength, options.init, options.seed, recipe)  # (mouths, smiles, eyes, brows bend)
+    return frame_start(frame, options.strength, options.init, options.seed, recipe)
 
 
 def build_problem(bb: Backbone, frame: FaceFrame, init_crop: np.ndarray, options: EditOptions, recipe: Recipe,

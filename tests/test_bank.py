@@ -517,6 +517,7 @@ def test_eyes_take_the_examples_shape_as_from_a_guide(bank_file, photos, dlib_ba
     warm-started from another's result, whose change sits at another bend."""
     from engine.api import backbone_recipe, edit_strengths
     from engine.bank.edit import AttributeEditor
+    from engine.objective.composite import frame_start
 
     bank = load_bank(bank_file)
     options = EditOptions(attribute="eyes_closed", k=1, iterations=2)
@@ -526,7 +527,7 @@ def test_eyes_take_the_examples_shape_as_from_a_guide(bank_file, photos, dlib_ba
                              None, lambda _m: None)
     src = editor.source(1.0)
     assert src.bent is not None and src.bent.reshape is not None and len(src.used) == 1
-    np.testing.assert_array_equal(editor.start(0.5), src.bent.start(0.5, "composite", 0, recipe))
+    np.testing.assert_array_equal(editor.start(0.5), frame_start(src.bent, 0.5, "composite", 0, recipe))
     assert not editor.warm_starts(1.0)
     moved = np.abs(src.bent.bend(1.0)).max()
     assert moved > 1.0  # pixels: the lids go to the example's opening

@@ -29,7 +29,7 @@ from engine.face.frame import AlignedFace, FaceFrame, align_face, reshaped_frame
 from engine.face.masks import lookup_region, region_mask, soften_user_mask, unbent_part, user_mask
 from engine.io.files import sha256_file
 from engine.io.images import Photo, from_array, load_photo
-from engine.objective.composite import start_image
+from engine.objective.composite import frame_start, start_image
 from engine.objective.optimise import CancelToken, Problem, Progress, solve
 from engine.objective.recipes import Recipe
 from engine.options import EditOptions
@@ -167,7 +167,7 @@ class Source:
     crop: np.ndarray  # the example's crop at the work size (or the fusion of several)
     marks: np.ndarray  # its landmarks there
     keep: np.ndarray | None  # where change costs more (the example's attribute itself)
-    composite: np.ndarray  # the start at strength 1
+    composite: np.ndarray | None  # the start at strength 1 where nothing is bent (a bent one: per strength)
     used: np.ndarray  # the bank indices whose pixels were used
     mask: np.ndarray  # the edit region
     own: np.ndarray | None  # where the example's own pixels were laid (its mouth)
@@ -246,8 +246,7 @@ class AttributeEditor:
             used = idx[: max(1, int(self.recipe.fuse))]
             if self.bends:  # a squint pasted over an open eye left the reference's upper lashes above it
                 bent = reshaped_frame(self.ref, self._as_guide(crop, marks), self.spec_region, self.options.warp)
-                composite = bent.start(1.0, self.options.init, self.options.seed, self.recipe)
-                self._sources[positive] = Source(crop, marks, bent.keep, composite, used, bent.mask, bent.own, bent)
+                self._sources[positive] = Source(crop, marks, bent.keep, None, used, bent.mask, bent.own, bent)
                 return self._sources[positive]
             mask, pixel_mask = self.mask, self.pixel_mask
             if self.user_mask is None and self.recipe.region_union > 0:
@@ -328,7 +327,7 @@ class AttributeEditor:
     def start(self, strength: float) -> np.ndarray:
         src = self.source(strength)
         if src.bent is not None:
-            return src.bent.start(abs(strength), self.options.init, self.options.seed, self.recipe)
+            return frame_start(src.bent, abs(strength), self.options.init, self.options.seed, self.recipe)
         return self.ref.crop + min(1.0, abs(strength)) * (src.composite - self.ref.crop)
 
     def warm_starts(self, strength: float) -> bool:

@@ -31,27 +31,28 @@ CHEEKS = ((1, 31, 41), (15, 35, 46))
 def lip_shade(crop: np.ndarray, landmarks: np.ndarray) -> float:
     """Mean luma above the upper lip / mean luma of the cheeks (1: as light as the cheeks); `landmarks` in the
     crop's pixels. NaN where either part has (almost) no area: degenerate landmarks."""
-    h, w = crop.shape[:2]
     luma = cv2.cvtColor(np.clip(crop, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    p = np.round(np.asarray(landmarks, np.float64)).astype(np.int32)
-    parts = [p[list(BAND)]], [p[list(t)] for t in CHEEKS]
+    parts = _polygons(landmarks, (BAND,)), _polygons(landmarks, CHEEKS)
     if min(sum(abs(cv2.contourArea(q.astype(np.float32))) for q in part) for part in parts) < 4:
         return float("nan")
-    band, cheeks = np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)
-    cv2.fillPoly(band, parts[0], 1)
-    cv2.fillPoly(cheeks, parts[1], 1)
-    return float(luma[band > 0].mean() / max(float(luma[cheeks > 0].mean()), 1.0))
+    band, cheeks = (_filled(part, crop.shape[:2]) for part in parts)
+    return float(luma[band].mean() / max(float(luma[cheeks].mean()), 1.0))
 
 
-def _band(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    band = np.zeros(size, np.uint8)
-    cv2.fillPoly(band, [np.round(np.asarray(landmarks, np.float64)[list(BAND)]).astype(np.int32)], 1)
-    return band > 0
+def _polygons(landmarks: np.ndarray, groups: tuple[tuple[int, ...], ...]) -> list[np.ndarray]:
+    p = np.round(np.asarray(landmarks, np.float64)).astype(np.int32)
+    return [p[list(g)] for g in groups]
+
+
+def _filled(polygons: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(size, np.uint8)
+    cv2.fillPoly(out, polygons, 1)
+    return out > 0
 
 
 def lip_in(mask: np.ndarray, landmarks: np.ndarray) -> bool:
     """Whether a region mask (0..1, landmarks in its pixels) covers most of the skin above the upper lip."""
-    band = _band(landmarks, mask.shape[:2])
+    band = _filled(_polygons(landmarks, (BAND,)), mask.shape[:2])
     return bool(band.any() and float(np.asarray(mask)[band].mean()) > 0.5)
 
 

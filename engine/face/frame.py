@@ -120,18 +120,6 @@ class FaceFrame:
         goal = self._goal(amount)[: len(self.ref.landmarks)]  # (a block region's copies follow the landmarks)
         return goal, goal
 
-    def start(self, amount: float, kind: str, seed: int, recipe) -> np.ndarray:
-        """The optimisation's start `amount` (0..1) of the way to the guide: the bent reference, and the guide's region
-        laid over it by `kind` (options.INITS); brows (Region.guide_pixels False) start from the person's own, moved."""
-        from engine.objective.composite import start_image
-
-        amount = min(1.0, amount)
-        ref, guide = self.bent(amount)
-        if self.reshape is not None and not self.reshape.guide_pixels and kind == "composite":
-            kind = "reference"
-        init = start_image(kind, ref, guide, self.mask, seed, recipe, self.own, self.bent_landmarks(amount))
-        return ref + amount * (init - ref)
-
     def bend(self, amount: float) -> np.ndarray | None:
         """The reference's bend `amount` of the way to the guide's shape, as crop-pixel offsets (None: no bend)."""
         r = self.reshape

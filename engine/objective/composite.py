@@ -143,3 +143,15 @@ def start_image(kind: str, reference: np.ndarray, guide: np.ndarray, mask: np.nd
             stats = (np.where(own > 0.5, stats[0], stats[1]), stats[1])
     blend = {"composite": composite, "seamless": seamless_clone, "feathered": feathered_paste}[kind]
     return blend(guide, reference, mask, recipe, stats)
+
+
+def frame_start(frame, amount: float, kind: str, seed: int, recipe: Recipe) -> np.ndarray:
+    """The optimisation's start from a face frame (engine/face/frame.py FaceFrame, a guide photo's or a bank
+    example's), `amount` (0..1) of the way to the guide: the bent reference, and the guide's region laid over it by
+    `kind` (options.INITS); brows (Region.guide_pixels False) start from the person's own, moved."""
+    amount = min(1.0, amount)
+    ref, guide = frame.bent(amount)
+    if frame.reshape is not None and not frame.reshape.guide_pixels and kind == "composite":
+        kind = "reference"
+    init = start_image(kind, ref, guide, frame.mask, seed, recipe, frame.own, frame.bent_landmarks(amount))
+    return ref + amount * (init - ref)
