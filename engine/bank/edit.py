@@ -3,7 +3,7 @@ feature direction; target = F(ref) + strength * (mean F(with) - mean F(without))
 compared inside the attribute's region. Negative strengths remove the attribute (the "without" examples
 give the pixels); 0 returns the reference unchanged. Several strengths are each warm-started from the
 previous result (same sign): the start carries the previous optimisation's change forward, except where the
-start is bent to the example's shape (eyes, brows), whose bend differs per strength.
+start is bent to the example's shape (mouths, eyes, brows), whose bend differs per strength.
 """
 
 from __future__ import annotations
@@ -189,16 +189,18 @@ class AttributeEditor:
                                            options.box, image_ref("reference"), factor=None)
         self.region = options.edit_region
         attribute = ATTRIBUTES[options.attribute]
-        spec_region = lookup_region(self.region)
-        spec_region = lookup_region(spec_region.unbent) if spec_region.unbent else spec_region  # no guide to bend to
+        region = lookup_region(self.region)
+        # a region whose shape is the attribute (a mouth's opening, an eye's, a brow's height) takes the example's
+        # shape, as a guide's; with --warp none / similarity, or where examples bend it badly (Region.example_bends:
+        # the smile), nothing is bent and its unbent part stands for it
+        self.bends = region.reshape and region.example_bends and options.warp in ("auto", "affine", "tps")
+        spec_region = lookup_region(region.unbent) if region.unbent and not self.bends else region
         self.user_mask = (soften_user_mask(user_mask(mask, self.photo.rgb.shape[:2]), self.ref.face.eye_distance)
                           if spec_region.user_mask else None)
         self.mask = (to_crop(self.ref, self.user_mask) if self.user_mask is not None
                      else region_mask(self.ref.landmarks, spec_region, self.ref.size))
         self.keep_part = None if spec_region.user_mask else spec_region.keep
         self.spec_region = spec_region
-        # eyes and brows take the example's shape, as a guide's (--warp none / similarity: nothing is bent)
-        self.bends = spec_region.reshape and self.user_mask is None and options.warp in ("auto", "affine", "tps")
         # the part where the example's own pixels start the edit: the attribute's own, at the reference's landmarks
         # (a smile: its whole mouth region; in its default region only), else the region's at the example's, as for
         # a guide photo (the mouth: the lips; its moustache and chin only as folds). bench/bank_quality.py: the
