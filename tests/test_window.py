@@ -252,6 +252,41 @@ def test_packed_linear_layers_give_nn_linears_outputs_and_input_gradient():
         assert close(given(two), net(two))  # packed for one image, right for a batch too
 
 
+@pytest.mark.skipif(not __import__("engine.models.packed_linear", fromlist=["x"]).packing_available(),
+                    reason="this torch build cannot pack bf16 weights (no oneDNN bf16)")
+def test_large_layers_are_packed_on_a_helper_thread_before_the_first_pass():
+    """pack_in_background (a new process packs VGG-Face's fc6 / fc7 while it aligns the faces): every PackedLinear
+    gets its W and W^T, the transposed weight from the loader given, and passes give what lazily packed layers give;
+    with everything packed there is no thread to start."""
+    import copy
+
+    from engine.models.packed_linear import pack_in_background, packed_linears, transposed_weights
+
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(300, 200), torch.nn.ReLU(), torch.nn.Linear(200, 150)).bfloat16()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    lazy = packed_linears(copy.deepcopy(net), large=20_000)
+    calls = []
+    early = copy.deepcopy(net)
+    packed_linears(early, lambda: calls.append(1) or transposed_weights(early, large=20_000), large=20_000)
+    thread = pack_in_background(early.modules())
+    assert thread is not None
+    thread.join(timeout=60)
+    for layer in (early[0], early[2]):
+        assert "_packed" in layer.__dict__ and "_packed_t" in layer.__dict__
+    assert calls == [1] and pack_in_background(early.modules()) is None  # packed once: nothing left to do
+
+    def grad(module):
+        x = torch.linspace(-1, 1, 300, dtype=torch.bfloat16)[None].requires_grad_(True)
+        out = module(x)
+        out.backward(torch.ones_like(out))
+        return out.detach(), x.grad
+
+    (a, ga), (b, gb) = grad(lazy), grad(early)
+    assert torch.equal(a, b) and torch.equal(ga, gb)
+
+
 def test_the_bf16_copys_packed_layers_read_their_transposed_weights_from_the_user_cache(models_dir, tmp_path,
                                                                                        monkeypatch):
     """Backbone.module_bf16 with the size threshold lowered to the test network's fc6 / fc7: they are packed, the
@@ -283,3 +318,33 @@ def test_the_bf16_copys_packed_layers_read_their_transposed_weights_from_the_use
     assert type(plain.module_bf16.fc6) is torch.nn.Linear
     unpacked = input_gradient(plain)
     assert float((grads[0] - unpacked).norm() / unpacked.norm()) < 1e-2
+
+
+def test_a_bf16_edit_packs_the_layers_its_taps_reach_while_it_aligns(models_dir, tmp_path, monkeypatch):
+    """Backbone.start_packing (called by engine/api.py ready_backbone): a bf16 backbone on the CPU packs the large
+    layers up to its deepest tap on a helper thread (fc6 and fc7 for the identity tap fc7, not fc8); taps that stop
+    before them, or an fp32 backbone, pack nothing."""
+    import threading
+
+    from engine.models import packed_linear
+    from engine.models.backbone import load_backbone
+
+    if not packed_linear.packing_available():
+        pytest.skip("this torch build cannot pack bf16 weights (no oneDNN bf16)")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(packed_linear, "LARGE", 100)
+
+    def packed_after(precision: str, taps: list[str]) -> list[str]:
+        bb = load_backbone("vggface", directory=models_dir, precision=precision)
+        bb.start_packing(taps)
+        for thread in threading.enumerate():
+            if thread.name == "pack-bf16-weights":
+                thread.join(timeout=60)
+        if "module_bf16" not in bb.__dict__:
+            return []
+        return [name for name, m in bb.module_bf16.named_modules()
+                if isinstance(m, packed_linear.PackedLinear) and "_packed" in m.__dict__ and "_packed_t" in m.__dict__]
+
+    assert packed_after("bf16", ["relu3_3", "fc7"]) == ["fc6", "fc7"]
+    assert packed_after("bf16", ["relu3_3"]) == []
+    assert packed_after("fp32", ["fc7"]) == []

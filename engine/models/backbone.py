@@ -24,7 +24,7 @@ from torch import nn
 from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError, option_ref
 from engine.io.files import verified_sha256
 from engine.models.dlib_resnet import DlibResNet
-from engine.models.packed_linear import packed_linears, transposed_weights
+from engine.models.packed_linear import pack_in_background, packed_linears, transposed_weights
 from engine.models.runtime import ort_session
 from engine.models.state_cache import cached_state
 from engine.models.taps import run_stages
@@ -105,6 +105,21 @@ class Backbone:
         net = _frozen(ARCHITECTURES[self.spec["architecture"]](state).eval().to(self.device,
                                                                              memory_format=torch.channels_last))
         return packed_linears(net, lambda: cached_state(digest, prefix, lambda: transposed_weights(net), "bf16-t"))
+
+    def start_packing(self, taps: Iterable[str]) -> None:
+        """For a bf16 edit on the CPU: build the bf16 copy and begin packing the large layers its passes to `taps`
+        run (those named as stages up to the deepest tap: VGG-Face's fc6 and fc7, not fc8) on a helper thread
+        (models/packed_linear.py pack_in_background), so that a new process packs while it reads and aligns the
+        photos rather than at its first pass."""
+        if self.precision != "bf16" or self.device.type != "cpu":
+            return
+        net = self.module_bf16
+        order = [name for name, _ in net.stages()]
+        try:
+            reached = set(order[:max(order.index(t) for t in taps) + 1])
+        except ValueError:  # a tap the network does not have: the pass will say so
+            return
+        pack_in_background(layer for name, layer in net.named_modules() if name in reached)
 
     @cached_property
     def session(self):
