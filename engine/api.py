@@ -202,7 +202,7 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
                    log: Callable[[str], None] | None = None, stage: Callable[[str], None] | None = None,
                    **values) -> list[Result]:
     """Attribute edits (mode B: an attribute bank instead of a guide photo), one Result per strength, each
-    warm-started from the previous one of the same sign where nothing is bent (engine/bank/edit.py). `bank`: a
+    warm-started from the previous one of the same sign (engine/bank/edit.py). `bank`: a
     path, a loaded engine.bank.store.Bank, or None (options.bank, else the default bank)."""
     from engine.bank.edit import AttributeEditor, bank_of, check_attribute_request
 
@@ -238,7 +238,7 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
             history: list = []
             image, distance, unchanged = editor.photo.rgb, 0.0, True
         else:
-            w = warm if warm is not None and (warm[0] > 0) == (strength > 0) and editor.warm_starts(strength) else None
+            w = warm if warm is not None and (warm[0] > 0) == (strength > 0) else None
             stage("Optimising")
             init, crop, history = editor.run(strength, w, progress, cancel)
             warm = (strength, crop)

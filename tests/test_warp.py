@@ -358,3 +358,29 @@ def test_piecewise_affine_equals_scipys_linear_interpolation_over_qhulls_triangl
         assert np.abs(mapped - expected).max() < 1e-9
     outside = piecewise_affine(np.array([[10.0, 10], [50, 10], [10, 50]]), np.zeros((3, 2)), (60, 60))
     assert np.isnan(outside[55, 55]).all() and not np.isnan(outside[12, 12]).any()
+
+
+def test_a_change_is_carried_from_one_bend_to_another(dlib_backbone, small_pair):
+    """FaceFrame.carried (a bank edit's warm start across strengths): a change drawn at the bend's points for one
+    amount lands at the same points for another amount (within a pixel); between equal amounts it stays as it is,
+    and without a reshape it is returned untouched."""
+    r = edit(small_pair[0], guide=small_pair[1], backbone=dlib_backbone, region="mouth", iterations=0)
+    frame = r.frame
+    h, w = frame.ref.size
+    goal_half, goal_whole = frame._goal(0.5), frame._goal(1.0)
+    moving = np.flatnonzero(np.linalg.norm(goal_whole - goal_half, axis=1) > 2.0)
+    moving = [i for i in moving if 3 < goal_half[i, 0] < w - 4 and 3 < goal_half[i, 1] < h - 4]
+    assert moving, "the mouth's points move between the two amounts"
+    change = np.zeros((h, w, 3), np.float32)
+    for i in moving:
+        x, y = np.rint(goal_half[i]).astype(int)
+        change[y - 1:y + 2, x - 1:x + 2] = 100.0
+    carried = frame.carried(change, 0.5, 1.0)
+    for i in moving:
+        x, y = goal_whole[i]
+        near = carried[max(0, int(y) - 1):int(y) + 3, max(0, int(x) - 1):int(x) + 3, 0]
+        assert near.max() > 50, (i, goal_half[i], goal_whole[i])
+    np.testing.assert_allclose(frame.carried(change, 0.7, 0.7), change, atol=1e-3)
+    plain = edit(small_pair[0], guide=small_pair[1], backbone=dlib_backbone, region="mouth", warp="none",
+                 iterations=0)
+    assert plain.frame.carried(change, 0.5, 1.0) is change

@@ -120,6 +120,15 @@ class FaceFrame:
         goal = self._goal(amount)[: len(self.ref.landmarks)]  # (a block region's copies follow the landmarks)
         return goal, goal
 
+    def carried(self, change: np.ndarray, from_amount: float, to_amount: float) -> np.ndarray:
+        """A change made over the crop bent `from_amount` of the way (an optimisation's result minus its start), bent
+        on to where the same points lie at `to_amount`: a strength's result warm-starts the next one where the start
+        is bent (attribute banks, engine/bank/edit.py). Unchanged without a reshape, or between equal goals."""
+        r = self.reshape
+        if r is None:
+            return change
+        return warp_to(change, self._goal(from_amount), self._goal(to_amount), r.method, r.fade)
+
     def bend(self, amount: float) -> np.ndarray | None:
         """The reference's bend `amount` of the way to the guide's shape, as crop-pixel offsets (None: no bend)."""
         r = self.reshape

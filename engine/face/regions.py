@@ -73,17 +73,9 @@ class Region:
     # mouth_open moved: 0: 0.837 / 9/10 (jeff_bezos_1 at 0.077) / 0.65; 0.5: 0.826 / 10/10 (jeff_bezos_1 0.106) /
     # 0.79; 1: 0.808 / 10/10 / 0.94
     face_scaled_opening: float = 0.0
-    # a PART that stands for the region wherever nothing is bent to a guide's shape (--warp none / similarity, and
-    # attribute banks' edits where `example_bends` is False): a smile's mouth, cheeks and nasolabial folds (None: the
-    # region itself)
+    # a PART that stands for the region wherever nothing is bent to a guide's or a bank example's shape (--warp none
+    # / similarity): a smile's mouth, cheeks and nasolabial folds (None: the region itself)
     unbent: str | None = None
-    # an attribute bank's example bends a reshaped region to its shape as a guide photo does (engine/bank/edit.py).
-    # bench/bank_quality.py mouth_open, bent against the unbent mouth area: mobileface mean 0.812 -> 0.848, >= 0.75
-    # in 18/22 -> 21/22, opened 14/22 both (other faces: biden_1, celebahq_male_189498 and kit_harington_1 opened,
-    # kit_harington_2, celebahq_male_020167 and _060259 stayed under 0.08); the lips follow the person's own corners.
-    # A smile placed by an example's face frame (FACE_FRAME) kept identity in 12/15 against 13/15, with a twisted
-    # mouth on a turned head (celebahq_female_030321), though frontal smiles looked more natural: False
-    example_bends: bool = True
 
     @property
     def reshape(self) -> bool:
@@ -104,7 +96,7 @@ REGIONS: dict[str, Region] = {
     # (its corners lift) and the reference's own cheeks and nasolabial folds are bent along with it; only the guide's
     # lips and teeth come as pixels (its cheeks brought its beard, moustache and shadows along)
     "smile": Region("Smile (mouth and cheeks)", (MOUTH,), 0.1, 0.2, pixels="lips", reshape_anchors=(FACE_FRAME,),
-                    shape_share=0.75, unbent="smile_area", example_bends=False),
+                    shape_share=0.75, unbent="smile_area"),
     # an eye's opening is its shape: each eye placed by its own corners; the guide's lids and lashes as pixels, its
     # brows, eye shadow and under-eye skin only as folds. bench/quality.py eyes pairs: mobileface 0.818 -> 0.867, the
     # judges' eye openness moved 0.18 -> 0.15 of the way (seamlessClone 0.19; 0/7 half-way each: the judge's eye
