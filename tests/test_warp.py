@@ -384,3 +384,33 @@ def test_a_change_is_carried_from_one_bend_to_another(dlib_backbone, small_pair)
     plain = edit(small_pair[0], guide=small_pair[1], backbone=dlib_backbone, region="mouth", warp="none",
                  iterations=0)
     assert plain.frame.carried(change, 0.5, 1.0) is change
+
+
+def _fold_count(offsets: np.ndarray) -> int:
+    """Pixels where the bend p -> p + offset(p) turns the picture over (its Jacobian's determinant below 0)."""
+    gx, gy = np.gradient(offsets[..., 0]), np.gradient(offsets[..., 1])  # each: (d/dy, d/dx)
+    det = (1 + gx[1]) * (1 + gy[0]) - gx[0] * gy[1]
+    return int((det < 0).sum())
+
+
+def test_a_move_that_would_fold_the_picture_is_cut_short(synthetic):
+    """unfolded_share: one point pushed past its neighbours turns the mesh's triangles over (a frontal guide's smile
+    on a turned head drew the jaw as a zigzag): the share found bends without a fold, and the move it cuts is the
+    whole one where nothing folds. A small move, and slivers that turn over with a few px^2, keep the whole move."""
+    from engine.face.warp import bend_offsets, unfolded_share
+
+    source, target = synthetic
+    size = (200, 200)
+    assert unfolded_share(source, target, size, least=20.0) == 1.0  # a few px each way: nothing folds
+    pushed = source.copy()
+    pushed[5] = source[5] + np.array([70.0, 0.0])  # past the next point to its right, and beyond
+    assert _fold_count(bend_offsets(size, source, pushed, "affine")) > 100
+    share = unfolded_share(source, pushed, size, least=20.0)
+    assert 0.1 < share < 0.9
+    cut = source + share * (pushed - source)
+    assert _fold_count(bend_offsets(size, source, cut, "affine")) == 0
+    sliver = source.copy()  # two points almost on top of each other swap places: a sliver turns over
+    sliver = np.vstack([sliver, sliver[5] + [0.5, 0.2]])
+    swapped = np.vstack([source, source[5]])
+    swapped[5] = sliver[-1]
+    assert unfolded_share(sliver, swapped, size, least=20.0) == 1.0

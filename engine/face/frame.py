@@ -20,6 +20,7 @@ from engine.face.masks import grow_and_feather, lookup_region, region_mask, soft
 from engine.face.pasteback import bend_photo, paste_back
 from engine.face.regions import EYES, JAW, Region
 from engine.face.warp import (
+    FOLD_AREA,
     anchor_similarity,
     bend_offsets,
     move_rigidly,
@@ -28,6 +29,7 @@ from engine.face.warp import (
     target_landmarks,
     thicken,
     uncrossed_share,
+    unfolded_share,
     warp_to,
 )
 from engine.io.images import Photo
@@ -228,6 +230,10 @@ def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str
     # nothing that starts inside the jaw line is moved across it (the whole move is cut: one share for all groups)
     target = ref.landmarks + uncrossed_share(ref.landmarks, target, region_points(spec), JAW) * (
         target - ref.landmarks)
+    # nor so far that the bend turns the picture over (a frontal guide's smile on a turned head: a zigzag jaw)
+    iod = eye_distance(ref.landmarks)
+    target = ref.landmarks + unfolded_share(ref.landmarks, target, ref.size, FOLD_AREA * iod**2) * (
+        target - ref.landmarks)
     guide = replace(guide, crop=warp_to(guide.crop, guide.landmarks, target, method), landmarks=target)
 
     def both(**size: float) -> np.ndarray:
@@ -236,7 +242,6 @@ def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str
 
     # the bend fades out over a ring several times wider than the move: a narrow ring folds the skin next to a
     # raised brow over itself (the brow smeared upwards)
-    iod = eye_distance(ref.landmarks)
     bend_from, bend_to = ref.landmarks, target
     if spec.block:
         points = region_points(spec)

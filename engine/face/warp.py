@@ -114,6 +114,45 @@ def _border(size: tuple[int, int], n: int = 8) -> np.ndarray:
                       np.c_[np.full(n, w - 1), ys]])
 
 
+FOLD_AREA = 0.01  # x eye distance squared: a mesh triangle turned over with more area than this folds the picture
+
+
+def unfolded_share(source: np.ndarray, target: np.ndarray, size: tuple[int, int], least: float, steps: int = 12,
+                   margin: float = 0.9) -> float:
+    """The share (0..1) of the move source -> target under which no triangle of the bend's mesh (the Delaunay
+    triangles of the moved points and the crop's border, as bend_offsets lays them) is turned over with more than
+    `least` px^2 of area at its source: a frontal example's smile placed on a turned head turned the cheek's triangles
+    over, and the bend drew the hair and the jaw as a zigzag. Slivers that turn over (a closed mouth's inner-lip
+    points, a few px^2) fold nothing visible and do not count. With a `margin` short of the first fold, as
+    uncrossed_share; a move that is not finite is not made."""
+    source, target = np.asarray(source, float), np.asarray(target, float)
+    if not np.isfinite(target).all():
+        return 0.0
+    border = _border(size)
+    src = np.vstack([source, border])
+
+    def keeps(share: float) -> bool:
+        dst = np.vstack([source + share * (target - source), border])
+        tris = delaunay(dst)
+        if len(tris) == 0:
+            return True
+        before, after = _signed_areas(src, tris), _signed_areas(dst, tris)
+        return not ((np.sign(before) != np.sign(after)) & (np.abs(before) > least)).any()
+
+    if keeps(1.0):
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(steps):
+        mid = (low + high) / 2
+        low, high = (mid, high) if keeps(mid) else (low, mid)
+    return margin * low
+
+
+def _signed_areas(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    a, b, c = points[tris[:, 0]], points[tris[:, 1]], points[tris[:, 2]]
+    return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+
 def anchor_similarity(guide: np.ndarray, reference: np.ndarray, anchors: tuple[int, ...]) -> np.ndarray | None:
     """2x3 similarity taking the guide's anchor landmarks onto the reference's, least squares over every anchor
     (None if degenerate). OpenCV's default RANSAC threshold is 3 px of whatever resolution the crop has, so it
