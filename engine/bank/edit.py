@@ -195,9 +195,9 @@ class AttributeEditor:
         # takes the example's shape, as a guide's; with --warp none / similarity nothing is bent and the region's
         # unbent part stands for it. bench/bank_quality.py, bent against unbent: mouth_open mobileface mean 0.812 ->
         # 0.848 (>= 0.75 in 18/22 -> 21/22), opened 14/22 both; smiling -1 0.770 -> 0.802 (>= 0.75 in 14/24 ->
-        # 18/24), `happy` after 0.75 -> 0.76; smiling +1 0.792 -> 0.796 (13/15 -> 12/15), happy +0.5 in 9/15 both.
-        # The lips keep the person's own corners and colour; a turned head given a frontal example's smile
-        # (celebahq_female_030321) has a twisted mouth either way, more so bent
+        # 18/24), `happy` after 0.75 -> 0.76; smiling +1 0.792 -> 0.800 (13/15 both; happy +0.5 in 9/15 -> 8/15 once
+        # a frontal example's smile on a turned head, celebahq_female_030321, is no longer bent so far that it folds,
+        # warp.unfolded_share). The lips keep the person's own corners and colour (contact sheet)
         self.bends = region.reshape and options.warp in ("auto", "affine", "tps")
         spec_region = lookup_region(region.unbent) if region.unbent and not self.bends else region
         self.user_mask = (soften_user_mask(user_mask(mask, self.photo.rgb.shape[:2]), self.ref.face.eye_distance)
