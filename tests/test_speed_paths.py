@@ -390,6 +390,8 @@ def test_the_bench_reports_each_figure_from_one_run(models_dir, tmp_path):
     import sys
     from pathlib import Path
 
+    from engine.frontends.bench import EDIT_TRIES
+
     project, env = Path(__file__).resolve().parents[1], {**os.environ, "FAT_MODELS_DIR": str(models_dir)}
     done = subprocess.run([sys.executable, "-m", "engine", "bench", "--backbone", "dlib-resnet", "--iterations", "2",
                            "--json", str(tmp_path / "bench.json"), "--out", str(tmp_path / "out")], cwd=project,
@@ -404,7 +406,11 @@ def test_the_bench_reports_each_figure_from_one_run(models_dir, tmp_path):
         assert (tmp_path / "out" / f"warm-dlib-resnet-{p}.png").exists()
         assert cold["extra_s"] == pytest.approx(cold["wall_s"] - warm["total_s"] - warm["save_s"])
         assert set(cold["stages_s"]) >= {"load", "align", "optimise"}
-    assert b["cold"]["first_after_install"]["wall_s"] > 0  # with an empty user cache
+        # a shared machine: every cold start is tried EDIT_TRIES times and the fastest is the figure
+        assert len(cold["walls_s"]) == EDIT_TRIES and cold["wall_s"] == min(cold["walls_s"])
+        assert f"fastest of {EDIT_TRIES}:" in done.stdout
+    first = b["cold"]["first_after_install"]
+    assert first["wall_s"] > 0 and len(first["walls_s"]) == 1  # with an empty user cache, once
     assert b["cold"]["through_service"]["served"] >= 3
 
 
