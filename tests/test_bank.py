@@ -219,6 +219,19 @@ def test_strength_0_returns_the_photo_byte_identical(bank_file, photos, tmp_path
     assert side["strength"] == 0 and side["examples"]["pixels_from"] == []
 
 
+def test_a_negative_first_strength_is_read_as_typed():
+    """`--strength -1,0.5` (as a user types the README's several-strengths edit) is read as `--strength=-1,0.5`;
+    argparse alone refused it as an unknown flag ("expected one argument"). Other values are left alone."""
+    from engine.frontends.cli import joined_number_lists, parser
+
+    args = parser().parse_args(["edit", "r.jpg", "-o", "o.png", "--attribute", "smiling", "--strength", "-1,0.5"])
+    assert args.strength == (-1.0, 0.5)
+    assert parser().parse_args(["edit", "r.jpg", "-o", "o.png", "--strength", "-.5"]).strength == (-0.5,)
+    assert joined_number_lists(["--strength", "-1,-0.5,.5", "-o", "x"]) == ["--strength=-1,-0.5,.5", "-o", "x"]
+    assert joined_number_lists(["--strength", "-o", "x"]) == ["--strength", "-o", "x"]  # still refused, as before
+    assert joined_number_lists(["--seed", "-1,2"]) == ["--seed", "-1,2"]
+
+
 def test_several_strengths_write_several_files(bank_file, photos, tmp_path):
     out = tmp_path / "s.png"
     assert cli_main(edit_argv(photos, bank_file, out, "--strength=-1,0.5,1")) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +30,27 @@ class Session:
 HERE = Session(model=lambda _options: None, cancel=None)  # this process: it loads its own models; Ctrl-C cancels
 
 
+NUMBER_LIST = re.compile(r"^-(\d+\.?\d*|\.\d+)(,-?(\d+\.?\d*|\.\d+))*$")  # -1,0.5,1.5 (a negative first value)
+
+
+def joined_number_lists(argv: list[str]) -> list[str]:
+    """`--strength -1,0.5` as `--strength=-1,0.5`: argparse takes a value that starts with "-" and is not one plain
+    negative number for an option and refuses the command ("expected one argument"), though the README's
+    several-strengths edit is what a user types."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] == "--strength" and NUMBER_LIST.match(token):
+            out[-1] = f"--strength={token}"
+        else:
+            out.append(token)
+    return out
+
+
 class Parser(argparse.ArgumentParser):
+    def parse_known_args(self, args=None, namespace=None):
+        return super().parse_known_args(joined_number_lists(list(sys.argv[1:] if args is None else args)),
+                                        namespace)
+
     def error(self, message: str):  # exit code 2 with our wording, via FATError
         raise FATError(f"{message}. See `python -m engine {self.prog.split()[-1]} --help`.", EXIT_USAGE)
 
