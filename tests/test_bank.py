@@ -372,6 +372,27 @@ def test_a_shade_above_the_lip_is_measured_against_the_cheeks(bank_file):
     assert not lip_in(region_mask(marks, "eyes", crop.shape[:2]), marks)
 
 
+def test_a_bent_smile_or_mouth_still_checks_the_examples_upper_lip(bank_file, photos, dlib_backbone):
+    """A smile or mouth bent to the example's shape has a mask that stops at the lips, but the example's lips and
+    folds still reach the skin above them: the moustache check (AttributeEditor._hairy) reads the reach of the
+    region's unbent part (a goatee's shadow came along on ../shared/faces/obama_2.jpg's smile while it looked
+    at the bent mask). Regions away from the lip (eyes) still skip it."""
+    from engine.api import backbone_recipe
+    from engine.bank.edit import AttributeEditor
+    from engine.bank.shade import lip_in
+    from engine.face.masks import region_mask
+
+    bank = load_bank(bank_file)
+    reference = str(photos / "eileen_collins_astronaut.png")
+    for attribute, covered in (("smiling", True), ("mouth_open", True), ("eyes_closed", False)):
+        options = EditOptions(attribute=attribute, k=1)
+        spec, recipe = backbone_recipe(options, dlib_backbone)
+        editor = AttributeEditor(dlib_backbone, spec, recipe, options, bank, reference, None, lambda _m: None)
+        assert editor.bends and lip_in(editor.reach, editor.ref.landmarks) == covered, attribute
+        unbent = {"smiling": "smile_area", "mouth_open": "mouth_area", "eyes_closed": "eyes"}[attribute]
+        assert np.array_equal(editor.reach, region_mask(editor.ref.landmarks, unbent, editor.ref.size))
+
+
 def test_an_example_darker_above_the_lip_gives_no_pixels_while_a_clean_one_is_chosen_or_own_photo_leads():
     from dataclasses import replace
 

@@ -194,8 +194,8 @@ class AttributeEditor:
         # a region whose shape is the attribute (a mouth's opening, a smile's lift, an eye's opening, a brow's height)
         # takes the example's shape, as a guide's; with --warp none / similarity nothing is bent and the region's
         # unbent part stands for it. bench/bank_quality.py, bent against unbent: mouth_open mobileface mean 0.812 ->
-        # 0.848 (>= 0.75 in 18/22 -> 21/22), opened 14/22 both; smiling -1 0.770 -> 0.802 (>= 0.75 in 14/24 ->
-        # 18/24), `happy` after 0.75 -> 0.76; smiling +1 0.792 -> 0.800 (13/15 both; happy +0.5 in 9/15 -> 8/15 once
+        # 0.849 (>= 0.75 in 18/22 -> 21/22), opened 14/22 -> 13/22; smiling -1 0.770 -> 0.802 (>= 0.75 in 14/24 ->
+        # 18/24), `happy` after 0.75 -> 0.76; smiling +1 0.792 -> 0.802 (13/15 both; happy +0.5 in 9/15 -> 8/15 once
         # a frontal example's smile on a turned head, celebahq_female_030321, is no longer bent so far that it folds,
         # warp.unfolded_share). The lips keep the person's own corners and colour (contact sheet)
         self.bends = region.reshape and options.warp in ("auto", "affine", "tps")
@@ -208,6 +208,10 @@ class AttributeEditor:
         # unbent one's (a smile: the mouth opening, also where the reference's own pixels start the edit)
         unbent = lookup_region(region.unbent) if region.unbent else region
         self.keep_part = None if spec_region.user_mask else spec_region.keep or unbent.keep
+        # where the example's pixels and folds can reach, for the moustache check (_hairy): a bent mouth or smile
+        # reaches the skin above the upper lip as its unbent part does, though its own mask stops at the lips
+        self.reach = (region_mask(self.ref.landmarks, unbent, self.ref.size) if self.bends and unbent is not region
+                      else self.mask)
         self.spec_region = spec_region
         # the part where the example's own pixels start the edit: the attribute's own, at the reference's landmarks
         # (a smile: its whole mouth region; in its default region only), else the region's at the example's, as for
@@ -279,7 +283,7 @@ class AttributeEditor:
     def _hairy(self, idx: np.ndarray) -> np.ndarray:
         """Which of the examples `idx` have an upper lip that reads as hair, darker than the reference's
         (engine/bank/shade.py); none where the edit's region leaves the upper lip out (eyes, brows)."""
-        if not lip_in(self.mask, self.ref.landmarks):
+        if not lip_in(self.reach, self.ref.landmarks):
             return np.zeros(len(idx), bool)
         factor = self.bank.meta["crop_factor"]
         own = lip_shade(self.ref.crop, self.ref.landmarks)
