@@ -35,3 +35,15 @@ def test_the_roofline_takes_each_layer_at_its_arithmetic_or_its_weight_reading_w
     assert r["compute_only_s"] == pytest.approx(compute)
     assert r["roofline_s"] == pytest.approx(2 * (2e9 / 400e9 + 2e8 / 20e9))  # the dense layer at 200 MB / 20 GB/s
     assert r["weights_mb"] == pytest.approx(2 * (1e6 + 1e8) / 1e6)
+
+
+def test_an_evaluations_time_is_the_median_gap_between_the_optimisers_reports():
+    """The bench's time per optimiser evaluation (against its roofline) leaves out the work before the evaluations
+    (the targets' passes, the start) and the first evaluation's own set-up (the windowed pass's stored maps): the
+    median gap between consecutive reports; a count reported twice (a stage's last report) counts once."""
+    from engine.frontends.bench import evaluation_times
+
+    median, spent = evaluation_times([(1, 1.0), (2, 1.1), (3, 1.2), (4, 1.35), (4, 1.4)])
+    assert median == pytest.approx(0.1) and spent == pytest.approx(0.35)
+    assert evaluation_times([(1, 1.0), (3, 1.3)])[0] == pytest.approx(0.15)  # two evaluations between reports
+    assert evaluation_times([(1, 2.0)])[1] == 0.0

@@ -403,6 +403,7 @@ def test_the_bench_reports_each_figure_from_one_run(models_dir, tmp_path):
     for p in ("fp32", "bf16"):
         warm, cold = b["edits"][p], b["cold"][p]
         assert warm["evaluations"] == 2 and warm["save_s"] > 0
+        assert 0 < warm["per_evaluation_s"] < warm["stages_s"]["optimise"] and warm["optimise_setup_s"] > 0
         assert (tmp_path / "out" / f"warm-dlib-resnet-{p}.png").exists()
         assert cold["extra_s"] == pytest.approx(cold["wall_s"] - warm["total_s"] - warm["save_s"])
         assert set(cold["stages_s"]) >= {"load", "align", "optimise"}
