@@ -109,7 +109,8 @@ def ready_backbone(options: EditOptions, backbone: Backbone | None, recipe: Reci
     precision = resolve_precision(options.precision, dev, recipe.precision)
     bb = backbone if backbone is not None else load_backbone(options.backbone, dev)
     bb.precision = precision
-    bb.start_packing([*recipe.identity_layers, *recipe.attribute_layers])  # while the photos are read and aligned
+    if options.iterations > 0:  # while the photos are read and aligned (a composite-only edit runs no pass back)
+        bb.start_packing([*recipe.identity_layers, *recipe.attribute_layers])
     log(f"backbone: {bb.name} ({bb.onnx_path}), {precision}")
     return bb, dev, precision
 

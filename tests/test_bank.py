@@ -474,6 +474,11 @@ def test_only_examples_showing_it_more_clearly_than_the_reference_give_pixels(ba
     src = editor.source(1.0)
     assert len(src.used) == 0 and src.own is None and np.array_equal(src.composite, editor.ref.crop)
     assert src.keep is not None and src.keep.max() > 0.5  # the reference's own mouth still costs more to change
+    from engine.face.masks import region_mask
+
+    # nothing bends or is pasted: the smile's whole unbent area (mouth, cheeks, folds), not its bent mouth-only mask
+    assert editor.bends and src.bent is None
+    assert np.array_equal(src.mask, region_mask(editor.ref.landmarks, "smile_area", editor.ref.size))
     assert "more clearly than every chosen example" in logged[-1]
     assert "already shows it" in editor.note(1.0)  # told to the user (CLI "note:", the plug-in's message)
     assert editor.record(1.0)["examples"]["pixels_from"] == []

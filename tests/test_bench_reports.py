@@ -46,4 +46,4 @@ def test_an_evaluations_time_is_the_median_gap_between_the_optimisers_reports():
     median, spent = evaluation_times([(1, 1.0), (2, 1.1), (3, 1.2), (4, 1.35), (4, 1.4)])
     assert median == pytest.approx(0.1) and spent == pytest.approx(0.35)
     assert evaluation_times([(1, 1.0), (3, 1.3)])[0] == pytest.approx(0.15)  # two evaluations between reports
-    assert evaluation_times([(1, 2.0)])[1] == 0.0
+    assert evaluation_times([(1, 2.0)]) == (None, 0.0)  # one evaluation: no figure (JSON null, not NaN)

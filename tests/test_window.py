@@ -348,3 +348,26 @@ def test_a_bf16_edit_packs_the_layers_its_taps_reach_while_it_aligns(models_dir,
     assert packed_after("bf16", ["relu3_3", "fc7"]) == ["fc6", "fc7"]
     assert packed_after("bf16", ["relu3_3"]) == []
     assert packed_after("fp32", ["fc7"]) == []
+
+
+def test_an_edit_starts_packing_before_it_reads_the_photos_unless_it_runs_no_pass(monkeypatch):
+    """engine/api.py ready_backbone asks the backbone to pack (Backbone.start_packing) with the recipe's taps, before
+    the photos are loaded and aligned; an edit of 0 iterations (the composite alone) runs no pass and packs nothing."""
+    from engine import api
+    from engine.objective.recipes import recipe_for
+    from engine.options import EditOptions
+
+    calls = []
+
+    class Stub:
+        name, onnx_path, precision = "vggface", "vggface.onnx", "fp32"
+
+        def start_packing(self, taps):
+            calls.append(sorted(taps))
+
+    recipe = recipe_for("vggface")
+    taps = sorted([*recipe.identity_layers, *recipe.attribute_layers])
+    api.ready_backbone(EditOptions(), Stub(), recipe, lambda _m: None)
+    assert calls == [taps]
+    api.ready_backbone(EditOptions(iterations=0), Stub(), recipe, lambda _m: None)
+    assert calls == [taps]

@@ -172,8 +172,9 @@ class Source:
     used: np.ndarray  # the bank indices whose pixels were used
     mask: np.ndarray  # the edit region
     own: np.ndarray | None  # where the example's own pixels were laid (its mouth)
-    # a region whose shape is the attribute (eyes: Region.reshape_anchors): the reference bent to the example's shape
-    # as to a guide's (engine/face/frame.py reshaped_frame); its start and paste bend the same way. None: unbent
+    # a region whose shape is the attribute (mouth, smile, eyes, brows: Region.reshape_anchors): the reference bent to
+    # the example's shape as to a guide's (engine/face/frame.py reshaped_frame); its start and paste bend the same
+    # way. None: unbent
     bent: FaceFrame | None = None
 
 
@@ -209,7 +210,8 @@ class AttributeEditor:
         unbent = lookup_region(region.unbent) if region.unbent else region
         self.keep_part = None if spec_region.user_mask else spec_region.keep or unbent.keep
         # where the example's pixels and folds can reach, for the moustache check (_hairy): a bent mouth or smile
-        # reaches the skin above the upper lip as its unbent part does, though its own mask stops at the lips
+        # reaches the skin above the upper lip as its unbent part does, though its own mask stops at the lips; also
+        # the region of an edit that neither bends nor pastes (_own_source)
         self.reach = (region_mask(self.ref.landmarks, unbent, self.ref.size) if self.bends and unbent is not region
                       else self.mask)
         self.spec_region = spec_region
@@ -317,10 +319,11 @@ class AttributeEditor:
         return tuple(out)
 
     def _own_source(self) -> Source:
-        """The reference as its own source: nothing pasted (strength 0, or no example shows more than it does)."""
-        keep = region_mask(self.ref.landmarks, self.keep_part, self.ref.size) * self.mask if self.keep_part else None
-        return Source(self.ref.crop, self.ref.landmarks, keep, self.ref.crop.copy(), np.zeros(0, int), self.mask,
-                      None)
+        """The reference as its own source: nothing pasted (strength 0, or no example shows more than it does), and
+        nothing bent, so the region is its unbent part (a smile: its mouth, cheeks and folds; `reach`)."""
+        mask = self.reach
+        keep = region_mask(self.ref.landmarks, self.keep_part, self.ref.size) * mask if self.keep_part else None
+        return Source(self.ref.crop, self.ref.landmarks, keep, self.ref.crop.copy(), np.zeros(0, int), mask, None)
 
     def _own_photo(self, reference) -> np.ndarray:
         """The reference's own photo is never its own example (a bank built from the photos being edited): the same

@@ -124,14 +124,15 @@ PARTS: dict[str, Region] = {
     "eye_openings": Region("Eye openings", (EYES[:6], EYES[6:]), 0.03, 0.04),
     # what is not skin around the eyes, left out of the colour statistics (engine/objective/composite.py)
     "eyes_and_brows": Region("Eyes and brows", (EYES[:6], EYES[6:], BROWS[:5], BROWS[5:]), 0.05, 0.0),
-    # the mouth where nothing is bent (Region.unbent: --warp none / similarity, attribute banks): the guide's lips and
+    # the mouth where nothing is bent (Region.unbent: --warp none / similarity): the guide's lips and
     # teeth as pixels, its philtrum, moustache and chin only as shading folds (bench/quality.py mouth pairs: identity
     # 0.747 -> 0.762, opened 8/10 -> 9/10 against the guide's pixels throughout)
     "mouth_area": Region("Mouth area", (MOUTH,), 0.22, 0.18, keep="inner_mouth", anchors=MOUTH_ANCHORS,
                          pixels="lips"),
-    # the smile where nothing is bent (Region.unbent: --warp none / similarity, attribute banks): the mouth, cheeks
-    # and nasolabial folds, the guide's lips as pixels and its folds as shading. bench/bank_quality.py smiling: 7-8/15
-    # smiling, identity kept in 13-14/15; with the smile's own mouth-only mask, 4/15 and 15/15
+    # the smile where nothing is bent (Region.unbent: --warp none / similarity; an attribute bank's edit that pastes
+    # nothing): the mouth, cheeks and nasolabial folds, the guide's lips as pixels and its folds as shading.
+    # bench/bank_quality.py smiling, unbent (session 11): 7-8/15 smiling, identity kept in 13-14/15; with the smile's
+    # own mouth-only mask, 4/15 and 15/15
     "smile_area": Region("Smile area", (MOUTH + (3, 13, 31, 35),), 0.1, 0.2, shrink=0.9, keep="inner_mouth",
                          anchors=MOUTH_ANCHORS, pixels="lips"),
 }

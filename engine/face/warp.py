@@ -114,17 +114,18 @@ def _border(size: tuple[int, int], n: int = 8) -> np.ndarray:
                       np.c_[np.full(n, w - 1), ys]])
 
 
-FOLD_AREA = 0.01  # x eye distance squared: a mesh triangle turned over with more area than this folds the picture
+FOLD_AREA = 0.005  # x eye distance squared: a mesh triangle turned over with more area than this folds the picture
 
 
 def unfolded_share(source: np.ndarray, target: np.ndarray, size: tuple[int, int], least: float, steps: int = 12,
                    margin: float = 0.9) -> float:
     """The share (0..1) of the move source -> target under which no triangle of the bend's mesh (the Delaunay
-    triangles of the moved points and the crop's border, as bend_offsets lays them) is turned over with more than
-    `least` px^2 of area at its source: a frontal example's smile placed on a turned head turned the cheek's triangles
-    over, and the bend drew the hair and the jaw as a zigzag. Slivers that turn over (a closed mouth's inner-lip
-    points, a few px^2) fold nothing visible and do not count. With a `margin` short of the first fold, as
-    uncrossed_share; a move that is not finite is not made."""
+    triangles of the moved points and the crop's border, as bend_offsets lays them for these points) is turned over
+    with more than `least` px^2 of area at its source: a frontal example's smile placed on a turned head turned the
+    cheek's triangles over, and the bend drew the hair and the jaw as a zigzag. Slivers that turn over (a closed
+    mouth's inner-lip points, a few px^2) fold nothing visible and do not count. With a `margin` short of the first
+    fold, as uncrossed_share; a move that is not finite is not made. The points given are checked: a brow block's
+    copies (thicken), the fade and a thin-plate bend's own folds are not."""
     source, target = np.asarray(source, float), np.asarray(target, float)
     if not np.isfinite(target).all():
         return 0.0
@@ -149,8 +150,9 @@ def unfolded_share(source: np.ndarray, target: np.ndarray, size: tuple[int, int]
 
 
 def _signed_areas(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Each triangle's area, positive or negative by its corners' turn."""
     a, b, c = points[tris[:, 0]], points[tris[:, 1]], points[tris[:, 2]]
-    return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
 
 
 def anchor_similarity(guide: np.ndarray, reference: np.ndarray, anchors: tuple[int, ...]) -> np.ndarray | None:

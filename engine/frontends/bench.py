@@ -8,8 +8,8 @@ fully connected layers of one image are memory-bound), a whole edit
 split into its stages (warm, in this process) and a cold start (a new process). Machines
 are noisy and shared: compare the ratios within one run, not numbers across runs. Each timing is the fastest of
 several tries (as timeit reports), whole edits and cold starts included (EDIT_TRIES; the JSON keeps every cold
-start's wall time): one try of a 3-5 s command varied by +-0.5 s from run to run here, more than a cold start's
-own cost changes.
+start's wall time; the first command after an install is tried once, each try needing an empty cache): one try of
+a 3-5 s command varied by +-0.5 s from run to run here, more than a cold start's own cost changes.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def edit_figures(bb, precision: str, iterations: int, out_dir: Path) -> dict:
             "image": r.rgb8(), "mask": np.asarray(r.frame.photo_mask(r.photo.rgb.shape[:2]))}
 
 
-def evaluation_times(reports: list[tuple[int, float]]) -> tuple[float, float]:
+def evaluation_times(reports: list[tuple[int, float]]) -> tuple[float | None, float]:
     """(median seconds of one optimiser evaluation, seconds from the first evaluation's end to the last's) from the
     optimiser's progress reports (evaluations done, when). The first evaluation also builds what the later ones
     reuse (the windowed pass's stored maps of the start), and the targets' passes come before it: neither is an
@@ -219,8 +219,8 @@ def evaluation_times(reports: list[tuple[int, float]]) -> tuple[float, float]:
         ends.setdefault(step, when)  # a stage's last report may repeat its count
     steps = sorted(ends)
     gaps = [(ends[b] - ends[a]) / (b - a) for a, b in zip(steps, steps[1:], strict=False) if b > a]
-    if not gaps:
-        return float("nan"), 0.0
+    if not gaps:  # a single evaluation: nothing to tell apart from its set-up
+        return None, 0.0
     gaps.sort()
     middle = len(gaps) // 2
     median = gaps[middle] if len(gaps) % 2 else (gaps[middle - 1] + gaps[middle]) / 2
@@ -343,8 +343,10 @@ def bench_backbone(name: str, peaks: dict[str, float], bandwidth: float, iterati
         edits[p] = e
         stages = ", ".join(f"{k} {v:.2f}" for k, v in e["stages_s"].items())
         roof = net[p].get("windowed", net[p])["roofline_s"]  # the edit runs the windowed pass where there is one
-        log(f"  warm edit {p}: {e['total_s']:.2f} s ({stages}); {e['evaluations']} evaluations at "
-            f"{e['per_evaluation_s'] * 1e3:.0f} ms (median) = {e['per_evaluation_s'] / roof:.2f} x roofline, after "
+        each = e["per_evaluation_s"]
+        per = (f"at {each * 1e3:.0f} ms (median) = {each / roof:.2f} x roofline" if each is not None
+               else "(one: no time per evaluation apart from its set-up)")
+        log(f"  warm edit {p}: {e['total_s']:.2f} s ({stages}); {e['evaluations']} evaluations {per}, after "
             f"{e['optimise_setup_s']:.2f} s of the optimise stage for its targets, start and first evaluation; "
             f"saving the result {e['save_s']:.2f} s")
     diff = difference(edits["bf16"]["image"], edits["fp32"]["image"], edits["fp32"]["mask"])

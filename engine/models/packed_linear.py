@@ -17,6 +17,7 @@ has no bf16 reorder) the layers stay plain nn.Linear.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import threading
 from collections.abc import Callable, Iterable
@@ -76,8 +77,9 @@ class PackedLinear(nn.Linear):
     def packed_transposed(self) -> torch.Tensor:
         with self.__dict__["_packing"][1]:
             if "_packed_t" not in self.__dict__:
-                source = self.__dict__.pop("_transposed", None)
+                source = self.__dict__.get("_transposed")  # dropped once used: a failed read is tried again
                 self.__dict__["_packed_t"] = _pack(source(self) if source else self.weight.detach().t())
+                self.__dict__.pop("_transposed", None)
             return self.__dict__["_packed_t"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,8 +94,10 @@ def pack_in_background(modules: Iterable[nn.Module]) -> threading.Thread | None:
     """Pack each PackedLinear of `modules` not packed yet (W, then W^T) on a helper thread, and return it (None:
     nothing to pack). A new process packs VGG-Face's fc6 and fc7 in ~0.35 s; begun as soon as the backbone is ready,
     that runs while the edit decodes, finds and aligns the faces (numpy and OpenCV, mostly outside the GIL), and the
-    first pass that needs a layer waits on that layer's lock for the rest. A failure on the thread is not raised: the
-    pass packs the layer itself and meets the error there."""
+    first pass that needs a layer waits on that layer's lock for the rest. A failure on the thread is not raised and
+    changes nothing (a layer and its transposed weight's loader are only marked done once they succeed): the pass
+    packs the layer itself and meets the error there. The process waits for the thread before it exits (atexit),
+    so a command that fails early never ends while oneDNN is still reordering a weight."""
     layers = [m for m in modules if isinstance(m, PackedLinear)
               and not ("_packed" in m.__dict__ and "_packed_t" in m.__dict__)]
     if not layers:
@@ -110,6 +114,7 @@ def pack_in_background(modules: Iterable[nn.Module]) -> threading.Thread | None:
 
     thread = threading.Thread(target=pack, name="pack-bf16-weights", daemon=True)
     thread.start()
+    atexit.register(thread.join, 30.0)
     return thread
 
 
@@ -144,7 +149,8 @@ def packed_linears(net: nn.Module, transposed: Callable[[], dict[str, torch.Tens
     def source(name: str, layer: nn.Linear) -> torch.Tensor:
         with guard:
             if loader:
-                memo.update(loader.pop()())
+                memo.update(loader[0]())
+                loader.clear()  # only once it has read them: a failure is met again by the next pass, not hidden
             found = memo.pop(name, None)  # the packed copy replaces it
         weight = layer.weight.detach()
         return found if found is not None and found.shape == weight.shape[::-1] else weight.t()
