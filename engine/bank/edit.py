@@ -200,14 +200,14 @@ class AttributeEditor:
         # a frontal example's smile on a turned head, celebahq_female_030321, is no longer bent so far that it folds,
         # warp.unfolded_share). The lips keep the person's own corners and colour (contact sheet)
         self.bends = region.reshape and options.warp in ("auto", "affine", "tps")
-        spec_region = lookup_region(region.unbent) if region.unbent and not self.bends else region
+        unbent = lookup_region(region.unbent) if region.unbent else region
+        spec_region = region if self.bends else unbent
         self.user_mask = (soften_user_mask(user_mask(mask, self.photo.rgb.shape[:2]), self.ref.face.eye_distance)
                           if spec_region.user_mask else None)
         self.mask = (to_crop(self.ref, self.user_mask) if self.user_mask is not None
                      else region_mask(self.ref.landmarks, spec_region, self.ref.size))
         # where change costs more in an unbent start (a bent one has its frame's): the region's own part, else its
         # unbent one's (a smile: the mouth opening, also where the reference's own pixels start the edit)
-        unbent = lookup_region(region.unbent) if region.unbent else region
         self.keep_part = None if spec_region.user_mask else spec_region.keep or unbent.keep
         # where the example's pixels and folds can reach, for the moustache check (_hairy): a bent mouth or smile
         # reaches the skin above the upper lip as its unbent part does, though its own mask stops at the lips; also

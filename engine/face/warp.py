@@ -13,6 +13,7 @@ Border points are fixed, so the crop's edges never move.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -98,7 +99,13 @@ def uncrossed_share(source: np.ndarray, target: np.ndarray, moving: tuple[int, .
         moved = source[points] + share * (target[points] - source[points])
         return not _crosses(source[points], moved, a, b).any()
 
-    if not points or keeps(1.0):
+    return 1.0 if not points else largest_share(keeps, steps, margin)
+
+
+def largest_share(keeps: Callable[[float], bool], steps: int, margin: float) -> float:
+    """The largest share (0..1) of a move that `keeps(share)` allows, by bisection (1 when the whole move is allowed),
+    `margin` short of the first share it does not."""
+    if keeps(1.0):
         return 1.0
     low, high = 0.0, 1.0
     for _ in range(steps):
@@ -140,13 +147,7 @@ def unfolded_share(source: np.ndarray, target: np.ndarray, size: tuple[int, int]
         before, after = _signed_areas(src, tris), _signed_areas(dst, tris)
         return not ((np.sign(before) != np.sign(after)) & (np.abs(before) > least)).any()
 
-    if keeps(1.0):
-        return 1.0
-    low, high = 0.0, 1.0
-    for _ in range(steps):
-        mid = (low + high) / 2
-        low, high = (mid, high) if keeps(mid) else (low, mid)
-    return margin * low
+    return largest_share(keeps, steps, margin)
 
 
 def _signed_areas(points: np.ndarray, tris: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -221,10 +222,7 @@ def evaluation_times(reports: list[tuple[int, float]]) -> tuple[float | None, fl
     gaps = [(ends[b] - ends[a]) / (b - a) for a, b in zip(steps, steps[1:], strict=False) if b > a]
     if not gaps:  # a single evaluation: nothing to tell apart from its set-up
         return None, 0.0
-    gaps.sort()
-    middle = len(gaps) // 2
-    median = gaps[middle] if len(gaps) % 2 else (gaps[middle - 1] + gaps[middle]) / 2
-    return median, ends[steps[-1]] - ends[steps[0]]
+    return statistics.median(gaps), ends[steps[-1]] - ends[steps[0]]
 
 
 def cold_start(backbone: str, precision: str, iterations: int, out_dir: Path, empty_cache: bool = False,
