@@ -63,9 +63,13 @@ def ensure_venv() -> None:
         step(f"creating virtual environment {VENV}")
         venv.EnvBuilder(with_pip=True).create(VENV)
     step("installing pinned dependencies (first time: a few minutes, ~6 GB)")
-    code = run([venv_python(), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", REQUIREMENTS])
+    # No wheel cache: where the wheels come from PyPI rather than this disk, a cached copy of torch's CUDA wheels
+    # would double the space the install needs.
+    pip = [venv_python(), "-m", "pip", "install", "--disable-pip-version-check", "--no-cache-dir", "-q"]
+    code = run([*pip, "-r", REQUIREMENTS])
     if code != 0:
-        sys.exit(f"error: pip failed (exit {code}); check the network/proxy and rerun `python3 install.py`.")
+        sys.exit(f"error: pip failed (exit {code}); check the network/proxy and the free disk space "
+                 "(about 6 GB for the environment) and rerun `python3 install.py`.")
     STAMP.write_text(want + "\n")
 
 
