@@ -26,11 +26,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from bench.quality import judge, pick
 from engine.api import edit_strengths
 from engine.bank.store import load_bank
+from engine.face.detect import detect_faces, find_face
 from engine.io.debug import side_by_side, write_png
+from engine.io.images import load_photo
 from engine.models.backbone import load_backbone
 
 TASKS = {  # name -> (attribute, label column, label value of the references, strength)
@@ -48,6 +51,25 @@ def bank_without(bank, rows_by_name: dict[str, dict], people: set[str]):
     keep = np.array([not (groups(rows_by_name[e["name"]]) & people) if e["name"] in rows_by_name else True
                      for e in bank.entries], bool)
     return bank.subset(keep)
+
+
+def judged_pair(ref: Path, out: Path, folder: Path) -> tuple[Path, Path]:
+    """What the judges compare: the photos themselves, or for a photo with several faces, the same square around the
+    face the engine edits (its largest, engine/face/detect.py find_face) cut from both. The judges compare the
+    largest face they find, which in a group photo can be another person's, unchanged by the edit."""
+    rgb = load_photo(ref).rgb8()
+    if len(detect_faces(rgb)) < 2:
+        return ref, out.resolve()
+    x0, y0, x1, y1 = find_face(rgb).box
+    half = 1.2 * max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    box = (int(max(0, cx - half)), int(max(0, cy - half)), int(cx + half), int(cy + half))
+    folder.mkdir(parents=True, exist_ok=True)
+    cut = []
+    for path, name in ((ref, f"{ref.stem}-reference.png"), (out, out.name)):
+        ImageOps.exif_transpose(Image.open(path)).convert("RGB").crop(box).save(folder / name)
+        cut.append((folder / name).resolve())
+    return cut[0], cut[1]
 
 
 def run_edit(ref: Path, attribute: str, strengths: list[float], bank, bb, overrides: dict, region: str | None):
@@ -91,7 +113,7 @@ def main() -> None:
             res.save(out)
             records.append({"task": task, "ref": r["file"], "out": str(out), "seconds": time.perf_counter() - t,
                             "pixels_from": res.settings["examples"]["pixels_from"]})
-            pairs.append((args.faces / r["file"], out.resolve()))
+            pairs.append(judged_pair(args.faces / r["file"], out, args.out / "judged"))
             print(f"{task} {r['file']}: {time.perf_counter() - t:.1f} s", flush=True)
     sheet_rows = []
     for r in [r for r in rows if r["smiling"] == "0" and r["file"] in in_bank][: args.sheet]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from bench.bank_quality import report
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.bank_quality import judged_pair, report
 from engine.frontends.bench import roofline
 
 
@@ -24,6 +28,24 @@ def test_the_bank_report_counts_only_the_references_the_judge_reads_as_able_to_c
     assert "of the 2 the judge reads as able to change before the edit: 1/2 = 50 % (at most 2/3 = 67 % of all)" in out
     assert "mouth_open < 0.05 -> > 0.08 (goal >= 80 %): 1/2 = 50 %" in out
     assert "of the 1 the judge reads as able to change before the edit: 1/1 = 100 % (at most 1/2 = 50 % of all)" in out
+
+
+def test_the_judges_see_the_edited_face_of_a_group_photo_and_the_whole_of_a_portrait(tmp_path):
+    """The judges compare the largest face they find: in a group photo that can be someone the edit left alone
+    (obama_biden_group measured nothing). Both images are cut to the same square around the face the engine edits;
+    a one-face photo is judged whole."""
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    group = examples / "obama_biden_group.jpg"
+    result = tmp_path / "edit.png"  # the engine writes PNG
+    Image.open(group).save(result)
+    ref, edit = judged_pair(group, result, tmp_path / "judged")
+    assert ref.parent == edit.parent == tmp_path / "judged" and ref != edit
+    with Image.open(group) as whole, Image.open(ref) as a, Image.open(edit) as b:
+        assert a.size == b.size and a.width < whole.width / 2
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    portrait = examples / "biden_1.jpg"
+    assert judged_pair(portrait, portrait, tmp_path / "one") == (portrait, portrait.resolve())
+    assert not (tmp_path / "one").exists()
 
 
 def test_the_roofline_takes_each_layer_at_its_arithmetic_or_its_weight_reading_whichever_is_longer():
