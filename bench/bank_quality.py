@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from bench.quality import judge, pick
 from engine.api import edit_strengths
@@ -65,11 +65,11 @@ def judged_pair(ref: Path, out: Path, folder: Path) -> tuple[Path, Path]:
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     box = (int(max(0, cx - half)), int(max(0, cy - half)), int(cx + half), int(cy + half))
     folder.mkdir(parents=True, exist_ok=True)
-    cut = []
-    for path, name in ((ref, f"{ref.stem}-reference.png"), (out, out.name)):
-        ImageOps.exif_transpose(Image.open(path)).convert("RGB").crop(box).save(folder / name)
-        cut.append((folder / name).resolve())
-    return cut[0], cut[1]
+    cut = folder / f"{ref.stem}-reference.png", folder / out.name
+    Image.fromarray(rgb).crop(box).save(cut[0])  # the reference as the engine read it (orientation applied)
+    with Image.open(out) as result:
+        result.convert("RGB").crop(box).save(cut[1])
+    return cut[0].resolve(), cut[1].resolve()
 
 
 def run_edit(ref: Path, attribute: str, strengths: list[float], bank, bb, overrides: dict, region: str | None):
