@@ -81,6 +81,8 @@ METHODS = {
     "warp-none": {"warp": "none"},
     # the smile pairs' reference point: a mouth-only change, the lips pasted at the corners (nothing bent)
     "mouth-only": {"region": "mouth", "warp": "none"},
+    # the mouth region as it ships (bent to the guide's opening): a stricter identity reference for the smile pairs
+    "mouth-region": {"region": "mouth"},
 }
 
 

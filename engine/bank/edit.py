@@ -10,7 +10,7 @@ of the way).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -22,6 +22,7 @@ from engine.bank.build import face_features
 from engine.bank.choose import DEFAULT_K, Choice, identity_distances, nearest
 from engine.bank.measure import SCORES, labels_from_scores, pose, scores
 from engine.bank.shade import lip_in, lip_shade, shaded
+from engine.bank.shape import bent_to_mean_shape
 from engine.bank.store import Bank, check_backbone, load_bank
 from engine.bank.where import default_bank
 from engine.errors import EXIT_USAGE, FATError, image_ref
@@ -261,7 +262,13 @@ class AttributeEditor:
                                          self.pixel_mask, self.recipe)
             used = idx[: max(1, int(self.recipe.fuse))]
             if self.bends:  # a squint pasted over an open eye left the reference's upper lashes above it
-                bent = reshaped_frame(self.ref, self._as_guide(crop, marks), self.spec_region, self.options.warp)
+                region = self.spec_region
+                attribute = ATTRIBUTES[self.options.attribute]
+                if positive and attribute.adding_mean_shape:
+                    shapes = [self.bank.landmarks[i] * self.ref.factor for i in c.with_idx]
+                    crop, marks = bent_to_mean_shape(crop, marks, shapes, region)
+                    region = replace(region, shape_share=1.0, pixels=attribute.adding_pixels or region.pixels)
+                bent = reshaped_frame(self.ref, self._as_guide(crop, marks), region, self.options.warp)
                 self._sources[positive] = Source(crop, marks, bent.keep, None, used, bent.mask, bent.own, bent)
                 return self._sources[positive]
             mask, pixel_mask = self.mask, self.pixel_mask
