@@ -34,20 +34,25 @@ class Attribute:
     adding_strongest: tuple[int, str] | None = None
     # to add it where the region bends to the example's shape (Region.reshape_anchors): the shape is the mean of the
     # chosen "with" examples' (engine/bank/shape.py), taken whole (not the region's shape_share of the way: that
-    # share keeps one guide's person-specific shape at bay, a mean shape is already typical), and the example's own
-    # pixels only in this part (None: the region's). bench/bank_quality.py smiling +1: the example's smile shape at
-    # 0.75 with its lips kept identity (mobileface >= 0.75) in 13/15, mean 0.802; the person's own lips bent to it,
-    # the example's teeth only ("inner_mouth"): 14/15, 0.804; the mean of the 5 nearest smiles' shapes at 0.75:
-    # 15/15, 0.861 but face-api read a smile on 6 of the 11 it can read; taken whole: 14/15, 0.831, 8 of 11 (as
-    # before). Taking a smile away keeps the example's lips (its own inner_mouth: happy fell on 17/24, not 19/24)
+    # share keeps one guide's person-specific shape at bay, a mean shape is already typical).
+    # bench/bank_quality.py smiling +1 (with adding_pixels): one example's smile shape at 0.75 kept identity
+    # (mobileface >= 0.75) in 14/15, mean 0.804; the mean of the 5 nearest smiles' shapes at 0.75: 15/15, 0.861, but
+    # face-api read a smile on only 6 of the 11 it can read (8 before); taken whole: 14/15, 0.830, 8 of 11
     adding_mean_shape: bool = False
+    # to add it where the region bends: the example's own pixels start the edit only in this part (None: the
+    # region's), the person's own lips bent to the new shape around it. bench/bank_quality.py: smiling +1 with the
+    # example's teeth only ("inner_mouth") kept identity in 14/15 (mean 0.804) instead of 13/15 (0.802) with its
+    # lips; mouth_open opened 14 of the 17 the judge can read instead of 13, identity kept in 20/22 as before (mean
+    # 0.837, 0.834 before). Taking an attribute away lays the example's lips (a smile removed over the person's own
+    # lips fell on 17/24, not 19/24: the closed lips must cover the teeth)
     adding_pixels: str | None = None
 
 
 ATTRIBUTES: dict[str, Attribute] = {
     "smiling": Attribute("Smiling", "smile", "Smiling", pixels="mouth_area", score="mouth_width",
                          adding_strongest=(2, "mouth_open"), adding_mean_shape=True, adding_pixels="inner_mouth"),
-    "mouth_open": Attribute("Mouth open", "mouth", "Mouth_Slightly_Open", score="mouth_open", strongest_of=3),
+    "mouth_open": Attribute("Mouth open", "mouth", "Mouth_Slightly_Open", score="mouth_open", strongest_of=3,
+                            adding_pixels="inner_mouth"),
     "eyes_closed": Attribute("Eyes closed", "eyes", None, score="eye_aspect", rises=False),
     "brows_raised": Attribute("Brows raised", "upper_face", None, score="brow_height"),
 }

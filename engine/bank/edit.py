@@ -267,7 +267,9 @@ class AttributeEditor:
                 if positive and attribute.adding_mean_shape:
                     shapes = [self.bank.landmarks[i] * self.ref.factor for i in c.with_idx]
                     crop, marks = bent_to_mean_shape(crop, marks, shapes, region)
-                    region = replace(region, shape_share=1.0, pixels=attribute.adding_pixels or region.pixels)
+                    region = replace(region, shape_share=1.0)
+                if positive and attribute.adding_pixels:
+                    region = replace(region, pixels=attribute.adding_pixels)
                 bent = reshaped_frame(self.ref, self._as_guide(crop, marks), region, self.options.warp)
                 self._sources[positive] = Source(crop, marks, bent.keep, None, used, bent.mask, bent.own, bent)
                 return self._sources[positive]
