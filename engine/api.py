@@ -117,7 +117,8 @@ def ready_backbone(options: EditOptions, backbone: Backbone | None, recipe: Reci
 
 def start_crop(frame: FaceFrame, options: EditOptions, recipe: Recipe) -> np.ndarray:
     """The optimisation's start. Strength acts here as well as on the feature target: 0.5 pastes half
-    of the guide's region, 0 leaves the reference as it is; above 1 only the target moves further."""
+    of the guide's region, 0 leaves the reference as it is; above 1 a region whose shape is the attribute is bent
+    further than the guide's shape (frame_faces' reach), and the target moves further."""
     return frame_start(frame, options.strength, options.init, options.seed, recipe)
 
 
@@ -168,7 +169,7 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
 
     t = time.perf_counter()
     frame = frame_faces(ref_photo, guide_photo, spec["crop_template"], options.edit_region, options.detector,
-                        options.face, options.guide_face, options.box, mask, options.warp)
+                        options.face, options.guide_face, options.box, mask, options.warp, options.strength)
     timings["align"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -181,7 +182,7 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
 
     t = time.perf_counter()
     stage("Pasting back")
-    image = frame.paste(ref_photo.rgb, result_crop, min(1.0, options.strength))
+    image = frame.paste(ref_photo.rgb, result_crop, frame.share(options.strength))
     timings["paste_back"] = time.perf_counter() - t
     t = time.perf_counter()
     distance = descriptor_distance(ref_photo.rgb, image, frame.ref.face.landmarks)
@@ -244,7 +245,7 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
             init, crop, history = editor.run(strength, w, progress, cancel)
             warm = (strength, crop)
             stage("Pasting back")
-            image = frame.paste(editor.photo.rgb, crop, min(1.0, abs(strength)))
+            image = frame.paste(editor.photo.rgb, crop, frame.share(strength))
             distance = descriptor_distance(editor.photo.rgb, image, ref.face.landmarks)
             unchanged = False
         timings = {"setup": setup, "edit": time.perf_counter() - t}

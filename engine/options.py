@@ -63,11 +63,13 @@ class EditOptions:
                                    "own; 'Selection': exactly the selected area)",
                          label="_Region", choices=("auto", *REGIONS),
                          labels={"auto": "Automatic", **{k: r.label for k, r in REGIONS.items()}})
-    strength: float = option(1.0, "0 = unchanged, 0.5 = halfway, 1 = the guide's, above 1 pushes the features "
-                                  "further; with --attribute -2..2 (below 0 removes the attribute; the CLI also "
-                                  "takes a list, 0.5,1,1.5: one output each)", label="_Strength", low=-2.0, high=2.0,
-                             gimp_help="0 = unchanged, 0.5 = halfway, 1 = the guide's, above 1 pushes the features "
-                                       "further; with an attribute instead of a guide -2..2 (below 0 removes it)")
+    strength: float = option(1.0, "0 = unchanged, 0.5 = halfway, 1 = the guide's, above 1 goes further (a mouth "
+                                  "opens wider, a smile lifts more); with --attribute -2..2 (below 0 removes the "
+                                  "attribute; the CLI also takes a list, 0.5,1,1.5: one output each)",
+                             label="_Strength", low=-2.0, high=2.0,
+                             gimp_help="0 = unchanged, 0.5 = halfway, 1 = the guide's, above 1 goes further (a "
+                                       "mouth opens wider, a smile lifts more); with an attribute instead of a "
+                                       "guide -2..2 (below 0 removes it)")
     attribute: str | None = option(None, "instead of a guide photo: the attribute to add or remove, from the "
                                          "nearest example faces of an attribute bank (--bank)", label="_Attribute",
                                    choices=tuple(ATTRIBUTES), labels={k: a.label for k, a in ATTRIBUTES.items()},

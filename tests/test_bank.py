@@ -584,7 +584,7 @@ def test_eyes_take_the_examples_shape_as_from_a_guide(bank_file, photos, dlib_ba
                              bank=bank, k=1, iterations=2, backbone=dlib_backbone)
     assert [r.settings["warm_start_from"] for r in results] == [None, 0.5]
     warm = results[0]
-    carried = src.bent.carried(warm.crops["result"] - editor.start(0.5), 0.5, 1.0)
+    carried = src.bent.carried(warm.crops["result"] - editor.start(0.5), src.bent, 0.5, 1.0)
     np.testing.assert_allclose(results[1].crops["init"], np.clip(editor.start(1.0) + carried, 0, 255), atol=1e-3)
     half = results[0]  # pasted with the bend and own part of strength 0.5, as its start was made
     assert np.array_equal(half.image, half.frame.paste(half.photo.rgb, half.crops["result"], 0.5))
@@ -659,3 +659,36 @@ def test_an_added_smile_takes_the_mean_smile_and_keeps_the_lips_as_an_opening_do
     for strength, part in ((1.0, "inner_mouth"), (-1.0, "lips")):
         src = editor.source(strength)
         assert np.array_equal(src.own, region_mask(src.bent.guide.landmarks, part, editor.ref.size) * src.bent.mask)
+
+
+def test_a_strength_above_1_bends_further_than_the_examples_shape(bank_file, photos, dlib_backbone):
+    """Above 1 the shape goes further than the example's (FaceFrame.reach): a frame of its own per such strength,
+    the same direction of move made longer (cut short only where it would cross the jaw or fold), the start and
+    paste at its full bend, warm-started from the strength before it across the two frames."""
+    from engine.api import backbone_recipe, edit_strengths
+    from engine.bank.edit import AttributeEditor
+
+    bank = load_bank(bank_file)
+    biden = str(photos / "biden_1.png")  # closed; its "with" example is his own laughing photo
+    options = EditOptions(attribute="mouth_open", k=1, iterations=2)
+    spec, recipe = backbone_recipe(options, dlib_backbone)
+    editor = AttributeEditor(dlib_backbone, spec, recipe, options, bank, biden, None, lambda _m: None)
+    one, more = editor.source(1.0).bent, editor.source(1.5).bent
+    assert (one.reach, more.reach, editor.source(0.5).bent.reach) == (1.0, 1.5, 1.0)
+    assert more.share(1.5) == 1.0 and more.share(0.75) == 0.5 and one.share(1.5) == 1.0
+    move_one = one.bent_landmarks(1.0)[0] - editor.ref.landmarks
+    move_more = more.bent_landmarks(1.0)[0] - editor.ref.landmarks
+    ratio = float(np.linalg.norm(move_more) / np.linalg.norm(move_one))
+    cosine = float((move_one * move_more).sum() / np.linalg.norm(move_one) / np.linalg.norm(move_more))
+    assert 1.2 < ratio <= 1.5 + 1e-6 and cosine > 0.99, (ratio, cosine)
+    results = edit_strengths(biden, [1.0, 1.5], attribute="mouth_open", bank=bank, k=1, iterations=2,
+                             backbone=dlib_backbone)
+    assert [r.frame.reach for r in results] == [1.0, 1.5]
+    carried = more.carried(results[0].crops["result"] - editor.start(1.0), one, 1.0, 1.5)
+    np.testing.assert_allclose(results[1].crops["init"], np.clip(editor.start(1.5) + carried, 0, 255), atol=1e-3)
+    # more of the photo changes (the mouth opens wider, more teeth: looked at; dlib's inner-lip points sit on the
+    # teeth's edges there, so its landmark opening is no measure of it)
+    photo = results[0].photo.rgb8().astype(np.int16)
+    changed = [int((np.abs(np.clip(r.image, 0, 255).astype(np.int16) - photo).max(axis=2) > 20).sum())
+               for r in results]
+    assert changed[1] > 1.1 * changed[0], changed

@@ -375,15 +375,28 @@ def test_a_change_is_carried_from_one_bend_to_another(dlib_backbone, small_pair)
     for i in moving:
         x, y = np.rint(goal_half[i]).astype(int)
         change[y - 1:y + 2, x - 1:x + 2] = 100.0
-    carried = frame.carried(change, 0.5, 1.0)
+    carried = frame.carried(change, frame, 0.5, 1.0)
     for i in moving:
         x, y = goal_whole[i]
         near = carried[max(0, int(y) - 1):int(y) + 3, max(0, int(x) - 1):int(x) + 3, 0]
         assert near.max() > 50, (i, goal_half[i], goal_whole[i])
-    np.testing.assert_allclose(frame.carried(change, 0.7, 0.7), change, atol=1e-3)
+    np.testing.assert_allclose(frame.carried(change, frame, 0.7, 0.7), change, atol=1e-3)
     plain = edit(small_pair[0], guide=small_pair[1], backbone=dlib_backbone, region="mouth", warp="none",
                  iterations=0)
-    assert plain.frame.carried(change, 0.5, 1.0) is change
+    assert plain.frame.carried(change, plain.frame, 0.5, 1.0) is change
+
+
+def test_a_guide_edit_above_strength_1_bends_further(dlib_backbone, small_pair):
+    """A guide photo's mouth at strength 1.5 is bent half as far again as at 1 (its frame's reach), not stopped at
+    the guide's shape; 1 and below keep the guide's shape as the full bend."""
+    moves = {}
+    for strength in (1.0, 1.5):
+        r = edit(small_pair[0], guide=small_pair[1], backbone=dlib_backbone, region="mouth", iterations=0,
+                 strength=strength)
+        assert r.frame.reach == strength and r.frame.share(strength) == 1.0
+        moves[strength] = r.frame.bent_landmarks(1.0)[0] - r.frame.ref.landmarks
+    ratio = float(np.linalg.norm(moves[1.5]) / np.linalg.norm(moves[1.0]))
+    assert 1.2 < ratio <= 1.5 + 1e-6, ratio
 
 
 def _fold_count(offsets: np.ndarray) -> int:

@@ -4,7 +4,7 @@ compared inside the attribute's region. Negative strengths remove the attribute 
 give the pixels); 0 returns the reference unchanged. Several strengths are each warm-started from the
 previous result (same sign): the start carries the previous optimisation's change forward, bent on to this
 strength's shape where the start is bent to the example's (mouths, smiles, eyes, brows: the bend goes `strength`
-of the way).
+of the way; above 1, further than the example's own shape).
 """
 
 from __future__ import annotations
@@ -239,13 +239,16 @@ class AttributeEditor:
         self.direction = {k: (bank.features[k][self.choice.with_idx].astype(np.float32).mean(0)
                               - bank.features[k][self.choice.without_idx].astype(np.float32).mean(0))
                           for k in recipe.attribute_layers}
-        self._sources: dict[bool, Source] = {}
+        self._sources: dict[tuple[bool, float], Source] = {}
 
     def source(self, strength: float) -> Source:
-        """The start's source for the strength's sign, made once per sign. A landmark region is the union of the
+        """The start's source for the strength's sign, made once per sign (and, where the region bends, once per
+        strength above 1: its bend reaches further, FaceFrame.reach). A landmark region is the union of the
         reference's and the example's (an opening mouth reaches lower than the closed one it replaces)."""
         positive = strength > 0
-        if positive not in self._sources:
+        reach = max(1.0, abs(strength)) if self.bends else 1.0
+        key = (positive, reach)
+        if key not in self._sources:
             c = self.choice
             idx, same, value = (c.with_idx, c.with_same, 1) if positive else (c.without_idx, c.without_same, 0)
             own_score = scores(self.ref.face.landmarks)[ATTRIBUTES[self.options.attribute].score]
@@ -253,8 +256,8 @@ class AttributeEditor:
             if not clearer.any():  # the reference shows it more clearly than every example: nothing to paste
                 self.log(f"the reference shows {'' if positive else 'no '}{self.options.attribute} more clearly "
                          "than every chosen example: its own pixels start the edit")
-                self._sources[positive] = self._own_source()
-                return self._sources[positive]
+                self._sources[key] = self._own_source()
+                return self._sources[key]
             # the clearer ones, reliable, clean-lipped and typical first (typical_first puts the others last)
             idx = typical_first(self.bank, idx, value, self.options.attribute, self.recipe, self._hairy(idx), same,
                                 clearer)[: int(clearer.sum())]
@@ -270,9 +273,9 @@ class AttributeEditor:
                     region = replace(region, shape_share=1.0)
                 if positive and attribute.adding_pixels:
                     region = replace(region, pixels=attribute.adding_pixels)
-                bent = reshaped_frame(self.ref, self._as_guide(crop, marks), region, self.options.warp)
-                self._sources[positive] = Source(crop, marks, bent.keep, None, used, bent.mask, bent.own, bent)
-                return self._sources[positive]
+                bent = reshaped_frame(self.ref, self._as_guide(crop, marks), region, self.options.warp, reach)
+                self._sources[key] = Source(crop, marks, bent.keep, None, used, bent.mask, bent.own, bent)
+                return self._sources[key]
             mask, pixel_mask = self.mask, self.pixel_mask
             if self.user_mask is None and self.recipe.region_union > 0:
                 mask = np.maximum(mask, region_mask(marks, self.spec_region, self.ref.size))
@@ -288,8 +291,8 @@ class AttributeEditor:
                 own = pixel_mask
             composite = start_image(self.options.init, self.ref.crop, crop, mask if self.pixels else pixel_mask,
                                     self.options.seed, self.recipe, own, (self.ref.landmarks, marks))
-            self._sources[positive] = Source(crop, marks, keep, composite, used, mask, own)
-        return self._sources[positive]
+            self._sources[key] = Source(crop, marks, keep, composite, used, mask, own)
+        return self._sources[key]
 
     def _hairy(self, idx: np.ndarray) -> np.ndarray:
         """Which of the examples `idx` have an upper lip that reads as hair, darker than the reference's
@@ -353,7 +356,7 @@ class AttributeEditor:
     def start(self, strength: float) -> np.ndarray:
         src = self.source(strength)
         if src.bent is not None:
-            return frame_start(src.bent, abs(strength), self.options.init, self.options.seed, self.recipe)
+            return frame_start(src.bent, strength, self.options.init, self.options.seed, self.recipe)
         return self.ref.crop + min(1.0, abs(strength)) * (src.composite - self.ref.crop)
 
     def run(self, strength: float, warm: tuple[float, np.ndarray] | None,
@@ -365,9 +368,9 @@ class AttributeEditor:
         init = self.start(strength)
         if warm is not None:
             change = warm[1] - self.start(warm[0])
-            bent = self.source(strength).bent
-            if bent is not None:
-                change = bent.carried(change, abs(warm[0]), abs(strength))
+            bent, before = self.source(strength).bent, self.source(warm[0]).bent
+            if bent is not None and before is not None:
+                change = bent.carried(change, before, warm[0], strength)
             init = np.clip(init + change, 0, 255).astype(np.float32)
         ref_f, attr_f = self.targets(strength)
         keep = self.source(strength).keep

@@ -103,7 +103,14 @@ class FaceFrame:
     user_mask: np.ndarray | None  # photo-frame mask given by the user (a hard limit), if any
     own: np.ndarray | None = None  # crop-frame part where the guide's own pixels start the edit (Region.pixels)
     reshape: Reshape | None = None  # mouths, smiles, eyes, brows take the guide's shape (Region.reshape_anchors)
+    # the strength the reshape's target stands for: 1 = the guide's shape; above 1 the shape was carried further
+    # (reshaped_frame's reach), so that a strength above 1 bends further than 1 does
+    reach: float = 1.0
     _bends: dict[float, np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # bend() by amount
+
+    def share(self, strength: float) -> float:
+        """How far (0..1) of the way to this frame's target a strength goes: its size over the frame's reach."""
+        return min(1.0, abs(strength) / self.reach)
 
     def bent(self, amount: float) -> tuple[np.ndarray, np.ndarray]:
         """Reference and guide crops with the region bent `amount` (0..1) of the way from the reference's shape to
@@ -122,14 +129,16 @@ class FaceFrame:
         goal = self._goal(amount)[: len(self.ref.landmarks)]  # (a block region's copies follow the landmarks)
         return goal, goal
 
-    def carried(self, change: np.ndarray, from_amount: float, to_amount: float) -> np.ndarray:
-        """A change made over the crop bent `from_amount` of the way (an optimisation's result minus its start), bent
-        on to where the same points lie at `to_amount`: a strength's result warm-starts the next one where the start
-        is bent (attribute banks, engine/bank/edit.py). Unchanged without a reshape, or between equal goals."""
+    def carried(self, change: np.ndarray, previous: FaceFrame, from_strength: float, to_strength: float) -> np.ndarray:
+        """A change made over `previous`'s crop bent for `from_strength` (an optimisation's result minus its start),
+        bent on to where the same points lie in this frame at `to_strength`: a strength's result warm-starts the next
+        one where the start is bent (attribute banks, engine/bank/edit.py; a strength above 1 has a frame of its own,
+        reaching further). Unchanged without a reshape, or between equal goals."""
         r = self.reshape
-        if r is None:
+        if r is None or previous.reshape is None:
             return change
-        return warp_to(change, self._goal(from_amount), self._goal(to_amount), r.method, r.fade)
+        return warp_to(change, previous._goal(previous.share(from_strength)), self._goal(self.share(to_strength)),
+                       r.method, r.fade)
 
     def bend(self, amount: float) -> np.ndarray | None:
         """The reference's bend `amount` of the way to the guide's shape, as crop-pixel offsets (None: no bend)."""
@@ -214,17 +223,19 @@ def limited_moves(landmarks: np.ndarray, target: np.ndarray, groups: tuple[tuple
     return out
 
 
-def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str) -> FaceFrame:
+def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str, reach: float = 1.0) -> FaceFrame:
     """A region whose shape is the attribute (eye opening, brow height, a smile's lift). Fitting the guide to the
     reference's landmarks would undo the edit, so both go to one target: the guide's shape of the region placed at
     the reference's anchors (each eye's corners; a smile's eyes and nose), moved the region's shape_share of the way
     (a brow at most its limit; nothing across the jaw line), the rest of the face where the reference has it. The
     mask covers the region at both shapes; the start bends the reference's own region to the target
-    (FaceFrame.bent)."""
+    (FaceFrame.bent). `reach` (a strength above 1) carries the move that much further, the guide's pixels with it,
+    under the same limits."""
     method = warp if warp in ("affine", "tps") else "affine"
     target = reshape_targets(guide.landmarks, ref.landmarks, spec.groups, spec.reshape_anchors,
                              spec.face_scaled_opening)
-    target = ref.landmarks + spec.shape_share * (target - ref.landmarks)
+    reach = max(1.0, reach)
+    target = ref.landmarks + reach * spec.shape_share * (target - ref.landmarks)
     if spec.block and spec.move_limit:
         target = limited_moves(ref.landmarks, target, spec.groups, spec.block, spec.move_limit)
     # nothing that starts inside the jaw line is moved across it (the whole move is cut: one share for all groups)
@@ -256,19 +267,20 @@ def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str
     own = region_mask(target, spec.pixels, ref.size) * mask if spec.pixels else None
     keep = region_mask(target, spec.keep, ref.size) * mask if spec.keep else None
     return FaceFrame(ref, guide, mask, keep, None, own, Reshape(method, bend_from, bend_to, fade, paste,
-                                                                    spec.guide_pixels))
+                                                                    spec.guide_pixels), reach)
 
 
 def frame_faces(ref_photo: Photo, guide_photo: Photo, template: dict, region: str, detector: str = "hog",
                 face: int | None = None, guide_face: int | None = None,
-                box: tuple[float, float, float, float] | None = None, mask=None, warp: str = "auto") -> FaceFrame:
+                box: tuple[float, float, float, float] | None = None, mask=None, warp: str = "auto",
+                reach: float = 1.0) -> FaceFrame:
     """Detect, align and mask: the guide is cropped at the reference's work factor so both share one frame.
     `mask` (path or array the size of the reference, white = edit) is the region when region is a user mask."""
     spec = lookup_region(region)
     ref = align_face(ref_photo, template, detector, face, box, image_ref("reference"), factor=None)
     guide = align_face(guide_photo, template, detector, guide_face, None, image_ref("guide"), factor=ref.factor)
     if spec.reshape and warp in ("auto", "affine", "tps"):  # mouths, smiles, eyes and brows take the guide's shape
-        return reshaped_frame(ref, guide, spec, warp)
+        return reshaped_frame(ref, guide, spec, warp, reach)
     spec = lookup_region(spec.unbent) if spec.unbent else spec
     guide = bend_guide(guide, ref, spec, warp)
     if spec.user_mask:

@@ -145,11 +145,12 @@ def start_image(kind: str, reference: np.ndarray, guide: np.ndarray, mask: np.nd
     return blend(guide, reference, mask, recipe, stats)
 
 
-def frame_start(frame, amount: float, kind: str, seed: int, recipe: Recipe) -> np.ndarray:
+def frame_start(frame, strength: float, kind: str, seed: int, recipe: Recipe) -> np.ndarray:
     """The optimisation's start from a face frame (engine/face/frame.py FaceFrame, a guide photo's or a bank
-    example's), `amount` (0..1) of the way to the guide: the bent reference, and the guide's region laid over it by
-    `kind` (options.INITS); brows (Region.guide_pixels False) start from the person's own, moved."""
-    amount = min(1.0, amount)
+    example's) at `strength`, which goes frame.share(strength) (0..1) of the way to the frame's target: the bent
+    reference, and the guide's region laid over it by `kind` (options.INITS); brows (Region.guide_pixels False)
+    start from the person's own, moved."""
+    amount = frame.share(strength)
     ref, guide = frame.bent(amount)
     if frame.reshape is not None and not frame.reshape.guide_pixels and kind == "composite":
         kind = "reference"
