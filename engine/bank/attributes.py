@@ -37,7 +37,10 @@ class Attribute:
     # share keeps one guide's person-specific shape at bay, a mean shape is already typical).
     # bench/bank_quality.py smiling +1 (with adding_pixels): one example's smile shape at 0.75 kept identity
     # (mobileface >= 0.75) in 14/15, mean 0.804; the mean of the 5 nearest smiles' shapes at 0.75: 15/15, 0.861, but
-    # face-api read a smile on only 6 of the 11 it can read (8 before); taken whole: 14/15, 0.830, 8 of 11
+    # face-api read a smile on only 6 of the 11 it can read (8 before); taken whole: 14/15, 0.830, 8 of 11. Not kept:
+    # the lower eyelids in the smile region too, raised by the smiling examples' mean lift over the others': 9 of 11
+    # read as smiling (kit_harington_1 0.40 -> 0.91, the optimisation's attribute loss over the eyes doing most of
+    # it), identity 13/15, mean 0.812; the lids bent but left out of the optimised region: 7 of 11, 14/15
     adding_mean_shape: bool = False
     # to add it where the region bends: the example's own pixels start the edit only in this part (None: the
     # region's), the person's own lips bent to the new shape around it. bench/bank_quality.py: smiling +1 with the
