@@ -399,6 +399,29 @@ def test_a_guide_edit_above_strength_1_bends_further(dlib_backbone, small_pair):
     assert 1.2 < ratio <= 1.5 + 1e-6, ratio
 
 
+def test_beyond_the_guides_shape_the_upper_lip_keeps_its_gap_to_the_nose():
+    """frame.beyond: reach 1 is the target itself; further, every point goes reach times as far, but the upper lip
+    stops where 0.7 of the photo's own nose-to-lip gap is left (a GIMP trial at 1.5: the lip gone under the nose)."""
+    from engine.face.frame import beyond
+    from engine.face.regions import NOSE_BASE, PHILTRUM_KEEP, UPPER_LIP
+
+    rng = np.random.default_rng(7)
+    face = rng.uniform(20, 130, (68, 2))
+    face[NOSE_BASE], face[51] = (75, 80), (75, 100)  # a 20 px philtrum
+    target = face.copy()
+    target[48:68] += (0, -4)  # the mouth rises 4 px: 16 px left
+    assert np.array_equal(beyond(face, target, 1.0), target)
+    out = beyond(face, target, 2.0)
+    others = [i for i in range(68) if i not in UPPER_LIP]
+    np.testing.assert_allclose(out[others], (face + 2 * (target - face))[others])
+    gap = np.linalg.norm(out[51] - out[NOSE_BASE])
+    assert PHILTRUM_KEEP * 20 - 0.05 <= gap < PHILTRUM_KEEP * 20 + 0.5, gap  # 14 px, not 12
+    assert beyond(face, target, 1.25)[51, 1] == pytest.approx(target[51, 1] - 1.0)  # above the floor: all of it
+    closer = face.copy()
+    closer[48:68] += (0, -10)  # the target itself leaves 10 px: the lip rises no further
+    assert beyond(face, closer, 2.0)[51, 1] == pytest.approx(closer[51, 1], abs=0.05)
+
+
 def _fold_count(offsets: np.ndarray) -> int:
     """Pixels where the bend p -> p + offset(p) turns the picture over (its Jacobian's determinant below 0)."""
     gx, gy = np.gradient(offsets[..., 0]), np.gradient(offsets[..., 1])  # each: (d/dy, d/dx)

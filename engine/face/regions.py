@@ -18,6 +18,11 @@ EYES = tuple(range(36, 48))
 MOUTH = tuple(range(48, 68))
 INNER_MOUTH = tuple(range(60, 68))
 MOUTH_ANCHORS = (48, 54, 51, 57)  # corners, upper-lip top, lower-lip bottom
+UPPER_LIP = (49, 50, 51, 52, 53, 61, 62, 63)
+NOSE_BASE = 33
+# beyond the guide's shape (strength above 1) the upper lip keeps at least this share of the gap between its top (51)
+# and the nose base (33): the philtrum's length is the person's (engine/face/frame.py beyond)
+PHILTRUM_KEEP = 0.7
 MOUTH_CORNERS = ((48, 54),)  # a mouth's shape (its opening) placed by the reference's own corners
 EYE_CORNERS = ((36, 39), (42, 45))  # each eye's corners
 FACE_FRAME = (36, 39, 42, 45, 27, 30, 33)  # eye corners and the nose: what a smile does not move
