@@ -250,7 +250,8 @@ def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str
     method = warp if warp in ("affine", "tps") else "affine"
     target = reshape_targets(guide.landmarks, ref.landmarks, spec.groups, spec.reshape_anchors,
                              spec.face_scaled_opening)
-    target = beyond(ref.landmarks, ref.landmarks + spec.shape_share * (target - ref.landmarks), max(1.0, reach))
+    reach = max(1.0, reach)  # strengths up to 1 share the guide's shape as their full bend
+    target = beyond(ref.landmarks, ref.landmarks + spec.shape_share * (target - ref.landmarks), reach)
     if spec.block and spec.move_limit:
         target = limited_moves(ref.landmarks, target, spec.groups, spec.block, spec.move_limit)
     # nothing that starts inside the jaw line is moved across it (the whole move is cut: one share for all groups)
