@@ -484,7 +484,7 @@ def test_only_examples_showing_it_more_clearly_than_the_reference_give_pixels(ba
     assert editor.record(1.0)["examples"]["pixels_from"] == []
     said = len(logged)
     _frame, shown = editor.frame(0.0)  # strength 0 builds no source and says nothing about examples
-    assert len(logged) == said and False not in editor._sources and shown.rgb.shape[:2] == editor.ref.size
+    assert len(logged) == said and False not in editor._examples and shown.rgb.shape[:2] == editor.ref.size
 
 
 def test_a_bank_edit_bends_as_a_guide_edit_does(bank_file, photos, dlib_backbone):

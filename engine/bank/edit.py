@@ -29,6 +29,7 @@ from engine.errors import EXIT_USAGE, FATError, image_ref
 from engine.face.detect import Face
 from engine.face.frame import AlignedFace, FaceFrame, align_face, reshaped_frame, to_crop
 from engine.face.masks import lookup_region, region_mask, soften_user_mask, unbent_part, user_mask
+from engine.face.regions import Region
 from engine.io.files import sha256_file
 from engine.io.images import Photo, from_array, load_photo
 from engine.objective.composite import frame_start, start_image
@@ -239,60 +240,74 @@ class AttributeEditor:
         self.direction = {k: (bank.features[k][self.choice.with_idx].astype(np.float32).mean(0)
                               - bank.features[k][self.choice.without_idx].astype(np.float32).mean(0))
                           for k in recipe.attribute_layers}
-        self._sources: dict[tuple[bool, float], Source] = {}
+        self._examples: dict[bool, tuple[np.ndarray, np.ndarray, np.ndarray, Region] | None] = {}  # by sign
+        self._sources: dict[tuple[bool, float], Source] = {}  # by sign and reach
 
     def source(self, strength: float) -> Source:
         """The start's source for the strength's sign, made once per sign (and, where the region bends, once per
-        strength above 1: its bend reaches further, FaceFrame.reach). A landmark region is the union of the
-        reference's and the example's (an opening mouth reaches lower than the closed one it replaces)."""
+        strength above 1: its bend reaches further, FaceFrame.reach; the example is chosen once per sign). A landmark
+        region is the union of the reference's and the example's (an opening mouth reaches lower than the closed one
+        it replaces)."""
         positive = strength > 0
         reach = max(1.0, abs(strength)) if self.bends else 1.0
-        key = (positive, reach)
-        if key not in self._sources:
+        if (positive, reach) not in self._sources:
+            self._sources[positive, reach] = self._made_source(positive, reach)
+        return self._sources[positive, reach]
+
+    def _example(self, positive: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, Region] | None:
+        """(crop, landmarks, bank indices used, region to bend) of the example whose pixels start the edit for the
+        sign, chosen once per sign; None where the reference shows the side's value more clearly than every chosen
+        example (nothing to paste)."""
+        if positive not in self._examples:
             c = self.choice
             idx, same, value = (c.with_idx, c.with_same, 1) if positive else (c.without_idx, c.without_same, 0)
-            own_score = scores(self.ref.face.landmarks)[ATTRIBUTES[self.options.attribute].score]
+            attribute = ATTRIBUTES[self.options.attribute]
+            own_score = scores(self.ref.face.landmarks)[attribute.score]
             clearer = clearer_than(self.bank, idx, value, self.options.attribute, own_score)
-            if not clearer.any():  # the reference shows it more clearly than every example: nothing to paste
+            if not clearer.any():
                 self.log(f"the reference shows {'' if positive else 'no '}{self.options.attribute} more clearly "
                          "than every chosen example: its own pixels start the edit")
-                self._sources[key] = self._own_source()
-                return self._sources[key]
+                self._examples[positive] = None
+                return None
             # the clearer ones, reliable, clean-lipped and typical first (typical_first puts the others last)
             idx = typical_first(self.bank, idx, value, self.options.attribute, self.recipe, self._hairy(idx), same,
                                 clearer)[: int(clearer.sum())]
             crop, marks = example_pixels(self.bank, idx, self.ref.size, self.ref.factor, self.ref.crop,
                                          self.pixel_mask, self.recipe)
-            used = idx[: max(1, int(self.recipe.fuse))]
-            if self.bends:  # a squint pasted over an open eye left the reference's upper lashes above it
-                region = self.spec_region
-                attribute = ATTRIBUTES[self.options.attribute]
-                if positive and attribute.adding_mean_shape:
-                    shapes = [self.bank.landmarks[i] * self.ref.factor for i in c.with_idx]
-                    crop, marks = bent_to_mean_shape(crop, marks, shapes, region)
-                    region = replace(region, shape_share=1.0)
-                if positive and attribute.adding_pixels:
-                    region = replace(region, pixels=attribute.adding_pixels)
-                bent = reshaped_frame(self.ref, self._as_guide(crop, marks), region, self.options.warp, reach)
-                self._sources[key] = Source(crop, marks, bent.keep, None, used, bent.mask, bent.own, bent)
-                return self._sources[key]
-            mask, pixel_mask = self.mask, self.pixel_mask
-            if self.user_mask is None and self.recipe.region_union > 0:
-                mask = np.maximum(mask, region_mask(marks, self.spec_region, self.ref.size))
-                pixel_mask = (np.maximum(pixel_mask, region_mask(marks, self.pixels, self.ref.size)) * mask
-                              if self.pixels else mask)
-            keep = (region_mask(marks, self.keep_part, self.ref.size) * mask if self.keep_part else None)
-            # the example's own pixels where the attribute says (its mouth); over the rest of the region only
-            # its mid-scale folds (composite.folds_only), as for a guide photo's smile
-            own = None
-            if self.pixels_at_example and self.pixels:  # nothing is bent to the example's shape here
-                own = unbent_part(self.pixels, marks, self.ref.landmarks, self.ref.size) * mask
-            elif self.pixels:
-                own = pixel_mask
-            composite = start_image(self.options.init, self.ref.crop, crop, mask if self.pixels else pixel_mask,
-                                    self.options.seed, self.recipe, own, (self.ref.landmarks, marks))
-            self._sources[key] = Source(crop, marks, keep, composite, used, mask, own)
-        return self._sources[key]
+            region = self.spec_region
+            if self.bends and positive and attribute.adding_mean_shape:
+                shapes = [self.bank.landmarks[i] * self.ref.factor for i in c.with_idx]
+                crop, marks = bent_to_mean_shape(crop, marks, shapes, region)
+                region = replace(region, shape_share=1.0)
+            if self.bends and positive and attribute.adding_pixels:
+                region = replace(region, pixels=attribute.adding_pixels)
+            self._examples[positive] = crop, marks, idx[: max(1, int(self.recipe.fuse))], region
+        return self._examples[positive]
+
+    def _made_source(self, positive: bool, reach: float) -> Source:
+        example = self._example(positive)
+        if example is None:
+            return self._own_source()
+        crop, marks, used, region = example
+        if self.bends:  # a squint pasted over an open eye left the reference's upper lashes above it
+            bent = reshaped_frame(self.ref, self._as_guide(crop, marks), region, self.options.warp, reach)
+            return Source(crop, marks, bent.keep, None, used, bent.mask, bent.own, bent)
+        mask, pixel_mask = self.mask, self.pixel_mask
+        if self.user_mask is None and self.recipe.region_union > 0:
+            mask = np.maximum(mask, region_mask(marks, self.spec_region, self.ref.size))
+            pixel_mask = (np.maximum(pixel_mask, region_mask(marks, self.pixels, self.ref.size)) * mask
+                          if self.pixels else mask)
+        keep = (region_mask(marks, self.keep_part, self.ref.size) * mask if self.keep_part else None)
+        # the example's own pixels where the attribute says (its mouth); over the rest of the region only
+        # its mid-scale folds (composite.folds_only), as for a guide photo's smile
+        own = None
+        if self.pixels_at_example and self.pixels:  # nothing is bent to the example's shape here
+            own = unbent_part(self.pixels, marks, self.ref.landmarks, self.ref.size) * mask
+        elif self.pixels:
+            own = pixel_mask
+        composite = start_image(self.options.init, self.ref.crop, crop, mask if self.pixels else pixel_mask,
+                                self.options.seed, self.recipe, own, (self.ref.landmarks, marks))
+        return Source(crop, marks, keep, composite, used, mask, own)
 
     def _hairy(self, idx: np.ndarray) -> np.ndarray:
         """Which of the examples `idx` have an upper lip that reads as hair, darker than the reference's
