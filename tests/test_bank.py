@@ -388,9 +388,9 @@ def test_a_bent_smile_or_mouth_still_checks_the_examples_upper_lip(bank_file, ph
         options = EditOptions(attribute=attribute, k=1)
         spec, recipe = backbone_recipe(options, dlib_backbone)
         editor = AttributeEditor(dlib_backbone, spec, recipe, options, bank, reference, None, lambda _m: None)
-        assert editor.bends and lip_in(editor.reach, editor.ref.landmarks) == covered, attribute
+        assert editor.bends and lip_in(editor.reachable, editor.ref.landmarks) == covered, attribute
         unbent = {"smiling": "smile_area", "mouth_open": "mouth_area", "eyes_closed": "eyes"}[attribute]
-        assert np.array_equal(editor.reach, region_mask(editor.ref.landmarks, unbent, editor.ref.size))
+        assert np.array_equal(editor.reachable, region_mask(editor.ref.landmarks, unbent, editor.ref.size))
 
 
 def test_an_example_darker_above_the_lip_gives_no_pixels_while_a_clean_one_is_chosen_or_own_photo_leads():

@@ -214,8 +214,8 @@ class AttributeEditor:
         # where the example's pixels and folds can reach, for the moustache check (_hairy): a bent mouth or smile
         # reaches the skin above the upper lip as its unbent part does, though its own mask stops at the lips; also
         # the region of an edit that neither bends nor pastes (_own_source)
-        self.reach = (region_mask(self.ref.landmarks, unbent, self.ref.size) if self.bends and unbent is not region
-                      else self.mask)
+        self.reachable = (region_mask(self.ref.landmarks, unbent, self.ref.size)
+                          if self.bends and unbent is not region else self.mask)
         self.spec_region = spec_region
         # the part where the example's own pixels start the edit: the attribute's own, at the reference's landmarks
         # (a smile: its whole mouth region; in its default region only), else the region's at the example's, as for
@@ -312,7 +312,7 @@ class AttributeEditor:
     def _hairy(self, idx: np.ndarray) -> np.ndarray:
         """Which of the examples `idx` have an upper lip that reads as hair, darker than the reference's
         (engine/bank/shade.py); none where the edit's region leaves the upper lip out (eyes, brows)."""
-        if not lip_in(self.reach, self.ref.landmarks):
+        if not lip_in(self.reachable, self.ref.landmarks):
             return np.zeros(len(idx), bool)
         factor = self.bank.meta["crop_factor"]
         own = lip_shade(self.ref.crop, self.ref.landmarks)
@@ -347,8 +347,8 @@ class AttributeEditor:
 
     def _own_source(self) -> Source:
         """The reference as its own source: nothing pasted (strength 0, or no example shows more than it does), and
-        nothing bent, so the region is its unbent part (a smile: its mouth, cheeks and folds; `reach`)."""
-        mask = self.reach
+        nothing bent, so the region is its unbent part (a smile: its mouth, cheeks and folds; `reachable`)."""
+        mask = self.reachable
         keep = region_mask(self.ref.landmarks, self.keep_part, self.ref.size) * mask if self.keep_part else None
         return Source(self.ref.crop, self.ref.landmarks, keep, self.ref.crop.copy(), np.zeros(0, int), mask, None)
 
