@@ -42,6 +42,7 @@ class Result:
     guide: Photo | None = None
     unchanged: bool = False  # strength 0: the reference itself (saved byte-identical when the type matches)
     notes: tuple[str, ...] = ()  # what the user should know about this result (an attribute with nothing to remove)
+    advice: tuple[str, ...] = ()  # about the setup, the same for every such edit (a bank with few examples): say once
 
     def rgb8(self) -> np.ndarray:
         return np.clip(np.rint(self.image), 0, 255).astype(np.uint8)
@@ -60,7 +61,8 @@ class Result:
     def summary(self) -> dict:
         return {"settings": self.settings, "timings_s": self.timings,
                 "dlib_descriptor_distance_reference_to_result": self.descriptor_distance,
-                "final_losses": self.history[-1] if self.history else {}, "notes": list(self.notes)}
+                "final_losses": self.history[-1] if self.history else {}, "notes": list(self.notes),
+                "advice": list(self.advice)}
 
 
 def _to_tensor(a: np.ndarray) -> torch.Tensor:
@@ -255,5 +257,5 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
                    "warm_start_from": w[0] if strength != 0 and w is not None else None, **editor.record(strength)}
         crops = {"reference": ref.crop, "guide": frame.guide.crop, "init": init, "result": crop}
         results.append(Result(image, editor.photo, crops, frame.mask, summary, timings, distance, history, frame,
-                              example, unchanged, editor.notes(strength)))
+                              example, unchanged, editor.notes(strength), editor.advice(strength)))
     return results

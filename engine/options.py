@@ -67,9 +67,9 @@ class EditOptions:
                                   "opens wider, a smile lifts more); with --attribute -2..2 (below 0 removes the "
                                   "attribute; the CLI also takes a list, 0.5,1,1.5: one output each)",
                              label="_Strength", low=-2.0, high=2.0,
-                             gimp_help="0 = unchanged, 0.5 = halfway, 1 = the guide's, above 1 goes further (a "
-                                       "mouth opens wider, a smile lifts more); with an attribute instead of a "
-                                       "guide -2..2 (below 0 removes it)")
+                             gimp_help="0 = unchanged, 0.5 = halfway, 1 = the guide's (with an attribute: the bank's "
+                                       "examples'), above 1 goes further (a mouth opens wider, a smile lifts more); "
+                                       "with an attribute instead of a guide -2..2 (below 0 removes it)")
     attribute: str | None = option(None, "instead of a guide photo: the attribute to add or remove, from the "
                                          "nearest example faces of an attribute bank (--bank)", label="_Attribute",
                                    choices=tuple(ATTRIBUTES), labels={k: a.label for k, a in ATTRIBUTES.items()},
@@ -84,7 +84,7 @@ class EditOptions:
     init: str = option("composite", "start image: the guide's region Poisson-blended at its edge (composite), "
                                     "seamlessClone, a feathered paste, the reference, or noise",
                        label="S_tart image", choices=INITS, advanced=True)
-    optimizer: str = option("lbfgs", "optimiser", label="_Optimiser", choices=("lbfgs", "adam"),
+    optimizer: str = option("lbfgs", "optimiser", label="Optimi_zer", choices=("lbfgs", "adam"),
                             labels={"lbfgs": "L-BFGS", "adam": "Adam"}, advanced=True)
     seed: int = option(0, "random seed (results are reproducible)", label="See_d", low=0, high=MAX_SEED,
                        advanced=True)
@@ -93,10 +93,10 @@ class EditOptions:
                                   labels={"vggface": "VGG-Face", "dlib-resnet": "dlib-resnet"})
     precision: str = option("auto", "arithmetic of the optimisation's network passes: bf16 where the CPU/GPU runs "
                                     "it natively and the backbone's recipe prefers it (auto), or forced",
-                            label="_Precision", choices=("auto", "fp32", "bf16"),
+                            label="Precision (e_xact or fast)", choices=("auto", "fp32", "bf16"),
                             labels={"auto": "Automatic", "fp32": "fp32 (exact)", "bf16": "bf16 (fast)"},
                             advanced=True)
-    device: str = option("auto", "where to compute", label="De_vice", choices=("auto", "cpu", "cuda"),
+    device: str = option("auto", "where to compute", label="De_vice (CPU or GPU)", choices=("auto", "cpu", "cuda"),
                          labels={"auto": "Automatic", "cpu": "CPU", "cuda": "CUDA GPU"}, advanced=True)
     face: int | None = option(None, "which face in the reference when there are several (0 = largest)",
                               label="_Face", low=0, high=1000)

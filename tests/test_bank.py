@@ -15,7 +15,7 @@ from engine.bank.store import empty_bank, load_bank, save_bank
 from engine.errors import EXIT_BACKBONE, EXIT_INPUT, EXIT_USAGE, FATError
 from engine.frontends.cli import main as cli_main
 from engine.options import EditOptions
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, load_module
 
 PHOTOS = ("biden_1.jpg", "biden_2.jpg", "obama_1.jpg", "eileen_collins_astronaut.png")
 # smiling / mouth_open as labelled here (not necessarily true: the tests need both sides)
@@ -552,9 +552,44 @@ def test_a_bank_with_fewer_faces_than_an_edit_looks_for_says_so(bank_file, photo
     assert cli_main([a for a in argv[:k] + argv[k + 2:] if a != "--quiet"]) == 0  # no --k: as many as there are
     printed = capsys.readouterr().out
     assert "note: Smiling: the attribute bank has only 2 example faces with it (an edit looks for 5)" in printed
-    assert any("only 2 example faces" in n for n in json.loads(out.with_suffix(".json").read_text())["notes"])
+    sidecar = json.loads(out.with_suffix(".json").read_text())  # advice about the bank, not about this result
+    assert sidecar["notes"] == [] and "only 2 example faces" in sidecar["advice"][0]
     assert cli_main([a for a in edit_argv(photos, bank_file, out, "--strength", "1") if a != "--quiet"]) == 0
     assert "only" not in capsys.readouterr().out
+
+
+def test_the_plugin_gives_a_banks_advice_once_and_a_results_note_every_time(bank_file, photos, tmp_path,
+                                                                            monkeypatch):
+    """A GIMP trial: the default bank's "only 4 example faces" message popped up after every run. The bridge sends
+    it as advice, apart from the notes about the result; the plug-in (advice_memory.py, its memory kept in the last
+    values) shows it on the first run only, while a result's note (nothing to take away) comes every time."""
+    from engine.bank import edit as bank_edit
+    from engine.frontends.bridge import handle
+    from engine.frontends.protocol import make_request, raw_image
+
+    plugin = EXAMPLES.parent / "plugin" / "face-attribute-transfer"
+    memory_module = load_module("advice_memory", plugin / "advice_memory.py")
+    measured = bank_edit.scores
+    monkeypatch.setattr(bank_edit, "scores", lambda landmarks: {**measured(landmarks), "mouth_width": 0.0})
+    rgba = np.asarray(Image.open(photos / "biden_1.png").convert("RGBA"))
+    (tmp_path / "ref.raw").write_bytes(rgba.tobytes())
+    memory, shown = "", []
+    for strength in (-1, -1, 1):
+        request = make_request(raw_image(str(tmp_path / "ref.raw"), rgba.shape[1], rgba.shape[0], "RGBA8"), None,
+                               str(tmp_path / "out.raw"), {"attribute": "smiling", "strength": strength,
+                                                           "bank": str(bank_file), "iterations": 1})
+        (tmp_path / "request.json").write_text(json.dumps(request))
+        events = []
+        assert handle(tmp_path / "request.json", events.append) == 0
+        done = events[-1]
+        fresh, memory = memory_module.fresh_advice(done["advice"], memory)
+        shown.append(done["notes"] + fresh)
+    few_without, few_with = "without it (an edit looks for 5)", "with it (an edit looks for 5)"  # (its own photo:
+    # never its own example)
+    assert len(shown[0]) == 2 and "too little of it" in shown[0][0] and few_without in shown[0][1], shown[0]
+    assert len(shown[1]) == 1 and "too little of it" in shown[1][0], shown[1]  # the note again, the advice not
+    assert len(shown[2]) == 1 and few_with in shown[2][0], shown[2]  # other advice: said once too
+    assert memory_module.fresh_advice(["a"], "not json") == (["a"], '["a"]')  # an unreadable memory: nothing said
 
 
 def test_eyes_take_the_examples_shape_as_from_a_guide(bank_file, photos, dlib_backbone):

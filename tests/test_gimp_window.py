@@ -196,6 +196,7 @@ def test_the_dialog_in_a_real_window_edits_repeats_and_survives_a_closed_image(g
     assert closed["status"] in ("success", "execution-error"), closed
     assert "Traceback" not in log and "returned NULL" not in log and "Too many error messages" not in log
     assert "cannot link" not in log  # only the chosen guide source's field is editable (follow_guide_source)
+    assert "mnemonic" not in log  # every field its own Alt+key: GIMP logs "no mnemonic" or "duplicate mnemonic"
 
 
 def runs_of(timeline: Path) -> list[list[tuple[float, str]]]:

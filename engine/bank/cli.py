@@ -133,11 +133,12 @@ def _edit_strengths(args, options, strengths, outs, progress_printer, write_debu
         msg = (f"wrote {out} (strength {result.settings['strength']:g}, dlib identity distance reference->result "
                f"{result.descriptor_distance:.3f})")
         if args.json_progress:
-            print(json.dumps({"event": "done", "output": str(out), "message": msg, "notes": list(result.notes)}),
+            print(json.dumps({"event": "done", "output": str(out), "message": msg, "notes": list(result.notes),
+                              "advice": list(result.advice)}),
                   flush=True)
         elif not args.quiet:
             print(msg)
-            for note in result.notes:
+            for note in result.notes + result.advice:
                 print(f"note: {note}")
     if args.debug_dir:
         write_debug(results[-1], args.debug_dir)

@@ -330,20 +330,24 @@ class AttributeEditor:
         return f"{label}: the face shows too little of it to take away, so the result stays close to the photo."
 
     def notes(self, strength: float) -> tuple[str, ...]:
-        """Every remark for the user about this strength's result: note(), and where the bank holds fewer faces on the
-        side that sets the edit than the k it would take (engine/bank/choose.py DEFAULT_K), that the result follows
-        those few (the default bank's one closed-eyes face is a laugh: a GIMP user saw a squint and no reason why)."""
-        out = [n for n in (self.note(strength),) if n]
-        if strength and self.options.k is None:
-            idx = self.choice.with_idx if strength > 0 else self.choice.without_idx
-            if len(idx) < DEFAULT_K:
-                label = ATTRIBUTES[self.options.attribute].label
-                faces = "1 example face" if len(idx) == 1 else f"{len(idx)} example faces"
-                out.append(f"{label}: the attribute bank has only {faces} {'with' if strength > 0 else 'without'} "
-                           f"it (an edit looks for {DEFAULT_K}), so the result follows "
-                           f"{'that face' if len(idx) == 1 else 'those faces'} closely; a bank built from more "
-                           "photos gives better edits (python -m engine bank build, README).")
-        return tuple(out)
+        """The remarks about this strength's result itself (note())."""
+        return tuple(n for n in (self.note(strength),) if n)
+
+    def advice(self, strength: float) -> tuple[str, ...]:
+        """Remarks about the bank rather than this result, the same for every edit of this attribute and sign with it
+        (a frontend may say them once): where the bank holds fewer faces on the side that sets the edit than the k it
+        would take (engine/bank/choose.py DEFAULT_K), the result follows those few (the default bank's one
+        closed-eyes face is a laugh: a GIMP user saw a squint and no reason why)."""
+        if not strength or self.options.k is not None:
+            return ()
+        idx = self.choice.with_idx if strength > 0 else self.choice.without_idx
+        if len(idx) >= DEFAULT_K:
+            return ()
+        label = ATTRIBUTES[self.options.attribute].label
+        faces = "1 example face" if len(idx) == 1 else f"{len(idx)} example faces"
+        return (f"{label}: the attribute bank has only {faces} {'with' if strength > 0 else 'without'} it (an edit "
+                f"looks for {DEFAULT_K}), so the result follows {'that face' if len(idx) == 1 else 'those faces'} "
+                "closely; a bank built from more photos gives better edits (python -m engine bank build, README).",)
 
     def _own_source(self) -> Source:
         """The reference as its own source: nothing pasted (strength 0, or no example shows more than it does), and

@@ -126,7 +126,8 @@ def _run(request_path: Path, emit: Emit, model: LoadModel, cancel) -> int:
                   progress=progress, cancel=cancel, stage=stage)
     write_raw(req.output, to_native(result.photo, result.image))
     emit({"event": "done", "output": str(req.output), "backbone": result.settings["backbone"],
-          "descriptor_distance": result.descriptor_distance, "notes": list(result.notes)})
+          "descriptor_distance": result.descriptor_distance, "notes": list(result.notes),
+          "advice": list(result.advice)})
     return 0
 
 

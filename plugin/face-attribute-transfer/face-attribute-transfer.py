@@ -35,6 +35,7 @@ RESERVED_MNEMONICS = "hrcols"  # the dialog's buttons: _Help, _Reset, _Cancel, _
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import engine_process  # noqa: E402  (beside this file: the gi-free subprocess part)
+from advice_memory import fresh_advice  # noqa: E402  (beside this file, gi-free: advice said once)
 
 
 def engine_command():
@@ -119,23 +120,46 @@ def own_labels():
     """The plug-in's own arguments (and the Advanced group), in dialog order, with their wished mnemonics."""
     return {"guide-source": "_Guide", "guide-layer": "Guide _layer", "guide-file": "Guide f_ile",
             "attribute": SCHEMA["attribute"]["label"], "bank-file": "_Bank (none: the default)",
-            "preview": "_Preview (composite only, a second or two)"}
+            "preview": "_Quick preview (composite only, a second or two)"}
 
 
 def assign_mnemonics(labels, reserved=RESERVED_MNEMONICS):
-    """Each label keeps its wished mnemonic (the letter after '_') unless taken, else gets its first free
-    letter: no two widgets (nor the dialog's buttons) answer the same Alt+key."""
-    used, out = set(reserved), {}
+    """A different Alt+key for every label (none of the dialog's buttons' either), by a bipartite matching of
+    labels to the letters they contain: first come, first served (its wished letter after '_', else its earliest
+    free one), then augmenting paths for the labels left without. First come, first served alone left four
+    Advanced labels with none (GIMP logged "no mnemonic for property optimizer", seed, precision, detector)
+    while other labels held letters they could spare. A label none of whose letters is left keeps none."""
+    choices = {}
     for key, label in labels.items():
         plain = label.replace("_", "")
-        wished = label.index("_") if "_" in label else -1
-        order = ([wished] if wished >= 0 else []) + [i for i, ch in enumerate(plain) if ch.isalpha()]
-        pos = next((i for i in order if plain[i].lower() not in used), None)
-        if pos is None:
-            out[key] = plain
-            continue
-        used.add(plain[pos].lower())
-        out[key] = plain[:pos] + "_" + plain[pos:]
+        wished = [label.index("_")] if "_" in label else []
+        order = wished + [i for i, ch in enumerate(plain) if ch.isalpha() and i not in wished]
+        choices[key] = [(i, plain[i].lower()) for i in order if plain[i].lower() not in reserved]
+    holder = {}  # letter -> label key
+
+    def place(key, seen):  # Kuhn's augmenting path: take a free letter, or move its holder to another
+        for _, letter in choices[key]:
+            if letter in seen:
+                continue
+            seen.add(letter)
+            if letter not in holder or place(holder[letter], seen):
+                holder[letter] = key
+                return True
+        return False
+
+    for key in labels:  # first come, first served: the dialog's first labels keep their wished letters
+        letter = next((letter for _, letter in choices[key] if letter not in holder), None)
+        if letter:
+            holder[letter] = key
+    for key in labels:  # then each label left without one takes a letter another label can spare
+        if key not in holder.values():
+            place(key, set())
+    letter_of = {key: letter for letter, key in holder.items()}
+    out = {}
+    for key, label in labels.items():
+        plain = label.replace("_", "")
+        pos = next((i for i, letter in choices[key] if letter == letter_of.get(key)), None)
+        out[key] = plain if pos is None else plain[:pos] + "_" + plain[pos:]
     return out
 
 
@@ -280,7 +304,8 @@ def progress_text(text):
 
 
 def run_engine(request, workdir):
-    """Run the engine, driving GIMP's progress bar with its stages and steps; returns (ok, message, notes): notes
+    """Run the engine, driving GIMP's progress bar with its stages and steps; returns (ok, message, notes, advice):
+    notes
     are what the user should know about a result (an attribute with nothing to take away)."""
     python, project = engine_command()
     request_path = os.path.join(workdir, "request.json")
@@ -296,7 +321,7 @@ def run_engine(request, workdir):
 
     progress_text("Handing the photo to the engine")  # at once after OK; the engine's own stages follow
     ok, message, done = engine_process.run_engine_process(python, project, request_path, on_progress, on_stage)
-    return ok, message, list((done or {}).get("notes") or [])
+    return ok, message, list((done or {}).get("notes") or []), list((done or {}).get("advice") or [])
 
 
 # ---- the guide: which source, remembered between runs ----
@@ -557,7 +582,7 @@ def attribute_transfer(procedure, run_mode, image, drawables, config, data):
         mask_raw = PROTOCOL.raw_image(write_raw(workdir, "mask.raw", mask), width, height, "Y8") if mask else None
         request = PROTOCOL.make_request(reference, guide_raw, os.path.join(workdir, "result.raw"), options,
                                         mask_raw)
-        ok, message, notes = run_engine(request, workdir)
+        ok, message, notes, advice = run_engine(request, workdir)
         test_hook(image, layer)
         if not ok:
             return error_values(procedure, message)
@@ -571,7 +596,9 @@ def attribute_transfer(procedure, run_mode, image, drawables, config, data):
             return error_values(procedure, CLOSED)
         Gimp.progress_end()
         Gimp.displays_flush()
-        for note in notes:  # e.g. nothing to take away: the layer looks like the photo, and the user is told why
+        fresh, told = fresh_advice(advice, config.get_property("advice-given"))
+        config.set_property("advice-given", told)  # saved with the last values: a bank's advice is said once
+        for note in notes + fresh:  # e.g. nothing to take away: the layer looks like the photo, and why
             Gimp.message(note)
         values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
         values.remove(1)
@@ -613,6 +640,8 @@ def add_arguments(procedure):
                                    "a quick look before the full run", False, flags)
     procedure.add_string_aux_argument("guide-memory", "Remembered guide", "The last guide layer (id, name, file)",
                                       "", flags)
+    procedure.add_string_aux_argument("advice-given", "Advice given", "Remarks about the setup already shown once "
+                                      "(JSON list of texts)", "", flags)
 
 
 class AttributeTransfer(Gimp.PlugIn):
