@@ -450,3 +450,37 @@ def test_a_move_that_would_fold_the_picture_is_cut_short(synthetic):
     swapped = np.vstack([source, source[5]])
     swapped[5] = sliver[-1]
     assert unfolded_share(sliver, swapped, size, least=20.0) == 1.0
+
+
+def test_a_shape_placed_per_half_takes_each_half_of_a_turned_face():
+    """A frontal face's smile placed on the same face turned (its far half narrowed to 0.6, its near half widened
+    to 1.15 about the nose, as a turn looks): one similarity by the eyes and nose puts the far mouth corner several
+    px wide, past where that half of the face ends; placed per half (Region.placed_per_half, the bank's mean smile)
+    each corner lands on the turned face's own, within a pixel across. Same landmarks: the same placement either way;
+    a point on the nose's line does not move sideways."""
+    from engine.face.frame import align_face
+    from engine.face.regions import FACE_FRAME, MOUTH
+    from engine.face.warp import foreshortened
+    from engine.io.images import load_photo
+    from tests.conftest import EXAMPLES
+
+    frontal = align_face(load_photo(EXAMPLES / "obama_1.jpg"), {"kind": "dlib_chip", "size": [150, 150],
+                                                                 "padding": 0.25}).landmarks
+    mid = frontal[[27, 30, 33], 0].mean()
+    turned = frontal.copy()
+    turned[:, 0] = mid + (frontal[:, 0] - mid) * np.where(frontal[:, 0] < mid, 0.6, 1.15)
+    mouth = list(MOUTH)
+    one = target_landmarks(frontal, turned, MOUTH, FACE_FRAME)[mouth]
+    per_half = target_landmarks(frontal, turned, MOUTH, FACE_FRAME, per_half=True)[mouth]
+    across = lambda placed: np.abs(placed[:, 0] - turned[mouth, 0])  # noqa: E731
+    assert across(one)[0] > 4.0 and across(per_half).max() < 1.0, (across(one), across(per_half))
+    assert np.allclose(target_landmarks(frontal, frontal, MOUTH, FACE_FRAME, per_half=True),
+                       target_landmarks(frontal, frontal, MOUTH, FACE_FRAME), atol=1e-6)
+    def along(marks, point):  # along the eye line, from the nose
+        u = (marks[45] - marks[36]) / np.linalg.norm(marks[45] - marks[36])
+        return float((point - marks[[27, 30, 33]].mean(0)) @ u)
+
+    on_line = frontal.copy()
+    on_line[62] -= along(frontal, frontal[62]) * (frontal[45] - frontal[36]) / np.linalg.norm(frontal[45] - frontal[36])
+    assert abs(along(frontal, on_line[62])) < 1e-9
+    assert abs(along(turned, foreshortened(on_line, on_line, turned, (62,))[62])) < 1e-6

@@ -40,7 +40,13 @@ class Attribute:
     # face-api read a smile on only 6 of the 11 it can read (8 before); taken whole: 14/15, 0.830, 8 of 11. Not kept:
     # the lower eyelids in the smile region too, raised by the smiling examples' mean lift over the others': 9 of 11
     # read as smiling (kit_harington_1 0.40 -> 0.91, the optimisation's attribute loss over the eyes doing most of
-    # it), identity 13/15, mean 0.812; the lids bent but left out of the optimised region: 7 of 11, 14/15
+    # it), identity 13/15, mean 0.812; the lids bent but left out of the optimised region: 7 of 11, 14/15.
+    # A mean shape has no pose of its own, so it is placed per half of the face (Region.placed_per_half): on the
+    # turned celebahq_female_030321 the far corner no longer crosses the jaw, the bend is no longer cut to 0.63, and
+    # face-api reads a smile (0.07 -> 0.95, a broad and natural one on the contact sheet) at mobileface 0.731 (0.840);
+    # over the 15: 9 of the 11 read as smiling, identity 13/15, mean 0.818 (with the similarity's own x: 9 of 11,
+    # 14/15, 0.827; never widening a half: 8 of 11, 15/15, 0.838; kit_harington_1 alone swings 0.03-0.99 between
+    # these three, the judge's noise)
     adding_mean_shape: bool = False
     # to add it where the region bends: the example's own pixels start the edit only in this part (None: the
     # region's), the person's own lips bent to the new shape around it. bench/bank_quality.py: smiling +1 with the

@@ -277,8 +277,8 @@ class AttributeEditor:
             region = self.spec_region
             if self.bends and positive and attribute.adding_mean_shape:
                 shapes = [self.bank.landmarks[i] * self.ref.factor for i in c.with_idx]
+                region = replace(region, shape_share=1.0, placed_per_half=True)
                 crop, marks = bent_to_mean_shape(crop, marks, shapes, region)
-                region = replace(region, shape_share=1.0)
             if self.bends and positive and attribute.adding_pixels:
                 region = replace(region, pixels=attribute.adding_pixels)
             self._examples[positive] = crop, marks, idx[: max(1, int(self.recipe.fuse))], region

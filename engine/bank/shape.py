@@ -21,7 +21,8 @@ def mean_shape(shapes: list[np.ndarray], onto: np.ndarray, region: Region) -> np
     out = np.asarray(onto, float).copy()
     for group, anchors in zip(region.groups, region.reshape_anchors, strict=True):
         idx = list(group)
-        out[idx] = np.mean([target_landmarks(np.asarray(s, float), onto, group, anchors)[idx] for s in shapes], axis=0)
+        out[idx] = np.mean([target_landmarks(np.asarray(s, float), onto, group, anchors, region.placed_per_half)[idx]
+                            for s in shapes], axis=0)
     return out
 
 

@@ -249,7 +249,7 @@ def reshaped_frame(ref: AlignedFace, guide: AlignedFace, spec: Region, warp: str
     under the same limits."""
     method = warp if warp in ("affine", "tps") else "affine"
     target = reshape_targets(guide.landmarks, ref.landmarks, spec.groups, spec.reshape_anchors,
-                             spec.face_scaled_opening)
+                             spec.face_scaled_opening, spec.placed_per_half)
     reach = max(1.0, reach)  # strengths up to 1 share the guide's shape as their full bend
     target = beyond(ref.landmarks, ref.landmarks + spec.shape_share * (target - ref.landmarks), reach)
     if spec.block and spec.move_limit:

@@ -78,6 +78,10 @@ class Region:
     # mouth_open moved: 0: 0.837 / 9/10 (jeff_bezos_1 at 0.077) / 0.65; 0.5: 0.826 / 10/10 (jeff_bezos_1 0.106) /
     # 0.79; 1: 0.808 / 10/10 / 0.94
     face_scaled_opening: float = 0.0
+    # placed by the eyes and nose (FACE_FRAME), each half of the shape takes the width of its half of the reference's
+    # face (engine/face/warp.py foreshortened): a shape with no pose of its own, the mean of a bank's examples, on a
+    # turned head. Set by the bank's mean-shape smile (engine/bank/edit.py), not for a guide photo's own shape
+    placed_per_half: bool = False
     # a PART that stands for the region wherever nothing is bent to a guide's or a bank example's shape (--warp none
     # / similarity): a smile's mouth, cheeks and nasolabial folds (None: the region itself)
     unbent: str | None = None

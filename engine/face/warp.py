@@ -23,27 +23,66 @@ from engine.face.regions import WARPS
 
 
 def target_landmarks(guide: np.ndarray, reference: np.ndarray, region_points: tuple[int, ...],
-                     anchors: tuple[int, ...]) -> np.ndarray:
+                     anchors: tuple[int, ...], per_half: bool = False) -> np.ndarray:
     """Where each guide landmark should go: the reference's positions, except the region's own points, which
-    keep the guide's shape under the affine map of its anchors onto the reference's."""
+    keep the guide's shape under the affine map of its anchors onto the reference's (`per_half`, with anchors on
+    both eyes and the nose: then each half of the face stretched to the reference's, foreshortened())."""
     target = np.asarray(reference, float).copy()
     if region_points and anchors:
         m = anchor_similarity(guide, reference, anchors)
         if m is not None:
-            pts = guide[list(region_points)]
-            target[list(region_points)] = pts @ m[:, :2].T + m[:, 2]
+            placed = np.asarray(guide, float) @ m[:, :2].T + m[:, 2]
+            if per_half and set(anchors) >= set(SIDES[0] + SIDES[1] + MIDLINE):
+                placed = foreshortened(placed, guide, reference, region_points)
+            target[list(region_points)] = placed[list(region_points)]
     return target
 
 
+SIDES = ((36, 39), (42, 45))  # each eye's corners: how wide each half of the face looks
+MIDLINE = (27, 30, 33)  # the nose
+
+
+def foreshortened(placed: np.ndarray, guide: np.ndarray, reference: np.ndarray, points: tuple[int, ...],
+                  limits: tuple[float, float] = (0.5, 1.5)) -> np.ndarray:
+    """`placed` (the guide's landmarks under one similarity onto the reference) with `points` moved along the
+    reference's eye line so that each half of the shape takes the width of its half of the reference's face: on a
+    turned head the far half looks narrower and the near one wider, which one similarity cannot give (a frontal
+    smile placed on a turned head put the far mouth corner across the jaw line, so the whole bend was cut, to 0.63
+    of the way on a turned face of ../shared/faces). A point's offset from the nose, along the eye line, is kept in
+    units of its half's eye offset (the guide's, then the reference's; their ratio within `limits` of the
+    similarity's); across the eye line the similarity places it. A point on the nose's line stays on it."""
+    ref, own, out = np.asarray(reference, float), np.asarray(guide, float), placed.copy()
+
+    def frame(marks: np.ndarray) -> tuple[np.ndarray, float, list[float]]:  # (eye-line axis, nose, each eye's offset)
+        u = marks[SIDES[1][1]] - marks[SIDES[0][0]]
+        u = u / max(float(np.linalg.norm(u)), 1e-9)
+        mid = float(marks[list(MIDLINE)].mean(0) @ u)
+        return u, mid, [float(marks[list(side)].mean(0) @ u) - mid for side in SIDES]
+
+    (u, mid, eyes), (ug, mid_g, eyes_g) = frame(ref), frame(own)
+    scale = float(np.linalg.norm(placed[SIDES[1][1]] - placed[SIDES[0][0]])) / max(
+        float(np.linalg.norm(own[SIDES[1][1]] - own[SIDES[0][0]])), 1e-9)  # the similarity's
+    idx = list(points)
+    offset = own[idx] @ ug - mid_g
+    along = np.empty(len(idx))
+    for k, (e, eg) in enumerate(zip(eyes, eyes_g, strict=True)):
+        half = offset < 0 if k == 0 else offset >= 0
+        ratio = e / eg / scale if abs(eg) > 1e-6 and e * eg > 0 else 1.0
+        along[half] = offset[half] * scale * float(np.clip(ratio, *limits))
+    out[idx] = placed[idx] + np.outer(mid + along - placed[idx] @ u, u)
+    return out
+
+
 def reshape_targets(guide: np.ndarray, reference: np.ndarray, groups: tuple[tuple[int, ...], ...],
-                    anchors: tuple[tuple[int, ...], ...], face_scaled_opening: float = 0.0) -> np.ndarray:
+                    anchors: tuple[tuple[int, ...], ...], face_scaled_opening: float = 0.0,
+                    per_half: bool = False) -> np.ndarray:
     """For a reshaped region: each group's guide shape placed by its own anchors on the reference (each eye by its
     own corners: one fit for both eyes put a turned guide's far eye on the cheek); the rest where the reference has
     it. `face_scaled_opening` (Region.face_scaled_opening): with two anchors (corners), how far the shape across
     their line takes the faces' scale (eye distances) instead of the corners'."""
     target = np.asarray(reference, float).copy()
     for group, anchor in zip(groups, anchors, strict=True):
-        placed = target_landmarks(guide, reference, group, anchor)
+        placed = target_landmarks(guide, reference, group, anchor, per_half)
         if face_scaled_opening and len(anchor) == 2:
             placed = scaled_opening(placed, guide, reference, group, anchor, face_scaled_opening)
         target[list(group)] = placed[list(group)]
