@@ -65,7 +65,7 @@ def _option_words(name: str, value: str | None, audience: str) -> str:
     if record is None:
         raise ValueError(f"option_ref: no option {name!r} in the schema")
     if audience == "gimp" and record["label"]:  # the dialog's words (attribute: Guide = attribute, then Attribute)
-        label = record["label"].replace("_", "")
+        label = re.sub(r"\s*\(.*\)$", "", record["label"].replace("_", ""))  # "Device (CPU or GPU)": Device: CPU
         return label if value is None else f"{label}: {record['labels'].get(value, value)}"
     if audience == "recipe":  # a batch recipe's key (engine/batch/recipe.py): the option's own name
         return name if value is None else f"{name} = {value!r}"
