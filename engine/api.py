@@ -61,8 +61,11 @@ class Result:
     def summary(self) -> dict:
         return {"settings": self.settings, "timings_s": self.timings,
                 "dlib_descriptor_distance_reference_to_result": self.descriptor_distance,
-                "final_losses": self.history[-1] if self.history else {}, "notes": list(self.notes),
-                "advice": list(self.advice)}
+                "final_losses": self.history[-1] if self.history else {}, **self.remarks()}
+
+    def remarks(self) -> dict[str, list[str]]:
+        """What the user is told, by kind: the sidecar, the CLI's JSON progress and GIMP's bridge all send this."""
+        return {"notes": list(self.notes), "advice": list(self.advice)}
 
 
 def _to_tensor(a: np.ndarray) -> torch.Tensor:

@@ -133,9 +133,7 @@ def _edit_strengths(args, options, strengths, outs, progress_printer, write_debu
         msg = (f"wrote {out} (strength {result.settings['strength']:g}, dlib identity distance reference->result "
                f"{result.descriptor_distance:.3f})")
         if args.json_progress:
-            print(json.dumps({"event": "done", "output": str(out), "message": msg, "notes": list(result.notes),
-                              "advice": list(result.advice)}),
-                  flush=True)
+            print(json.dumps({"event": "done", "output": str(out), "message": msg, **result.remarks()}), flush=True)
         elif not args.quiet:
             print(msg)
             for note in result.notes + result.advice:

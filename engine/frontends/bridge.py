@@ -126,8 +126,7 @@ def _run(request_path: Path, emit: Emit, model: LoadModel, cancel) -> int:
                   progress=progress, cancel=cancel, stage=stage)
     write_raw(req.output, to_native(result.photo, result.image))
     emit({"event": "done", "output": str(req.output), "backbone": result.settings["backbone"],
-          "descriptor_distance": result.descriptor_distance, "notes": list(result.notes),
-          "advice": list(result.advice)})
+          "descriptor_distance": result.descriptor_distance, **result.remarks()})
     return 0
 
 

@@ -305,8 +305,8 @@ def progress_text(text):
 
 def run_engine(request, workdir):
     """Run the engine, driving GIMP's progress bar with its stages and steps; returns (ok, message, notes, advice):
-    notes
-    are what the user should know about a result (an attribute with nothing to take away)."""
+    notes are what the user should know about a result (an attribute with nothing to take away), advice about the
+    setup (a bank with few examples), said once."""
     python, project = engine_command()
     request_path = os.path.join(workdir, "request.json")
     with open(request_path, "w") as f:
