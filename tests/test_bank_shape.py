@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.bank.shape import bent_to_mean_shape, mean_shape
+from engine.bank.measure import scores
+from engine.bank.shape import LOWER_LIP, bent_to_mean_shape, mean_shape, opened_at_least
 from engine.face.frame import align_face
 from engine.face.regions import MOUTH, REGIONS
 from engine.io.images import load_photo
@@ -52,3 +53,20 @@ def test_the_example_is_bent_only_where_its_mouth_moves():
     assert np.abs(bent - crop).max() > 1.0  # the pixels follow the mouth
     top = int(marks[36:48, 1].max()) + 2  # above the eyes' lowest point nothing moves
     assert np.abs(bent[:top] - crop[:top]).max() < 1e-3 and np.abs(bent[:, -3:] - crop[:, -3:]).max() < 1e-3
+
+
+def test_a_mouth_is_opened_to_at_least_a_gap_by_its_lower_lip_alone():
+    """A real face's closed mouth, the face rolled 20 degrees: opened to 0.3 eye distances, the gap measures 0.3,
+    only the lower lip moved, square to the eye line; a mouth already that open is left as it is."""
+    aligned = align_face(load_photo(EXAMPLES / "biden_1.jpg"), {"kind": "dlib_chip", "size": [150, 150],
+                                                                "padding": 0.25})
+    marks = _similar(aligned.landmarks, 1.3, 20.0, (10, -5))
+    assert scores(marks)["mouth_open"] < 0.02
+    opened = opened_at_least(marks, 0.3)
+    assert abs(scores(opened)["mouth_open"] - 0.3) < 1e-3
+    moved = np.flatnonzero(np.abs(opened - marks).max(1) > 1e-9)
+    assert set(moved) == set(LOWER_LIP)
+    eyes = marks[42:48].mean(0) - marks[36:42].mean(0)
+    assert np.allclose((opened - marks)[moved] @ eyes, 0, atol=1e-6)  # square to the eye line
+    assert ((opened - marks)[moved] @ np.array([-eyes[1], eyes[0]]) > 0).all()  # and down the face
+    assert np.array_equal(opened_at_least(opened, 0.2), opened)

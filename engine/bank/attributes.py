@@ -46,7 +46,9 @@ class Attribute:
     # face-api reads a smile (0.07 -> 0.95, a broad and natural one on the contact sheet) at mobileface 0.731 (0.840);
     # over the 15: 9 of the 11 read as smiling, identity 13/15, mean 0.818 (with the similarity's own x: 9 of 11,
     # 14/15, 0.827; never widening a half: 8 of 11, 15/15, 0.838; kit_harington_1 alone swings 0.03-0.99 between
-    # these three, the judge's noise)
+    # these three, the judge's noise). A face caught speaking, its mouth open wider than the mean smile, starts from
+    # its own mouth and teeth bent to the mean smile kept as open (engine/bank/edit.py _example): obama_2 0.704 -> 0.813
+    # (happy 0.98; an example's grin stretched to his opening had long, denture-like teeth); 9 of 11, 14/15, 0.825
     adding_mean_shape: bool = False
     # to add it where the region bends: the example's own pixels start the edit only in this part (None: the
     # region's), the person's own lips bent to the new shape around it. bench/bank_quality.py: smiling +1 with the

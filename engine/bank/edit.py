@@ -22,7 +22,7 @@ from engine.bank.build import face_features
 from engine.bank.choose import DEFAULT_K, Choice, identity_distances, nearest
 from engine.bank.measure import SCORES, labels_from_scores, pose, scores
 from engine.bank.shade import lip_in, lip_shade, shaded
-from engine.bank.shape import bent_to_mean_shape
+from engine.bank.shape import bent_to_mean_shape, mean_shape
 from engine.bank.store import Bank, check_backbone, load_bank
 from engine.bank.where import default_bank
 from engine.errors import EXIT_USAGE, FATError, image_ref
@@ -274,14 +274,20 @@ class AttributeEditor:
                                 clearer)[: int(clearer.sum())]
             crop, marks = example_pixels(self.bank, idx, self.ref.size, self.ref.factor, self.ref.crop,
                                          self.pixel_mask, self.recipe)
+            used = idx[: max(1, int(self.recipe.fuse))]
             region = self.spec_region
             if self.bends and positive and attribute.adding_mean_shape:
                 shapes = [self.bank.landmarks[i] * self.ref.factor for i in c.with_idx]
                 region = replace(region, shape_share=1.0, placed_per_half=True)
-                crop, marks = bent_to_mean_shape(crop, marks, shapes, region)
+                opening = scores(self.ref.landmarks)["mouth_open"]
+                if opening > scores(mean_shape(shapes, marks, region))["mouth_open"]:
+                    # a face caught speaking: its own mouth and teeth, bent to the mean smile kept as open as it is
+                    # (an example's closed grin stretched to that opening gave long, denture-like teeth)
+                    crop, marks, used = self.ref.crop, self.ref.landmarks, used[:0]
+                crop, marks = bent_to_mean_shape(crop, marks, shapes, region, opening)
             if self.bends and positive and attribute.adding_pixels:
                 region = replace(region, pixels=attribute.adding_pixels)
-            self._examples[positive] = crop, marks, idx[: max(1, int(self.recipe.fuse))], region
+            self._examples[positive] = crop, marks, used, region
         return self._examples[positive]
 
     def _made_source(self, positive: bool, reach: float) -> Source:
@@ -321,7 +327,7 @@ class AttributeEditor:
     def note(self, strength: float) -> str | None:
         """A remark for the user about this strength's result, else None: where no example showed the side's value
         more clearly than the face itself (nothing was pasted), the result stays close to the photo."""
-        if strength == 0 or len(self.source(strength).used):
+        if strength == 0 or self._example(strength > 0) is not None:
             return None
         label = ATTRIBUTES[self.options.attribute].label
         if strength > 0:
@@ -404,7 +410,8 @@ class AttributeEditor:
         """The face frame (the example stands in for the guide, for the debug pictures; the reference itself where
         nothing is pasted)."""
         src = self.source(strength) if strength else self._own_source()
-        shown = from_array(src.crop, "bank example" if len(src.used) else "reference (nothing pasted)")
+        shown = from_array(src.crop, "bank example" if len(src.used) else "reference, bent to the examples' shape"
+                           if src.bent is not None else "reference (nothing pasted)")
         if src.bent is not None:
             return src.bent, shown
         return FaceFrame(self.ref, self._as_guide(src.crop, src.marks), src.mask, src.keep, self.user_mask,

@@ -36,10 +36,16 @@ def _iod(p: np.ndarray) -> float:
     return eye_distance(p) + 1e-6  # never divide by zero on degenerate landmarks
 
 
+def inner_lip_gap(landmarks: np.ndarray) -> float:
+    """The mean inner-lip gap (61-67, 62-66, 63-65) in the landmarks' own units."""
+    p = np.asarray(landmarks, np.float64)
+    return float(np.mean([np.linalg.norm(p[a] - p[b]) for a, b in ((61, 67), (62, 66), (63, 65))]))
+
+
 def scores(landmarks: np.ndarray) -> dict[str, float]:
     p = np.asarray(landmarks, np.float64)
     iod = _iod(p)
-    gap = np.mean([np.linalg.norm(p[a] - p[b]) for a, b in ((61, 67), (62, 66), (63, 65))])
+    gap = inner_lip_gap(p)
     width = np.linalg.norm(p[54] - p[48])
     centre_y = (p[62, 1] + p[66, 1] + p[51, 1] + p[57, 1]) / 4
     lift = centre_y - (p[48, 1] + p[54, 1]) / 2

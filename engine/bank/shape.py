@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.bank.measure import inner_lip_gap
+from engine.face.detect import eye_distance
 from engine.face.regions import Region
 from engine.face.warp import target_landmarks, warp_to
 
@@ -26,8 +28,26 @@ def mean_shape(shapes: list[np.ndarray], onto: np.ndarray, region: Region) -> np
     return out
 
 
+LOWER_LIP = (55, 56, 57, 58, 59, 65, 66, 67)  # the outer and inner lower lip, without the mouth corners
+
+
+def opened_at_least(marks: np.ndarray, gap: float) -> np.ndarray:
+    """`marks` with the lower lip lowered (square to the eye line) until the inner-lip gap is at least `gap` eye
+    distances (engine/bank/measure.py mouth_open): a smile added to a face caught speaking keeps its mouth open."""
+    out = np.asarray(marks, float).copy()
+    eyes = out[42:48].mean(0) - out[36:42].mean(0)
+    down = np.array([-eyes[1], eyes[0]]) / (np.linalg.norm(eyes) + 1e-9)
+    for _ in range(3):  # the gap is measured along the lip pairs, not quite square to the eye line
+        short = gap * eye_distance(out) - inner_lip_gap(out)
+        if short <= 1e-3:
+            break
+        out[list(LOWER_LIP)] += short * down
+    return out
+
+
 def bent_to_mean_shape(crop: np.ndarray, marks: np.ndarray, shapes: list[np.ndarray],
-                       region: Region) -> tuple[np.ndarray, np.ndarray]:
-    """(crop, landmarks) of the pixel example bent so that its region takes the mean shape of `shapes`."""
-    target = mean_shape(shapes, marks, region)
+                       region: Region, open_at_least: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(crop, landmarks) of the pixel example bent so that its region takes the mean shape of `shapes`, its mouth
+    open at least `open_at_least` eye distances (the reference's own opening: opened_at_least)."""
+    target = opened_at_least(mean_shape(shapes, marks, region), open_at_least)
     return warp_to(crop, marks, target, "affine"), target
