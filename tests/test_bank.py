@@ -74,6 +74,8 @@ def test_incremental_add_processes_only_new_photos(photos, tmp_path, capsys):
     assert cli_main(["bank", "build", a, b, c, str(photos / "notes.txt"), "-o", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "1 added from 1 new photo(s), 2 already in the bank, 1 skipped" in text and "notes.txt" in text
+    skipped = next(line for line in text.splitlines() if "notes.txt" in line)
+    assert skipped.count("notes.txt") == 1, skipped  # named once, not again inside the reason
     second = load_bank(out)
     assert len(second) == 3 and second.entries[:2] == first.entries
     np.testing.assert_array_equal(second.crops[:2], first.crops)
@@ -209,6 +211,29 @@ def test_a_damaged_bank_is_refused(bank_file, photos, tmp_path, capsys, damage):
     assert cli_main(edit_argv(photos, bad, out)) == EXIT_INPUT
     err = capsys.readouterr().err
     assert ("damaged" in err or "no such file" in err) and "Traceback" not in err and not out.exists()
+
+
+def test_building_onto_a_damaged_bank_says_to_move_it_away_and_keeps_it(photos, tmp_path, capsys):
+    """A build adds to the bank it is given, so "rebuild it" with the same -o failed the same way (CLI trial)."""
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert cli_main(["bank", "build", str(photos / "biden_2.png"), "-o", str(bad), "--quiet"]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "damaged" in err and "move it away" in err and f"-o {bad}" in err
+    assert bad.read_bytes() == b"PK\x03\x04 not really a zip"
+
+
+def test_a_missing_bank_is_refused_before_the_face_search(photos, tmp_path, capsys, monkeypatch):
+    """A mistyped --bank was reported only after the face search and the network's load (~1.5 s)."""
+    import engine.frontends.cli as cli
+
+    def searched(*_a, **_k):
+        raise AssertionError("the face search started before the bank was checked")
+
+    monkeypatch.setattr(cli, "face_search", searched)
+    out = tmp_path / "o.png"
+    assert cli_main(edit_argv(photos, tmp_path / "no-such-bank.npz", out)) == EXIT_INPUT
+    assert "no such file" in capsys.readouterr().err and not out.exists()
 
 
 def test_strength_0_returns_the_photo_byte_identical(bank_file, photos, tmp_path):

@@ -113,8 +113,8 @@ def add_photos(bank: Bank, bb: Backbone, files: list[Path], labels: dict[str, di
         try:
             photo = load_photo(path)
             faces = _faces(photo.rgb8(), all_faces, detector)
-        except FATError as e:
-            report.skipped.append((str(path), str(e)))
+        except FATError as e:  # its message names the file too
+            report.skipped.append((str(path), str(e).removeprefix(f"{path}: ")))
             continue
         known.add(digest)
         report.photos += 1

@@ -104,6 +104,10 @@ def cmd_attribute_edit(args, options, check_inputs, progress_printer, write_debu
     strengths = args.strengths or [options.strength]
     outs = outputs_for(args.output, strengths)
     check_inputs(args)
+    if args.bank is not None:
+        from engine.bank.store import check_bank_path
+
+        check_bank_path(args.bank)
     for out in outs:
         check_output_path(out, [args.reference], sidecar=not args.no_sidecar)
     from engine.frontends.cli import face_search

@@ -85,15 +85,21 @@ def save_bank(bank: Bank, path: Path) -> None:
 
 
 def _damaged(path: Path, why: str) -> FATError:
-    return FATError(f"bank {path}: damaged or not a bank file ({why}); rebuild it with "
-                    "`python -m engine bank build PHOTOS... -o BANK`.", EXIT_INPUT)
+    return FATError(f"bank {path}: damaged or not a bank file ({why}); move it away (a build adds to the file "
+                    f"it is given) and build it again: `python -m engine bank build PHOTOS... -o {path}`.",
+                    EXIT_INPUT)
+
+
+def check_bank_path(path: Path) -> None:
+    """The bank file exists (cheap: a command checks it before the network loads)."""
+    if not Path(path).is_file():
+        raise FATError(f"bank {path}: no such file. Build one with `python -m engine bank build PHOTOS... -o "
+                       f"{path}` (or run `python3 install.py` for the default bank).", EXIT_INPUT)
 
 
 def load_bank(path: Path) -> Bank:
     path = Path(path)
-    if not path.is_file():
-        raise FATError(f"bank {path}: no such file. Build one with `python -m engine bank build PHOTOS... -o "
-                       f"{path}` (or run `python3 install.py` for the default bank).", EXIT_INPUT)
+    check_bank_path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
