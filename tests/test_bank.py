@@ -634,6 +634,14 @@ def test_eyes_take_the_examples_shape_as_from_a_guide(bank_file, photos, dlib_ba
                              None, lambda _m: None)
     src = editor.source(1.0)
     assert src.bent is not None and src.bent.reshape is not None and len(src.used) == 1
+    # the user is told that the closed eyes are a measured squint (k given: nothing about the bank's size)
+    (squint,) = editor.advice(1.0)
+    assert "biden_2.png" in squint and "narrows the eyes" in squint and "eyes_closed column" in squint
+    assert editor.advice(-1.0) == () and editor.advice(0.0) == ()
+    labelled = load_bank(bank_file)
+    labelled.entries[src.used[0]]["label_sources"]["eyes_closed"] = "labels"  # a labelled blink: nothing said
+    assert AttributeEditor(dlib_backbone, spec, recipe, options, labelled, str(photos / "eileen_collins_astronaut.png"),
+                           None, lambda _m: None).advice(1.0) == ()
     np.testing.assert_array_equal(editor.start(0.5), frame_start(src.bent, 0.5, "composite", 0, recipe))
     moved = np.abs(src.bent.bend(1.0)).max()
     assert moved > 1.0  # pixels: the lids go to the example's opening

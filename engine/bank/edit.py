@@ -20,7 +20,7 @@ import torch
 from engine.bank.attributes import ATTRIBUTES
 from engine.bank.build import face_features
 from engine.bank.choose import DEFAULT_K, Choice, identity_distances, nearest
-from engine.bank.measure import SCORES, labels_from_scores, pose, scores
+from engine.bank.measure import SCORES, SQUINT_FROM, labels_from_scores, measured_squint, pose, scores
 from engine.bank.shade import lip_in, lip_shade, shaded
 from engine.bank.shape import bent_to_mean_shape, mean_shape
 from engine.bank.store import Bank, check_backbone, load_bank
@@ -341,19 +341,39 @@ class AttributeEditor:
 
     def advice(self, strength: float) -> tuple[str, ...]:
         """Remarks about the bank rather than this result, the same for every edit of this attribute and sign with it
-        (a frontend may say them once): where the bank holds fewer faces on the side that sets the edit than the k it
-        would take (engine/bank/choose.py DEFAULT_K), the result follows those few (the default bank's one
-        closed-eyes face is a laugh: a GIMP user saw a squint and no reason why)."""
-        if not strength or self.options.k is not None:
+        (a frontend may say them once): _few_examples() and _squinted_examples()."""
+        if not strength:
             return ()
+        return tuple(a for a in (self._few_examples(strength), self._squinted_examples(strength)) if a)
+
+    def _few_examples(self, strength: float) -> str | None:
+        """Where the bank holds fewer faces on the side that sets the edit than the k it would take
+        (engine/bank/choose.py DEFAULT_K), the result follows those few (the default bank's one closed-eyes face is a
+        laugh: a GIMP user saw a squint and no reason why). Not said where the user chose k."""
         idx = self.choice.with_idx if strength > 0 else self.choice.without_idx
-        if len(idx) >= DEFAULT_K:
-            return ()
+        if self.options.k is not None or len(idx) >= DEFAULT_K:
+            return None
         label = ATTRIBUTES[self.options.attribute].label
         faces = "1 example face" if len(idx) == 1 else f"{len(idx)} example faces"
         return (f"{label}: the attribute bank has only {faces} {'with' if strength > 0 else 'without'} it (an edit "
                 f"looks for {DEFAULT_K}), so the result follows {'that face' if len(idx) == 1 else 'those faces'} "
-                "closely; a bank built from more photos gives better edits (python -m engine bank build, README).",)
+                "closely; a bank built from more photos gives better edits (python -m engine bank build, README).")
+
+    def _squinted_examples(self, strength: float) -> str | None:
+        """Where eyes are closed with the pixels of faces that only squint (counted closed by the landmark rule, not
+        labelled: engine/bank/measure.py measured_squint), the result narrows the eyes rather than closing them; a
+        CLI user got a laugh's narrowed, ruddy eyes and only the remark about the bank's size."""
+        if self.options.attribute != "eyes_closed" or strength <= 0:
+            return None
+        used = self.source(strength).used
+        aspect = self.bank.scores[used, SCORES.index("eye_aspect")] if len(used) else np.zeros(0)
+        if not len(used) or not all(measured_squint(self.bank.entries[i], a) for i, a in zip(used, aspect,
+                                                                                          strict=True)):
+            return None
+        return (f"Eyes closed: the attribute bank's example ({', '.join(self.bank.entries[i]['name'] for i in used)}) "
+                f"is not labelled closed-eyed and only narrows its eyes (eye aspect {float(aspect.max()):.2f}; a blink "
+                f"measures under {SQUINT_FROM:g}), so the result narrows the eyes rather than closing them. For "
+                "blinks, build a bank with photos of closed eyes labelled in an eyes_closed column (--labels, README).")
 
     def _own_source(self) -> Source:
         """The reference as its own source: nothing pasted (strength 0, or no example shows more than it does), and

@@ -14,7 +14,8 @@ size; the crop is roll-aligned, so "up" is the crop's y axis. A bank measures ev
   lopsided one, a man speaking, a tinted-glasses face).
 - eyes_closed: eye aspect ratio (lid gaps 37-41, 38-40 / eye width 36-39; mean of both eyes) < 0.2, the
   common blink-detector line (Soukupova and Cech 2016: open eyes ~0.25-0.35). A squinting laugh measures
-  0.15-0.19 and is then counted as closed (2 of 39 here): give labels for a real blink bank.
+  0.15-0.19 and is then counted as closed (2 of 39 here): give labels for a real blink bank. An edit whose
+  closed-eye pixels come from such a measured squint says so (SQUINT_FROM; engine/bank/edit.py advice).
 - brows_raised: mean brow-point distance to its eye centre / IOD > 0.50. Neutral faces measure 0.34-0.46
   (one wide-eyed laugh 0.50); a raised brow adds ~0.1 IOD. Provisional: no labelled raised-brow photos here.
 
@@ -58,6 +59,15 @@ def scores(landmarks: np.ndarray) -> dict[str, float]:
                     np.linalg.norm(p[22:27] - p[42:48].mean(0), axis=1).mean()])
     return {"mouth_open": gap / iod, "mouth_width": width / iod, "corner_lift": lift / iod,
             "eye_aspect": float(eyes), "brow_height": brow / iod}
+
+
+SQUINT_FROM = 0.15  # eye aspect ratio: a measured "closed" eye at or above this is a narrowed one (a laugh)
+
+
+def measured_squint(bank_entry: dict, eye_aspect: float) -> bool:
+    """A face counted as eyes_closed by the landmark rule, not by a label, whose eyes are only narrowed: its pixels
+    give a squint, not a blink."""
+    return bank_entry.get("label_sources", {}).get("eyes_closed") != "labels" and eye_aspect >= SQUINT_FROM
 
 
 def labels_from_scores(s: dict[str, float]) -> dict[str, int]:
