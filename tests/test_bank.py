@@ -445,6 +445,10 @@ def test_an_example_darker_above_the_lip_gives_no_pixels_while_a_clean_one_is_ch
     # the two compared: here the own person's photo, so the strangers' toothier one leads
     usable = np.array([True, True, True, False])
     assert list(typical_first(bank, nearest_first, 1, "smiling", recipe, None, own, usable)) == [1, 3, 5, 7]
+    # taking a smile away from a closed mouth: an example whose lips part more than the reference's goes behind the
+    # closed ones, the own person's photo too (engine/bank/edit.py _parted)
+    parted = np.array([True, False, False, True])
+    assert list(typical_first(bank, nearest_first, 0, "smiling", recipe, None, own, None, parted)) == [1, 5, 7, 3]
 
 
 def test_the_opening_pixel_source_is_the_widest_of_the_three_nearest_reliable():
@@ -684,6 +688,29 @@ def test_a_mouth_and_a_smile_take_the_examples_shape(bank_file, photos, dlib_bac
                                                                                                     strength)
             whole, half = np.abs(src.bent.bend(1.0)).max(), np.abs(src.bent.bend(0.5)).max()
             assert whole > 1.0 and 0.3 * whole < half < 0.7 * whole
+
+
+def test_a_smile_taken_from_a_closed_mouth_never_parts_its_lips(bank_file, dlib_backbone):
+    """Taking a smile away from a closed mouth: the example whose lips are no more open than the reference's gives the
+    pixels, though a parted one is nearer or clearer (a CLI user's neutral face at -1 took another face's parted lips,
+    teeth showing); where every example is parted, the example is bent closed to the reference's own opening
+    (tests/test_bank_shape.py)."""
+    from engine.api import backbone_recipe
+    from engine.bank.edit import AttributeEditor
+    from engine.bank.measure import scores
+
+    bank = load_bank(bank_file)
+    names = [e["name"] for e in bank.entries]
+    options = EditOptions(attribute="smiling", k=2)
+    spec, recipe = backbone_recipe(options, dlib_backbone)
+    reference = str(EXAMPLES / "obama_biden_group.jpg")  # its largest face: closed lips, 0.04 eye distances
+    editor = AttributeEditor(dlib_backbone, spec, recipe, options, bank, reference, None, lambda _m: None)
+    without = editor.choice.without_idx
+    assert sorted(names[i] for i in without) == ["biden_1.png", "eileen_collins_astronaut.png"]  # eileen: open, 0.15
+    assert [names[i] for i in without[editor._parted(without)]] == ["eileen_collins_astronaut.png"]
+    removed = editor.source(-1.0)
+    assert [names[i] for i in removed.used] == ["biden_1.png"]
+    assert scores(removed.marks)["mouth_open"] <= scores(editor.ref.landmarks)["mouth_open"] + 1e-3
 
 
 def test_a_smile_added_to_a_speaking_face_keeps_its_own_open_mouth(bank_file, dlib_backbone):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.bank.measure import scores
-from engine.bank.shape import LOWER_LIP, bent_to_mean_shape, mean_shape, opened_at_least
+from engine.bank.shape import LOWER_LIP, bent_to_mean_shape, closed_to, mean_shape, opened_at_least
 from engine.face.frame import align_face
 from engine.face.regions import MOUTH, REGIONS
 from engine.io.images import load_photo
@@ -70,3 +70,20 @@ def test_a_mouth_is_opened_to_at_least_a_gap_by_its_lower_lip_alone():
     assert np.allclose((opened - marks)[moved] @ eyes, 0, atol=1e-6)  # square to the eye line
     assert ((opened - marks)[moved] @ np.array([-eyes[1], eyes[0]]) > 0).all()  # and down the face
     assert np.array_equal(opened_at_least(opened, 0.2), opened)
+
+
+def test_an_open_example_is_bent_closed_to_a_gap_and_a_closed_one_is_left_alone():
+    """A smile taken away never parts the reference's lips: an example more open than the reference is bent closed to
+    the reference's gap, its pixels following; one already that closed is returned as it is."""
+    aligned = align_face(load_photo(EXAMPLES / "eileen_collins_astronaut.png"), {"kind": "dlib_chip",
+                                                                                 "size": [150, 150], "padding": 0.25})
+    marks, crop = aligned.landmarks, aligned.crop.astype(np.float32)
+    assert scores(marks)["mouth_open"] > 0.12
+    bent, target = closed_to(crop, marks, 0.02)
+    assert abs(scores(target)["mouth_open"] - 0.02) < 1e-3
+    assert set(np.flatnonzero(np.abs(target - marks).max(1) > 1e-9)) == set(LOWER_LIP)
+    assert np.abs(bent - crop).max() > 1.0
+    top = int(marks[36:48, 1].max()) + 2
+    assert np.abs(bent[:top] - crop[:top]).max() < 1e-3
+    same_crop, same_marks = closed_to(crop, marks, 0.3)
+    assert same_crop is crop and same_marks is marks

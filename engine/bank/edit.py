@@ -22,12 +22,12 @@ from engine.bank.build import face_features
 from engine.bank.choose import DEFAULT_K, Choice, identity_distances, nearest
 from engine.bank.measure import SCORES, SQUINT_FROM, labels_from_scores, measured_squint, pose, scores
 from engine.bank.shade import lip_in, lip_shade, shaded
-from engine.bank.shape import bent_to_mean_shape, mean_shape
+from engine.bank.shape import INNER_LIPS, bent_to_mean_shape, closed_to, mean_shape
 from engine.bank.store import Bank, check_backbone, load_bank
 from engine.bank.where import default_bank
 from engine.errors import EXIT_USAGE, FATError, image_ref
 from engine.face.detect import Face
-from engine.face.frame import AlignedFace, FaceFrame, align_face, reshaped_frame, to_crop
+from engine.face.frame import AlignedFace, FaceFrame, align_face, region_points, reshaped_frame, to_crop
 from engine.face.masks import lookup_region, region_mask, soften_user_mask, unbent_part, user_mask
 from engine.face.regions import Region
 from engine.io.files import sha256_file
@@ -74,16 +74,17 @@ ATYPICAL = 1.25
 
 def typical_first(bank: Bank, idx: np.ndarray, value: int, attribute: str, recipe: Recipe,
                   hairy: np.ndarray | None = None, same: np.ndarray | None = None,
-                  usable: np.ndarray | None = None) -> np.ndarray:
+                  usable: np.ndarray | None = None, parted: np.ndarray | None = None) -> np.ndarray:
     """The k chosen examples (nearest first) reordered for the start image's pixels; each flag is a bool per example.
-    Those not `usable` (showing the side's value no more clearly than the reference: clearer_than) go last. Then
-    those whose landmark measurements disagree with their labels (a mouth labelled open but hidden by a microphone
-    measures closed: not a face to paste from, for any attribute). Among the rest, the reference's own person's
-    first (`same`: "fix the blink from the next shot"), then those not `hairy` (their upper lip reads as hair and is
-    darker than the reference's, engine/bank/shade.py), then those whose attribute features are typical of the k
-    (distance to the k's mean at most ATYPICAL x the median distance: a moustache among shaven faces is an odd one
-    out); nearest first within. Then the attribute's `strongest_of` leading ones by how clearly they show it (among
-    the own person's photos alone when one leads)."""
+    Those not `usable` (showing the side's value no more clearly than the reference: clearer_than) go last. Then those
+    `parted` (lips more open than the reference's, where an attribute is taken away: their teeth showed as a white line
+    between the closed lips). Then those whose landmark measurements disagree with their labels (a mouth labelled open
+    but hidden by a microphone measures closed: not a face to paste from, for any attribute). Among the rest, the
+    reference's own person's first (`same`: "fix the blink from the next shot"), then those not `hairy` (their upper lip
+    reads as hair and is darker than the reference's, engine/bank/shade.py), then those whose attribute features are
+    typical of the k (distance to the k's mean at most ATYPICAL x the median distance: a moustache among shaven faces is
+    an odd one out); nearest first within. Then the attribute's `strongest_of` leading ones by how clearly they show it
+    (among the own person's photos alone when one leads)."""
     def agrees(i: int) -> bool:
         measured = labels_from_scores(dict(zip(SCORES, map(float, bank.scores[i]), strict=True)))
         given = [a for a, src in bank.entries[i].get("label_sources", {}).items() if src == "labels"]
@@ -100,9 +101,9 @@ def typical_first(bank: Bank, idx: np.ndarray, value: int, attribute: str, recip
                             for k in layers], axis=1)
     spread = np.linalg.norm(feats - feats.mean(0), axis=1)
     atypical = spread > ATYPICAL * np.median(spread) if len(idx) > 2 else np.zeros(len(idx), bool)
-    hairy, same, usable = flags(hairy, False), flags(same, False), flags(usable, True)
-    keys = np.lexsort((np.arange(len(idx)), atypical, hairy, ~same, ~measured, ~usable))
-    reliable = (usable & measured & ~atypical & ~hairy)[keys]
+    hairy, same, usable, parted = flags(hairy, False), flags(same, False), flags(usable, True), flags(parted, False)
+    keys = np.lexsort((np.arange(len(idx)), atypical, hairy, ~same, ~measured, parted, ~usable))
+    reliable = (usable & ~parted & measured & ~atypical & ~hairy)[keys]
     own = same[keys]
     if own[0] and reliable[0]:  # the own person's reliable photos lead: the strongest is chosen among them only
         reliable &= own
@@ -134,6 +135,8 @@ def clearer_than(bank: Bank, idx: np.ndarray, value: int, attribute: str, own: f
     score = bank.scores[idx, SCORES.index(ATTRIBUTES[attribute].score)]
     return (score - own) * _direction(attribute, value) > 0
 
+
+PARTED = 0.02  # eye distances of inner-lip gap beyond the reference's own (measure.py mouth_open; closed < 0.05)
 
 SAME_PHOTO = 12.0  # mean |difference| (0..255) of two aligned crops of one photo, however decoded: 3-7 measured on
 # examples/ (a layer GIMP decoded against the bank's own decode); another photo, even of the same person: 34 or more
@@ -271,7 +274,7 @@ class AttributeEditor:
                 return None
             # the clearer ones, reliable, clean-lipped and typical first (typical_first puts the others last)
             idx = typical_first(self.bank, idx, value, self.options.attribute, self.recipe, self._hairy(idx), same,
-                                clearer)[: int(clearer.sum())]
+                                clearer, None if positive else self._parted(idx))[: int(clearer.sum())]
             crop, marks = example_pixels(self.bank, idx, self.ref.size, self.ref.factor, self.ref.crop,
                                          self.pixel_mask, self.recipe)
             used = idx[: max(1, int(self.recipe.fuse))]
@@ -285,6 +288,8 @@ class AttributeEditor:
                     # (an example's closed grin stretched to that opening gave long, denture-like teeth)
                     crop, marks, used = self.ref.crop, self.ref.landmarks, used[:0]
                 crop, marks = bent_to_mean_shape(crop, marks, shapes, region, opening)
+            if self.bends and not positive and set(region_points(region)) >= INNER_LIPS:  # all examples parted
+                crop, marks = closed_to(crop, marks, scores(self.ref.landmarks)["mouth_open"])
             if self.bends and positive and attribute.adding_pixels:
                 region = replace(region, pixels=attribute.adding_pixels)
             self._examples[positive] = crop, marks, used, region
@@ -314,6 +319,15 @@ class AttributeEditor:
         composite = start_image(self.options.init, self.ref.crop, crop, mask if self.pixels else pixel_mask,
                                 self.options.seed, self.recipe, own, (self.ref.landmarks, marks))
         return Source(crop, marks, keep, composite, used, mask, own)
+
+    def _parted(self, idx: np.ndarray) -> np.ndarray:
+        """Which of the examples `idx` part their lips more than the reference (by PARTED eye distances), where the
+        edit's region holds the lips: a smile taken away from a closed mouth with their pixels showed a line of teeth
+        (CLI trial, jennifer_aniston_2 at strength -1), however closed they were bent (closed_to)."""
+        if not set(region_points(self.spec_region)) >= INNER_LIPS:
+            return np.zeros(len(idx), bool)
+        own = scores(self.ref.landmarks)["mouth_open"]
+        return self.bank.scores[idx, SCORES.index("mouth_open")] > own + PARTED
 
     def _hairy(self, idx: np.ndarray) -> np.ndarray:
         """Which of the examples `idx` have an upper lip that reads as hair, darker than the reference's
