@@ -484,3 +484,35 @@ def test_a_shape_placed_per_half_takes_each_half_of_a_turned_face():
     on_line[62] -= along(frontal, frontal[62]) * (frontal[45] - frontal[36]) / np.linalg.norm(frontal[45] - frontal[36])
     assert abs(along(frontal, on_line[62])) < 1e-9
     assert abs(along(turned, foreshortened(on_line, on_line, turned, (62,))[62])) < 1e-6
+
+
+def test_a_half_strength_opening_lays_the_guides_mouth_whole(dlib_backbone, small_pair, tmp_path):
+    """At strength 0.5 a mouth bent half-way open shows the guide's teeth whole inside its opening: laid half over the
+    reference's stretched lips they looked ghostly (a CLI user's smile at 0.5). Elsewhere the start goes half-way, and
+    a mouth that closes goes half-way throughout."""
+    from engine.api import backbone_recipe
+    from engine.objective.composite import frame_start, start_image
+    from engine.options import EditOptions
+    from tests.conftest import EXAMPLES
+
+    closed = tmp_path / "biden_1.png"  # a closed mouth, opened by obama_1's
+    im = Image.open(EXAMPLES / "biden_1.jpg").convert("RGB").crop((250, 150, 750, 650))
+    im.save(closed)
+    _, recipe = backbone_recipe(EditOptions(region="mouth"), dlib_backbone)
+    frame = edit(closed, guide=small_pair[1], backbone=dlib_backbone, region="mouth", iterations=0,
+                 strength=0.5).frame
+    laid = frame.laid(frame.share(0.5))
+    assert isinstance(laid, np.ndarray) and laid.max() > 0.95 and laid.min() == pytest.approx(0.5)
+    goal = frame.bent_landmarks(0.5)[0]
+    inside = np.zeros(laid.shape, np.uint8)
+    cv2.fillPoly(inside, [np.round(goal[60:68]).astype(np.int32)], 1)
+    assert inside.sum() > 30 and laid[inside > 0].mean() > 0.9  # the bent opening: the guide's pixels, whole
+    assert (laid[frame.mask < 1e-3] == 0.5).all()  # away from the mouth: half-way
+    ref, guide = frame.bent(0.5)
+    init = start_image("composite", ref, guide, frame.mask, 0, recipe, frame.own, frame.bent_landmarks(0.5))
+    start = frame_start(frame, 0.5, "composite", 0, recipe)
+    np.testing.assert_allclose(start, ref + laid[..., None] * (init - ref), atol=1e-3)
+    assert frame.laid(1.0) == 1.0 and frame.laid(0.0) == 0.0
+    closing = edit(small_pair[1], guide=small_pair[0], backbone=dlib_backbone, region="mouth", iterations=0,
+                   strength=0.5).frame  # obama_1's open laugh takes biden_2's less open one
+    assert closing.laid(0.5) == 0.5

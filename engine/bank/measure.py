@@ -28,19 +28,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.face.detect import eye_distance
+from engine.face.detect import eye_distance, inner_lip_gap
 
 SCORES = ("mouth_open", "mouth_width", "corner_lift", "eye_aspect", "brow_height")
 
 
 def _iod(p: np.ndarray) -> float:
     return eye_distance(p) + 1e-6  # never divide by zero on degenerate landmarks
-
-
-def inner_lip_gap(landmarks: np.ndarray) -> float:
-    """The mean inner-lip gap (61-67, 62-66, 63-65) in the landmarks' own units."""
-    p = np.asarray(landmarks, np.float64)
-    return float(np.mean([np.linalg.norm(p[a] - p[b]) for a, b in ((61, 67), (62, 66), (63, 65))]))
 
 
 def scores(landmarks: np.ndarray) -> dict[str, float]:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.bank.measure import inner_lip_gap
-from engine.face.detect import eye_distance
+from engine.face.detect import eye_distance, inner_lip_gap
 from engine.face.regions import Region
 from engine.face.warp import target_landmarks, warp_to
 

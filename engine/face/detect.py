@@ -41,6 +41,12 @@ def eye_distance(landmarks: np.ndarray) -> float:
     return float(np.linalg.norm(landmarks[42:48].mean(0) - landmarks[36:42].mean(0)))
 
 
+def inner_lip_gap(landmarks: np.ndarray) -> float:
+    """The mean inner-lip gap (61-67, 62-66, 63-65) of 68 landmarks, in their own units."""
+    p = np.asarray(landmarks, np.float64)
+    return float(np.mean([np.linalg.norm(p[a] - p[b]) for a, b in ((61, 67), (62, 66), (63, 65))]))
+
+
 @lru_cache(maxsize=1)
 def _hog():
     return dlib.get_frontal_face_detector()

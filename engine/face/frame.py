@@ -15,7 +15,7 @@ import numpy as np
 
 from engine.errors import image_ref
 from engine.face.align import scale_of, template_transform, transform_points, warp_crop
-from engine.face.detect import Face, eye_distance, find_face
+from engine.face.detect import Face, eye_distance, find_face, inner_lip_gap
 from engine.face.masks import grow_and_feather, lookup_region, region_mask, soften_user_mask, unbent_part, user_mask
 from engine.face.pasteback import bend_photo, paste_back
 from engine.face.regions import EYES, JAW, NOSE_BASE, PHILTRUM_KEEP, UPPER_LIP, Region
@@ -93,6 +93,9 @@ class Reshape:
     guide_pixels: bool = True  # False: the composite start is the reference's own region bent (Region.guide_pixels)
 
 
+OPENED = 0.01  # eye distances of inner-lip gap beyond the reference's: a bend that opens the mouth (FaceFrame.laid)
+
+
 @dataclass
 class FaceFrame:
     """Reference and guide in one canonical frame at the reference's work resolution."""
@@ -122,6 +125,19 @@ class FaceFrame:
         r = self.reshape
         return (moved_by(self.ref.crop, offsets),
                 warp_to(self.guide.crop, r.bend_to, self._goal(amount), r.method, r.fade))
+
+    def laid(self, amount: float) -> float | np.ndarray:
+        """How much of the guide's pixels a start `amount` (0..1) of the way lays, per crop pixel: `amount`, except in
+        a mouth the bend opens wider than the reference's, where all of them. The reference has nothing of its own to
+        show there but its lips' inner edges, stretched, and teeth laid half over them looked ghostly (a CLI user's
+        smile at strength 0.5)."""
+        amount = min(1.0, max(0.0, amount))
+        if self.reshape is None or amount in (0.0, 1.0):
+            return amount
+        goal = self.bent_landmarks(amount)[0]
+        if inner_lip_gap(goal) <= inner_lip_gap(self.ref.landmarks) + OPENED * eye_distance(goal):
+            return amount
+        return amount + (1 - amount) * region_mask(goal, "inner_mouth", self.ref.size)
 
     def bent_landmarks(self, amount: float) -> tuple[np.ndarray, np.ndarray]:
         """The 68 landmarks of bent(amount)'s reference and guide crops (both at the goal where there is a bend)."""
@@ -170,7 +186,7 @@ class FaceFrame:
         offsets = self.bend(amount)
         if offsets is not None:
             base, start = bend_photo(photo_rgb, self.ref.transform, offsets), moved_by(self.ref.crop, offsets)
-        replaced = None if self.own is None else (self.own * min(1.0, amount), start)  # the guide's own pixels
+        replaced = None if self.own is None else (self.own * self.laid(amount), start)  # the guide's own pixels
         image = paste_back(base, self.ref.transform, result_crop - start, self.paste_mask, replaced)
         if self.user_mask is not None:
             a = self.user_mask[..., None]

@@ -155,4 +155,5 @@ def frame_start(frame, strength: float, kind: str, seed: int, recipe: Recipe) ->
     if frame.reshape is not None and not frame.reshape.guide_pixels and kind == "composite":
         kind = "reference"
     init = start_image(kind, ref, guide, frame.mask, seed, recipe, frame.own, frame.bent_landmarks(amount))
-    return ref + amount * (init - ref)
+    laid = frame.laid(amount)
+    return ref + (laid[..., None] if isinstance(laid, np.ndarray) else laid) * (init - ref)
