@@ -218,6 +218,8 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
     if options.attribute is None:
         raise FATError("an attribute edit needs --attribute (smiling, mouth_open, ...).", EXIT_USAGE)
     check_attribute_request(options, guide)
+    if not len(strengths):  # an empty list returned nothing and said nothing (a user trial)
+        raise FATError("edit_strengths needs at least one strength, e.g. [0.5, 1.0].", EXIT_USAGE)
     for s in strengths:
         EditOptions.from_mapping({**options.to_dict(), "strength": s, "box": options.box}, "--strength")
     if backbone is not None:

@@ -191,6 +191,14 @@ def test_a_mismatched_bank_is_refused(altered, photos, tmp_path, capsys, change,
     assert text in capsys.readouterr().err and not out.exists()
 
 
+def test_no_strengths_is_refused(bank_file, photos, dlib_backbone):
+    from engine.api import edit_strengths
+
+    with pytest.raises(FATError, match="at least one strength") as e:
+        edit_strengths(str(photos / "biden_1.png"), [], attribute="smiling", bank=bank_file, backbone=dlib_backbone)
+    assert e.value.exit_code == EXIT_USAGE
+
+
 def test_too_few_examples_on_one_side_exit_2(bank_file, photos, tmp_path, capsys):
     out = tmp_path / "o.png"
     assert cli_main(edit_argv(photos, bank_file, out, "--k", "3")) == EXIT_USAGE

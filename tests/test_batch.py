@@ -74,6 +74,13 @@ def recipe_text(models_dir: Path, out: str = "out", strengths: str = "[1.0]", ex
     ('inputs = ["photos/*"]\noutput = "o/{stem}.png"\nguide = "guide.jpg"\nattribute = "smiling"\n', 3, "not both"),
     ('inputs = ["photos/*"]\noutput = "o/x.png"\nguide = "guide.jpg"\n', None, "two tasks would write"),
     ('inputs = ["photos/*"\n', None, "not valid TOML"),
+    # a misspelled attribute is blamed on its own line, not on the first key checked with it (a user trial)
+    ('inputs = ["photos/*"]\noutput = "o/{stem}.png"\niterations = 4\nattribute = "smilling"\n', 4, "smiling"),
+    # a named photo that does not exist is a recipe error, before anything runs (it failed at run time, exit 7)
+    ('inputs = ["photos/biden_2.jpg", "photos/nobody.jpg"]\noutput = "o/{stem}.png"\nguide = "guide.jpg"\n', 1,
+     "no such file"),
+    # {ext} comes without its dot: "{stem}{ext}" makes no image type (it failed at run time for every photo)
+    ('inputs = ["photos/*.jpg"]\noutput = "o/{stem}{ext}"\nguide = "guide.jpg"\n', 2, "{stem}.{ext}"),
 ])
 def test_recipe_errors_name_the_line(photos, text, line, words):
     path = write(photos, text, "bad.toml")
@@ -101,6 +108,19 @@ def test_output_may_not_replace_an_input(photos):
     path = write(photos, 'inputs = ["photos/*"]\noutput = "photos/{stem}.{ext}"\nguide = "guide.jpg"\n', "x.toml")
     with pytest.raises(FATError, match="replace an input"):
         plan(load_recipe(path))
+
+
+def test_output_may_not_replace_an_input_through_a_linked_folder(photos, tmp_path):
+    """A folder reached through a symbolic link is the same folder: refused before anything runs, with the line (it
+    passed the check, each photo then failed with exit 7, and the report was written into the input folder)."""
+    link = tmp_path / "linked"
+    link.symlink_to(photos / "photos", target_is_directory=True)
+    path = write(tmp_path, f'inputs = ["{photos}/photos/*.jpg"]\nguide = "{photos}/guide.jpg"\n'
+                           'output = "linked/{stem}.{ext}"\n', "x.toml")
+    with pytest.raises(FATError, match="replace an input") as e:
+        plan(load_recipe(path))
+    assert e.value.exit_code == EXIT_USAGE and "x.toml:3:" in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["linked", "x.toml"]
 
 
 def test_edit_tables_inherit_the_top_level(photos):

@@ -167,14 +167,17 @@ def _inputs(value: object, index: int | None, loc: Locator, folder: Path) -> lis
     found: dict[Path, None] = {}
     for item in items:
         pattern = _absolute(item, folder)
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        files = [Path(m) for m in matches if Path(m).is_file() or not glob.has_magic(pattern)]
-        if glob.has_magic(pattern):
-            files = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+        if not glob.has_magic(pattern):  # a named photo: a typo is a recipe error, found before anything runs
+            if not Path(pattern).is_file():
+                raise loc.fail(index, "inputs", f"{item!r}: no such file ({pattern}).")
+            found[Path(pattern).resolve()] = None
+            continue
+        files = [Path(m) for m in sorted(glob.glob(pattern, recursive=True)) if Path(m).is_file()]
+        files = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
             raise loc.fail(index, "inputs", f"{item!r} matches no image file (looked for {pattern}).")
         for f in files:
-            found[f.resolve() if f.exists() else f] = None
+            found[f.resolve()] = None
     return list(found)
 
 
@@ -199,7 +202,9 @@ def _faces(value: object, index: int | None, loc: Locator) -> str | int:
 def _options(merged: dict, strengths: list[float], index: int | None, loc: Locator) -> dict:
     options = {k: v for k, v in merged.items() if k in EditOptions.__dataclass_fields__ and k != "strength"}
     attribute = options.get("attribute")
-    for key, value in options.items():  # one key at a time first, so the error names its line
+    # one key at a time first, so the error names its line; the attribute alone first, since the other keys are
+    # checked with it (a misspelled attribute was blamed on the first key checked with it)
+    for key, value in sorted(options.items(), key=lambda kv: kv[0] != "attribute"):
         try:
             EditOptions.from_mapping({key: value, **({"attribute": attribute} if key != "attribute" else {})})
         except FATError as e:

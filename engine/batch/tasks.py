@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.batch.recipe import Edit, Recipe
 from engine.errors import EXIT_USAGE, FATError
 from engine.io.files import sha256_file
+from engine.io.paths import OUTPUT_TYPES
 from engine.options import resolved_region
 
 KEY_VERSION = 5  # bump when the meaning of a key changes (2: the smile reshapes the face; 3: the mouth too;
@@ -102,19 +104,28 @@ def plan(recipe: Recipe) -> list[Task]:
 
 
 def _check_outputs(tasks: list[Task], recipe: Recipe) -> None:
+    """No two tasks write one file (as the file system sees it: a folder reached through a link is the same
+    folder), none replaces an input or guide, and each output is a type the engine writes ({ext} is the input's)."""
     by_output: dict[str, Task] = {}
-    reads = {t.input for t in tasks} | {t.guide for t in tasks if t.guide}
+    reads = {os.path.realpath(p) for t in tasks for p in (t.input, t.guide) if p}
+    lines = {e.name: e.lines.get("output") for e in recipe.edits}
+
+    def fail(t: Task, message: str) -> FATError:
+        line = lines.get(t.edit)
+        return FATError(f"{recipe.path}{f':{line}' if line else ''}: {message}", EXIT_USAGE)
+
     for t in tasks:
-        if t.output in by_output:
-            other = by_output[t.output]
-            raise FATError(f"{recipe.path}: two tasks would write {t.output} ({other.edit} of {other.input} and "
-                           f"{t.edit} of {t.input}); put {{stem}}, {{edit}} or {{strength}} in the output pattern.",
-                           EXIT_USAGE)
-        by_output[t.output] = t
-        sidecar = str(Path(t.output).with_suffix(".json"))
-        if t.output in reads or sidecar in reads:
-            raise FATError(f"{recipe.path}: output {t.output} would replace an input photo; choose another "
-                           "output folder.", EXIT_USAGE)
+        if Path(t.output).suffix.lower() not in OUTPUT_TYPES:
+            raise fail(t, f"output {t.output}: unsupported type {Path(t.output).suffix or '(none)'!r}; use .png, "
+                          ".jpg, .tif or .webp ({ext} is the input's own, without its dot: {stem}.{ext}).")
+        real = os.path.realpath(t.output)
+        if real in by_output:
+            other = by_output[real]
+            raise fail(t, f"two tasks would write {t.output} ({other.edit} of {other.input} and {t.edit} of "
+                          f"{t.input}); put {{stem}}, {{edit}} or {{strength}} in the output pattern.")
+        by_output[real] = t
+        if real in reads or os.path.realpath(Path(t.output).with_suffix(".json")) in reads:
+            raise fail(t, f"output {t.output} would replace an input photo; choose another output folder.")
 
 
 def sidecar_of(task: Task) -> Path:
