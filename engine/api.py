@@ -17,7 +17,7 @@ import torch
 from engine.errors import EXIT_USAGE, FATError
 from engine.face.frame import FaceFrame, frame_faces
 from engine.io.files import atomic_write, atomic_write_json
-from engine.io.images import Photo, load_photo, save_photo
+from engine.io.images import Photo, kept_monochrome, load_photo, save_photo
 from engine.io.paths import check_output_path
 from engine.models.backbone import Backbone, load_backbone, read_spec, resolve_path
 from engine.models.descriptor import descriptor_distance
@@ -187,7 +187,7 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
 
     t = time.perf_counter()
     stage("Pasting back")
-    image = frame.paste(ref_photo.rgb, result_crop, frame.share(options.strength))
+    image = kept_monochrome(ref_photo, frame.paste(ref_photo.rgb, result_crop, frame.share(options.strength)))
     timings["paste_back"] = time.perf_counter() - t
     t = time.perf_counter()
     distance = descriptor_distance(ref_photo.rgb, image, frame.ref.face.landmarks)
@@ -252,7 +252,7 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
             init, crop, history = editor.run(strength, w, progress, cancel)
             warm = (strength, crop)
             stage("Pasting back")
-            image = frame.paste(editor.photo.rgb, crop, frame.share(strength))
+            image = kept_monochrome(editor.photo, frame.paste(editor.photo.rgb, crop, frame.share(strength)))
             distance = descriptor_distance(editor.photo.rgb, image, ref.face.landmarks)
             unchanged = False
         timings = {"setup": setup, "edit": time.perf_counter() - t}

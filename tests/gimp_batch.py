@@ -69,6 +69,8 @@ def load_case_image(spec):
     image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(spec["reference"]))
     if spec.get("precision16"):  # a 16-bit image: the plug-in must pass 16-bit pixels through
         image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+    if spec.get("grayscale"):  # Image > Mode > Grayscale: a black-and-white photo
+        image.convert_grayscale()
     layer = image.get_layers()[0]
     pad = spec.get("pad")
     if pad:  # a larger canvas, so the layer has offsets the plug-in must respect
@@ -91,7 +93,7 @@ def report_result(case, name, image, layer, result):
     selected = image.get_selected_layers()
     case.update(raw=raw, width=new.get_width(), height=new.get_height(), offsets=list(new.get_offsets()[1:]),
                 position=image.get_item_position(new), reference_position=image.get_item_position(layer),
-                name=new.get_name(), reference_name=layer.get_name(),
+                name=new.get_name(), reference_name=layer.get_name(), gray=new.is_gray(),
                 selected=[s.get_name() for s in selected])
     return new
 
@@ -113,9 +115,14 @@ def run_case(name, spec):
     case = {}
     proc = Gimp.get_pdb().lookup_procedure(PROC)
     case["found"] = proc is not None
+    case["image_types"] = proc.get_image_types()  # the kinds of image the menu entry is active for
     image, layer, guide = load_case_image(spec)
     case["precision"] = str(image.get_precision())
     before = pixels(layer)
+    if spec.get("grayscale"):  # GIMP's own gray conversion, for the CLI to edit the same pixels
+        case["reference_raw"] = os.path.join(P["scratch"], name + "-reference.raw")
+        with open(case["reference_raw"], "wb") as f:
+            f.write(before)
     layers_before = len(image.get_layers())
     describe_config(case, proc.create_config())  # the defaults, as the dialog starts
     config = make_config(proc, image, layer, spec)

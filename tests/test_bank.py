@@ -252,6 +252,28 @@ def test_strength_0_returns_the_photo_byte_identical(bank_file, photos, tmp_path
     assert side["strength"] == 0 and side["examples"]["pixels_from"] == []
 
 
+@pytest.mark.parametrize("kind", ["L", "RGB"])
+def test_a_black_and_white_photo_stays_black_and_white(bank_file, photos, tmp_path, kind):
+    """The bank's examples are in colour: laid into a B&W portrait they tinted its lips pink and its teeth blue (a
+    user trial). A gray file comes back gray; a B&W photo saved as RGB comes back with R = G = B, and the pixels
+    the edit left alone are unchanged."""
+    ref = tmp_path / f"bw-{kind}.png"
+    Image.open(photos / "biden_1.png").convert("L").convert(kind).save(ref)
+    out = tmp_path / f"out-{kind}.png"
+    argv = edit_argv(photos, bank_file, out)
+    argv[1] = str(ref)
+    assert cli_main(argv) == 0
+    result, before = Image.open(out), np.asarray(Image.open(ref), np.int16)
+    assert result.mode == kind
+    after = np.asarray(result, np.int16)
+    if kind == "RGB":
+        assert (after.max(-1) == after.min(-1)).all()
+        after, before = after[..., 0], before[..., 0]
+    changed = after != before
+    assert changed.sum() > 100  # it did edit
+    assert np.array_equal(after[~changed], before[~changed])
+
+
 def test_a_negative_first_strength_is_read_as_typed():
     """`--strength -1,0.5` (as a user types the README's several-strengths edit) is read as `--strength=-1,0.5`;
     argparse alone refused it as an unknown flag ("expected one argument"). Other values are left alone."""

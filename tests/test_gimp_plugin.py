@@ -83,6 +83,9 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank,
     cases = {
         "edit": {**pair, "pad": [40, 30], "export": True},
         "edit16": {**pair, "precision16": True},
+        # a black-and-white photo (Image > Mode > Grayscale) with the bank's colour examples: the menu entry is
+        # active, the result is a gray layer, and no colour comes in
+        "gray": {**pair, "grayscale": True, "guide-source": "attribute", "attribute": "smiling", "region": "auto"},
         "noface": {"reference": str(blank), "guide": str(guide)},
         "on_top": {**pair, "guide_above": True},
         "selection": {**pair, "select": box, "region": "selection"},
@@ -187,12 +190,35 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank,
     cli = np.asarray(Image.open(out).convert("RGB")).astype(int)
     assert np.abs(removed[..., :3].astype(int) - cli).max() <= 1
 
+    check_grayscale_image(cases["gray"], tmp_path)
+
     chosen = cases["bank_file"]  # the bank chosen in the dialog: the default one under another name, same pixels
     assert "exception" not in chosen and chosen["success"], chosen
     assert Path(chosen["raw"]).read_bytes() == Path(attribute["raw"]).read_bytes()
     damaged = cases["bank_damaged"]  # not a bank: said in GIMP's words, nothing added
     assert not damaged["success"] and damaged["layers_after"] == damaged["layers_before"], damaged
     assert "notes.npz" in damaged["error"] and "not a bank file" in damaged["error"], damaged["error"]
+
+
+def check_grayscale_image(case: dict, tmp_path: Path) -> None:
+    """A grayscale image: GIMP refuses an RGB layer in it, and the bank's colour examples must not tint it. Its result
+    is a gray layer with the CLI's pixels for the same photo saved gray."""
+    assert "GRAY" in case["image_types"], case["image_types"]
+    assert case.get("success"), case.get("error") or case
+    assert case["gray"]
+    layer = np.frombuffer(Path(case["raw"]).read_bytes(), np.uint8).reshape(case["height"], case["width"], 4)
+    photo = np.frombuffer(Path(case["reference_raw"]).read_bytes(), np.uint8).reshape(layer.shape)
+    assert (photo[..., 0] == photo[..., 2]).all()
+    gray = tmp_path / "gray.png"
+    Image.fromarray(photo[..., 0]).save(gray)  # GIMP's gray pixels, saved as a gray file
+    out = tmp_path / "cli-gray.png"
+    assert cli_main(["edit", str(gray), "--attribute", "smiling", "-o", str(out), "--quiet", "--backbone",
+                     SETTINGS["backbone"], "--iterations", str(SETTINGS["iterations"]),
+                     "--seed", str(SETTINGS["seed"])]) == 0
+    cli = np.asarray(Image.open(out)).astype(int)
+    assert cli.ndim == 2  # a gray file stays gray
+    assert np.abs(layer[..., 0].astype(int) - cli).max() <= 1
+    assert (np.abs(cli - np.asarray(Image.open(gray)).astype(int)) > 10).sum() > 100  # it did edit
 
 
 def check_dialog_arguments(edit: dict) -> None:

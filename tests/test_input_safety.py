@@ -32,7 +32,7 @@ from engine.frontends import bridge
 from engine.frontends.cli import check_inputs, parser
 from engine.frontends.cli import main as cli_main
 from engine.frontends.protocol import make_request, parse_request, raw_image
-from engine.io.images import load_photo, probe_image, save_photo, to_native
+from engine.io.images import kept_monochrome, load_photo, monochrome, probe_image, save_photo, to_native
 from engine.io.paths import MAX_PIXELS, MAX_SIDE
 from tests.conftest import EXAMPLES
 
@@ -480,6 +480,64 @@ def test_16bit_gray_pil_image_keeps_its_16_bits(tmp_path):
     assert np.array_equal(load_photo(tmp_path / "g16.png").rgb, photo.rgb)
     with pytest.raises(FATError, match="32-bit"):
         load_photo(Image.fromarray(gray.astype(np.int32)))
+
+
+@pytest.mark.parametrize("mode, ext", [("L", ".png"), ("L", ".jpg"), ("L", ".tif"), ("LA", ".png"), ("1", ".png"),
+                                       ("I;16", ".png"), ("I;16", ".tif")])
+def test_gray_photos_are_saved_gray(tmp_path, mode, ext):
+    """A grayscale file comes back grayscale, in its depth (GIMP keeps a gray image gray; an RGB result tripled it)."""
+    gray = (np.arange(48 * 64).reshape(48, 64) % 251).astype(np.uint8)
+    path = tmp_path / "in.png"
+    if mode == "I;16":
+        cv2.imwrite(str(path), gray.astype(np.uint16) * 257)
+    elif mode == "LA":
+        Image.fromarray(np.dstack([gray, np.full_like(gray, 200)]), "LA").save(path)
+    else:
+        Image.fromarray(gray).convert(mode).save(path)
+    photo = load_photo(path)
+    assert photo.gray
+    out = tmp_path / f"out{ext}"
+    save_photo(photo, photo.rgb, out)
+    back = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert back.ndim == 2 or (mode == "LA" and back.shape[2] == 2) or Image.open(out).mode == "LA"
+    assert Image.open(out).mode in ("L", "LA", "I;16", "I;16B") and (back.dtype == np.uint16) == (mode == "I;16")
+    if ext != ".jpg":
+        expected = np.asarray(Image.open(path).convert("L") if mode in ("1", "LA") else Image.open(path))
+        got = np.asarray(Image.open(out).convert("L") if mode == "LA" else Image.open(out))
+        assert np.array_equal(got, expected)
+    assert not load_photo(np.dstack([gray] * 3)).gray  # RGB stays RGB, whatever its pixels
+
+
+def test_a_black_and_white_photos_change_is_made_gray():
+    """kept_monochrome: the change's luma in every channel where the photo is black and white (within a level, as
+    a B&W photo through a colour pipeline); a colour photo's result is left as it is."""
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (600, 40)).astype(np.uint8)
+    bw = np.dstack([gray, gray, np.clip(gray.astype(int) + 1, 0, 255).astype(np.uint8)])  # within a level
+    photo = load_photo(bw)
+    assert monochrome(photo.rgb) and not photo.gray
+    edited = photo.rgb.copy()
+    edited[100:120, 10:30] += np.array([40.0, -10.0, 5.0], np.float32)  # a pink patch
+    out = kept_monochrome(photo, edited)
+    change = out - photo.rgb
+    assert np.array_equal(out[:100], photo.rgb[:100])  # untouched pixels stay as they were
+    assert np.allclose(change[100:120, 10:30], 0.299 * 40 - 0.587 * 10 + 0.114 * 5, atol=1e-3)
+    colour = bw.copy()
+    colour[590, 5] = (200, 10, 10)  # one colour pixel in the last band of rows
+    photo = load_photo(colour)
+    assert not monochrome(photo.rgb)
+    assert kept_monochrome(photo, edited) is edited
+
+
+def test_a_colour_guides_mouth_in_a_black_and_white_photo_is_gray(small_ref, models_dir, tmp_path, monkeypatch):
+    """Mode A too: the guide's colour lips, laid in a B&W photo saved as RGB JPEG, come back as its grays."""
+    monkeypatch.setenv("FAT_MODELS_DIR", str(models_dir))
+    ref = tmp_path / "bw.jpg"
+    Image.open(small_ref).convert("L").convert("RGB").save(ref, quality=95)
+    out = tmp_path / "o.png"
+    assert cli_main(edit_argv(ref, out)) == 0
+    after, before = np.asarray(Image.open(out), np.int16), np.asarray(Image.open(ref), np.int16)
+    assert (after.max(-1) == after.min(-1)).all() and (np.abs(after - before).max(-1) > 10).sum() > 100
 
 
 @pytest.mark.parametrize("array, result", [

@@ -37,6 +37,11 @@ from engine.io.paths import MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE, check_image_si
 ORIENTATION_TAG = 0x0112
 DECODE_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP", "GIF", "BMP", "PPM", "TGA", "SUN", "JPEG2000", "AVIF")
 I16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+GRAY_MODES = ("1", "L", "LA", "La")  # 8-bit (or 1-bit) gray files: kept gray (Photo.gray)
+# a photo whose colour channels differ by at most this (0..255 units) anywhere is black and white (monochrome()):
+# its edits stay so, whatever the container (a B&W photo saved as RGB JPEG decodes with R = G = B)
+MONOCHROME_SPREAD = 1.0
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's and libjpeg's RGB -> gray
 EIGHT_BIT_TYPES = (".jpg", ".jpeg", ".webp")  # containers with 8 bits a channel: 16-bit results are scaled down
 NO_ALPHA_TYPES = (".jpg", ".jpeg")
 # zlib level of 8-bit PNG results (Pillow; lossless at every level): level 1 writes a 2 MP photo in 0.12 s where
@@ -52,6 +57,7 @@ class Photo:
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.uint8))
     icc: bytes | None = None
     path: Path | None = None
+    gray: bool = False  # the file or array had one colour channel (and maybe alpha): saved with one again
 
     @property
     def scale(self) -> float:
@@ -98,11 +104,12 @@ def from_array(a: np.ndarray, what: str = "image array") -> Photo:
                        EXIT_INPUT)
     check_image_size(a.shape[1], a.shape[0], what)
     a, dtype = _native_values(a, what)
-    if a.shape[2] < 3:  # gray (+ alpha) -> RGB (+ alpha)
+    gray = a.shape[2] < 3
+    if gray:  # gray (+ alpha) -> RGB (+ alpha)
         a = np.concatenate([np.repeat(a[..., :1], 3, axis=2), a[..., 1:]], axis=2)
     scale = 257.0 if dtype == np.uint16 else 1.0
     alpha = None if a.shape[2] < 4 else (a[..., 3] if a.dtype.kind == "u" else np.rint(a[..., 3])).astype(dtype)
-    return Photo((a[..., :3].astype(np.float32) / scale), alpha, np.dtype(dtype))
+    return Photo((a[..., :3].astype(np.float32) / scale), alpha, np.dtype(dtype), gray=gray)
 
 
 def _native_values(a: np.ndarray, what: str) -> tuple[np.ndarray, np.dtype]:
@@ -227,14 +234,15 @@ def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _pil_native(im: Image.Image, name: str) -> np.ndarray:
-    """Decoded PIL pixels as uint8 RGB(A), or uint16 gray."""
+    """Decoded PIL pixels as uint8 RGB(A) or gray (+ alpha), or uint16 gray."""
     if im.mode in I16_MODES:
         return np.asarray(im).astype(np.uint16)
     if im.mode in ("I", "F") or im.mode.startswith(("I;", "F;")):
         raise FATError(f"{name}: {im.mode!r} pixels (32-bit integer or float) are not supported; save it as 8- or "
                        "16-bit.", EXIT_INPUT)
+    gray = im.mode in GRAY_MODES
     try:
-        return np.asarray(im.convert("RGBA" if _has_alpha(im) else "RGB"))
+        return np.asarray(im.convert(("LA" if gray else "RGBA") if _has_alpha(im) else ("L" if gray else "RGB")))
     except MemoryError:
         raise
     except Exception as e:  # e.g. a colour space PIL cannot convert
@@ -376,9 +384,32 @@ def mask_channels(source: ImageSource) -> tuple[np.ndarray, np.ndarray | None]:
     return (colour[..., 0] if colour.shape[2] == 1 else colour), (m[..., -1] if has_alpha else None)
 
 
-def to_native(photo: Photo, rgb: np.ndarray | None = None) -> np.ndarray:
-    """H x W x 3/4 array in the photo's own dtype (RGB[A])."""
+def monochrome(rgb: np.ndarray, rows: int = 512) -> bool:
+    """Whether an H x W x 3 image is black and white (its channels within MONOCHROME_SPREAD everywhere), in row
+    bands: a 100-megapixel photo's spread at once would take over a gigabyte."""
+    for top in range(0, rgb.shape[0], rows):
+        band = rgb[top:top + rows]
+        if float((band.max(axis=2) - band.min(axis=2)).max(initial=0.0)) > MONOCHROME_SPREAD:
+            return False
+    return True
+
+
+def kept_monochrome(photo: Photo, image: np.ndarray) -> np.ndarray:
+    """The edited image, whose change is made gray (its luma) where the photo is black and white: a bank example's
+    or a guide's colour pixels tinted a B&W portrait's lips pink (a user trial). Pixels the edit left alone stay
+    byte for byte; elsewhere in a colour photo nothing changes."""
+    if not (photo.gray or monochrome(photo.rgb)):
+        return image
+    change = image - photo.rgb
+    luma = change @ np.asarray(LUMA, np.float32)
+    return photo.rgb + luma[..., None]
+
+
+def to_native(photo: Photo, rgb: np.ndarray | None = None, gray: bool = False) -> np.ndarray:
+    """H x W x 3/4 array in the photo's own dtype (RGB[A]); with `gray`, H x W x 1/2 (its luma[, alpha])."""
     rgb = photo.rgb if rgb is None else rgb
+    if gray:
+        rgb = (rgb @ np.asarray(LUMA, np.float32))[..., None]
     info = np.iinfo(photo.dtype)
     out = np.clip(np.rint(rgb * photo.scale), 0, info.max).astype(photo.dtype)
     if photo.alpha is not None:
@@ -416,20 +447,22 @@ def _as_8bit(photo: Photo) -> Photo:
 
 def save_photo(photo: Photo, rgb: np.ndarray, out: Path) -> list[str]:
     """Write atomically in the photo's depth, with its alpha and ICC profile, as far as the container holds them:
-    16 bits go to .png/.tif; .jpg/.webp get them scaled to 8 bits (OpenCV would clip them: a white picture).
-    Returns save_notes(): what the container could not keep."""
+    16 bits go to .png/.tif; .jpg/.webp get them scaled to 8 bits (OpenCV would clip them: a white picture). A gray
+    photo is written gray (but 16-bit gray with alpha as RGBA, which OpenCV's writers need, and WebP as RGB, its
+    only kind). Returns save_notes(): what the container could not keep."""
     out = Path(out)
     check_output_type(out)
     ext = out.suffix.lower()
     notes = save_notes(16 if photo.dtype == np.uint16 else 8, photo.alpha is not None, out)
     if photo.dtype == np.uint16 and ext in EIGHT_BIT_TYPES:
         photo = _as_8bit(photo)
-    native = to_native(photo, rgb)
+    native = to_native(photo, rgb, photo.gray and not (photo.dtype == np.uint16 and photo.alpha is not None))
 
     def write(tmp: Path) -> None:
         if photo.dtype == np.uint16:
-            code = cv2.COLOR_RGBA2BGRA if native.shape[2] == 4 else cv2.COLOR_RGB2BGR
-            ok, buf = cv2.imencode(ext, cv2.cvtColor(native, code))  # OpenCV's PNG default: level 1, run-length
+            code = {4: cv2.COLOR_RGBA2BGRA, 3: cv2.COLOR_RGB2BGR}.get(native.shape[2])
+            # OpenCV's PNG default: level 1, run-length
+            ok, buf = cv2.imencode(ext, native[..., 0] if code is None else cv2.cvtColor(native, code))
             if not ok:
                 raise FATError(f"{out}: cannot encode a 16-bit image as {ext}; use .png or .tif.", EXIT_USAGE)
             data = buf.tobytes()
@@ -437,9 +470,10 @@ def save_photo(photo: Photo, rgb: np.ndarray, out: Path) -> list[str]:
                 data = _png_with_icc(data, photo.icc)
             tmp.write_bytes(data)
             return
-        im = Image.fromarray(native, "RGBA" if native.shape[2] == 4 else "RGB")
-        if ext in NO_ALPHA_TYPES and im.mode == "RGBA":
-            im = im.convert("RGB")
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[native.shape[2]]
+        im = Image.fromarray(native[..., 0] if mode == "L" else native, mode)
+        if ext in NO_ALPHA_TYPES and im.mode in ("RGBA", "LA"):
+            im = im.convert(im.mode[:-1])
         kwargs = ({"quality": 95, "subsampling": 0} if ext in (".jpg", ".jpeg") else
                   {"compress_level": PNG_COMPRESS_LEVEL} if ext == ".png" else {})
         if photo.icc:

@@ -465,6 +465,7 @@ def add_result(image, layer, options, data, babl_format):
     width, height = layer.get_width(), layer.get_height()
     image.undo_group_start()
     try:
+        # (in a grayscale image GIMP makes the RGBA layer gray when it is inserted)
         new = Gimp.Layer.new(image, result_name(layer, options), width, height, Gimp.ImageType.RGBA_IMAGE, 100.0,
                              Gimp.LayerMode.NORMAL)
         parent, position = result_position(layer)
@@ -657,7 +658,7 @@ class AttributeTransfer(Gimp.PlugIn):
 
     def do_create_procedure(self, name):
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, attribute_transfer, None)
-        procedure.set_image_types("RGB*")
+        procedure.set_image_types("RGB*, GRAY*")
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
         procedure.set_documentation("Give a face the attribute of another face", HELP, name)
         procedure.set_menu_label("_Attribute Transfer...")
