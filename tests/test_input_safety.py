@@ -508,6 +508,71 @@ def test_gray_photos_are_saved_gray(tmp_path, mode, ext):
     assert not load_photo(np.dstack([gray] * 3)).gray  # RGB stays RGB, whatever its pixels
 
 
+def fake_profile(space: bytes) -> bytes:
+    """An ICC profile's header naming a colour space (what the writer checks), padded to the header's size."""
+    return bytes(16) + space + bytes(108)
+
+
+@pytest.mark.parametrize("kind, profile, ext, kept", [
+    ("rgb", "srgb", ".png", True), ("rgb", "srgb", ".jpg", True), ("rgb", "srgb", ".webp", True),
+    ("rgb", b"GRAY", ".png", False), ("rgb", b"CMYK", ".jpg", False), ("gray", b"GRAY", ".png", True),
+    ("gray", b"GRAY", ".jpg", True), ("gray", b"GRAY", ".webp", False), ("gray", "srgb", ".png", False),
+    ("rgb16", b"GRAY", ".png", False), ("rgb16", "srgb", ".png", True), ("gray16", b"GRAY", ".png", True),
+])
+def test_a_profile_is_written_only_over_the_pixels_it_describes(tmp_path, kind, profile, ext, kept):
+    """A CMYK JPEG's profile was written into the RGB result, a gray one onto RGB pixels: colour-managed viewers
+    refuse such a file or misread its colours."""
+    from PIL import ImageCms
+
+    icc = (ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes() if profile == "srgb"
+           else fake_profile(profile))
+    gray = (np.arange(24 * 32).reshape(24, 32) % 250).astype(np.uint8)
+    array = {"rgb": np.dstack([gray, gray // 2, gray]), "gray": gray,
+             "rgb16": np.dstack([gray, gray // 2, gray]).astype(np.uint16) * 257,
+             "gray16": gray.astype(np.uint16) * 257}[kind]
+    photo = load_photo(array)
+    photo.icc = icc
+    out = tmp_path / f"o{ext}"
+    save_photo(photo, photo.rgb, out)
+    written = Image.open(out).info.get("icc_profile")
+    assert (written == icc) if kept else not written
+
+
+def test_cmyk_is_read_through_its_own_profile_and_written_untagged_rgb(tmp_path):
+    """Pillow's plain CMYK -> RGB ignores the file's profile (a print file's colours shift by ~47 levels on a
+    portrait); LittleCMS reads it. The CMYK profile cannot describe the RGB result, so none is written."""
+    from PIL import ImageCms
+
+    from tests.gimp_env import CHROOT
+
+    rgb = Image.open(REF).convert("RGB")
+    rgb.thumbnail((160, 160))
+    plain = tmp_path / "plain.jpg"  # no profile: Pillow's conversion, as before
+    rgb.convert("CMYK").save(plain, quality=95)
+    photo = load_photo(plain)
+    assert photo.icc is None and np.array_equal(photo.rgb8(), np.asarray(Image.open(plain).convert("RGB")))
+    damaged = tmp_path / "damaged.jpg"  # a profile that says CMYK but is not one: the plain conversion
+    rgb.convert("CMYK").save(damaged, quality=95, icc_profile=fake_profile(b"CMYK"))
+    assert np.array_equal(load_photo(damaged).rgb8(), photo.rgb8()) and load_photo(damaged).icc is None
+    profile = CHROOT / "usr/share/color/icc/ghostscript/ps_cmyk.icc"  # Debian's (the GIMP tests' chroot)
+    if not profile.exists():
+        pytest.skip("no CMYK ICC profile here (the GIMP tests' Debian chroot has one)")
+    cmyk_icc = profile.read_bytes()
+    to_cmyk = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.ImageCmsProfile(io.BytesIO(cmyk_icc)),
+                                      "RGB", "CMYK")
+    cmyk = Image.new("CMYK", rgb.size)
+    rgb.load()
+    to_cmyk.transform.apply(rgb.getim(), cmyk.getim())  # (apply() fails writing this old profile back)
+    managed = tmp_path / "managed.jpg"
+    cmyk.save(managed, quality=95, icc_profile=cmyk_icc)
+    photo = load_photo(managed)
+    original = np.asarray(rgb, np.float32)
+    assert np.abs(photo.rgb - original).mean() < 8  # Pillow's plain conversion: ~47
+    assert np.abs(np.asarray(Image.open(managed).convert("RGB"), np.float32) - original).mean() > 20
+    save_photo(photo, photo.rgb, tmp_path / "o.jpg")
+    assert Image.open(tmp_path / "o.jpg").mode == "RGB" and not Image.open(tmp_path / "o.jpg").info.get("icc_profile")
+
+
 def test_a_black_and_white_photos_change_is_made_gray():
     """kept_monochrome: the change's luma in every channel where the photo is black and white (within a level, as
     a B&W photo through a colour pipeline); a colour photo's result is left as it is."""

@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from engine.errors import EXIT_INPUT, EXIT_USAGE, FATError
 from engine.io.files import atomic_write
@@ -303,9 +303,31 @@ def _photo_from_pil(im: Image.Image, name: str, stream: BinaryIO | None = None) 
     else:
         native = _pil_native(_loaded(im, name), name)
     orientation, icc = _orientation(im), im.info.get("icc_profile")  # after decoding: PNG keeps EXIF at the end
+    icc = icc if isinstance(icc, bytes) and icc else None
+    if im.mode == "CMYK":
+        native, icc = _cmyk_as_srgb(im, icc, native)
     photo = from_array(_apply_orientation(native, orientation), name)
-    photo.icc = icc if isinstance(icc, bytes) and icc else None
+    photo.icc = icc
     return photo
+
+
+def icc_space(icc: bytes | None) -> str | None:
+    """The colour space an ICC profile describes ('RGB', 'GRAY', 'CMYK', ...), from its header (bytes 16-19)."""
+    return icc[16:20].decode("latin-1").strip() if icc and len(icc) >= 128 else None
+
+
+def _cmyk_as_srgb(im: Image.Image, icc: bytes | None, plain: np.ndarray) -> tuple[np.ndarray, bytes | None]:
+    """A CMYK file's pixels as sRGB through its own profile where LittleCMS reads it (Pillow's plain conversion,
+    `plain`, ignores it: a print file's colours shift), and no profile: its CMYK one cannot describe RGB pixels (it
+    was written into the RGB result, which colour-managed viewers then refuse or misread)."""
+    if icc_space(icc) == "CMYK":
+        try:
+            srgb = ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+                                             ImageCms.createProfile("sRGB"), outputMode="RGB")
+            return np.asarray(srgb), None
+        except (ImageCms.PyCMSError, OSError, ValueError):  # a damaged profile: the plain conversion
+            pass
+    return plain, None
 
 
 def _decode(stream: BinaryIO, name: str) -> Photo:
@@ -466,7 +488,7 @@ def save_photo(photo: Photo, rgb: np.ndarray, out: Path) -> list[str]:
             if not ok:
                 raise FATError(f"{out}: cannot encode a 16-bit image as {ext}; use .png or .tif.", EXIT_USAGE)
             data = buf.tobytes()
-            if ext == ".png" and photo.icc:
+            if ext == ".png" and icc_space(photo.icc) == ("GRAY" if native.shape[2] < 3 else "RGB"):
                 data = _png_with_icc(data, photo.icc)
             tmp.write_bytes(data)
             return
@@ -474,9 +496,12 @@ def save_photo(photo: Photo, rgb: np.ndarray, out: Path) -> list[str]:
         im = Image.fromarray(native[..., 0] if mode == "L" else native, mode)
         if ext in NO_ALPHA_TYPES and im.mode in ("RGBA", "LA"):
             im = im.convert(im.mode[:-1])
+        if ext == ".webp" and im.mode in ("L", "LA"):  # WebP holds colour only
+            im = im.convert("RGBA" if im.mode == "LA" else "RGB")
         kwargs = ({"quality": 95, "subsampling": 0} if ext in (".jpg", ".jpeg") else
                   {"compress_level": PNG_COMPRESS_LEVEL} if ext == ".png" else {})
-        if photo.icc:
+        # the profile only where it describes the pixels written (a gray one on RGB pixels is refused or misread)
+        if icc_space(photo.icc) == ("GRAY" if im.mode in ("L", "LA") else "RGB"):
             kwargs["icc_profile"] = photo.icc
         im.save(tmp, format=Image.registered_extensions()[ext], **kwargs)
 
