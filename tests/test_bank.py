@@ -303,16 +303,18 @@ def test_several_strengths_write_several_files(bank_file, photos, tmp_path):
     assert np.abs(np.asarray(Image.open(tmp_path / "s-s1.png"), np.int16) - ref).max() > 0
 
 
-def test_the_reference_given_as_pixels_is_not_its_own_example_either(bank_file, photos, dlib_backbone):
+@pytest.mark.parametrize("kind", ["RGB", "L"])
+def test_the_reference_given_as_pixels_is_not_its_own_example_either(bank_file, photos, dlib_backbone, kind):
     """GIMP sends a layer's pixels, never the file, so the hash cannot match: a GIMP edit of a photo in the bank
-    took that photo as its own example (found in a real GIMP window). Here the pixels come re-encoded as JPEG."""
+    took that photo as its own example (found in a real GIMP window). Here the pixels come re-encoded as JPEG, in
+    colour or as a black-and-white copy (GIMP's Image > Mode > Grayscale of a bank photo took it as its example)."""
     import io
 
     from engine.api import backbone_recipe
     from engine.bank.edit import AttributeEditor
 
     buf = io.BytesIO()
-    Image.open(photos / "biden_1.png").convert("RGB").save(buf, "JPEG", quality=85)
+    Image.open(photos / "biden_1.png").convert(kind).save(buf, "JPEG", quality=85)
     pixels = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
     bank = load_bank(bank_file)
     options = EditOptions(attribute="smiling", k=1)

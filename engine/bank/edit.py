@@ -31,7 +31,7 @@ from engine.face.frame import AlignedFace, FaceFrame, align_face, region_points,
 from engine.face.masks import lookup_region, region_mask, soften_user_mask, unbent_part, user_mask
 from engine.face.regions import Region
 from engine.io.files import sha256_file
-from engine.io.images import Photo, from_array, load_photo
+from engine.io.images import LUMA, Photo, from_array, load_photo
 from engine.objective.composite import frame_start, start_image
 from engine.objective.optimise import CancelToken, Problem, Progress, solve
 from engine.objective.recipes import Recipe
@@ -138,8 +138,10 @@ def clearer_than(bank: Bank, idx: np.ndarray, value: int, attribute: str, own: f
 
 PARTED = 0.02  # eye distances of inner-lip gap beyond the reference's own (measure.py mouth_open; closed < 0.05)
 
-SAME_PHOTO = 12.0  # mean |difference| (0..255) of two aligned crops of one photo, however decoded: 3-7 measured on
+SAME_PHOTO = 12.0  # mean |difference| (0..255) of two aligned crops' luma, one photo however decoded: 3-7 measured on
 # examples/ (a layer GIMP decoded against the bank's own decode); another photo, even of the same person: 34 or more
+# (in RGB; luma, so that a black-and-white copy of a bank photo is still its own photo: GIMP's grayscale of biden_1
+# took biden_1 as its example)
 SAME_PHOTO_CANDIDATES = 8  # the crops compared: the nearest by identity (one photo is its own nearest)
 
 
@@ -151,9 +153,10 @@ def same_photo(bank: Bank, crop: np.ndarray, identity: np.ndarray, identity_laye
         return same
     d_id = identity_distances(bank.features[identity_layer], identity)
     h, w = bank.crops.shape[1:3]
-    small = cv2.resize(np.asarray(crop, np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    luma = np.asarray(LUMA, np.float32)
+    small = cv2.resize(np.asarray(crop, np.float32), (w, h), interpolation=cv2.INTER_AREA) @ luma
     for i in np.argsort(d_id)[:SAME_PHOTO_CANDIDATES]:
-        same[i] = float(np.abs(small - bank.crops[i].astype(np.float32)).mean()) < SAME_PHOTO
+        same[i] = float(np.abs(small - bank.crops[i].astype(np.float32) @ luma).mean()) < SAME_PHOTO
     return same
 
 
