@@ -170,6 +170,23 @@ def test_cli_says_before_the_edit_that_a_16bit_photo_becomes_8_bits(tmp_path, ca
     assert probe_image(ref16).bits == 16 and probe_image(GUIDE).bits == 8
 
 
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF"])
+def test_cli_says_that_only_the_first_frame_or_page_is_edited(tmp_path, capsys, fmt):
+    """An animated GIF or a multi-page TIFF: its first frame was edited and the rest dropped without a word."""
+    frames = [Image.new("RGB", (64, 48), c) for c in ("red", "green", "blue")]
+    ref = tmp_path / f"anim.{fmt.lower()}"
+    frames[0].save(ref, format=fmt, save_all=True, append_images=frames[1:])
+    assert probe_image(ref).frames == 3 and probe_image(GUIDE).frames == 1
+    check_inputs(parser().parse_args(["edit", str(ref), "--guide", str(GUIDE), "-o", str(tmp_path / "o.png")]))
+    err = capsys.readouterr().err
+    assert f"note: {ref} holds 3 frames or pages; only the first is edited" in err
+    check_inputs(parser().parse_args(["edit", str(GUIDE), "--guide", str(ref), "-o", str(tmp_path / "o.png")]))
+    assert "only the first is used" in capsys.readouterr().err
+    frames[0].save(ref, format=fmt)
+    check_inputs(parser().parse_args(["edit", str(ref), "--guide", str(GUIDE), "-o", str(tmp_path / "o.png")]))
+    assert "note" not in capsys.readouterr().err
+
+
 # --- 2. masks: colour first, alpha only for a uniform layer -----------------------------------------
 
 def _square(h=40, w=50) -> np.ndarray:

@@ -213,6 +213,11 @@ def check_inputs(args) -> None:
     if not args.quiet:
         for note in save_notes(info["reference"].bits, info["reference"].alpha, args.output):
             print(f"note: {note}", file=sys.stderr)
+        for path, what in named:
+            if info[what].frames > 1:  # an animated GIF or a multi-page TIFF: said, not silently cut
+                print(f"note: {path} holds {info[what].frames} frames or pages; only the first is "
+                      f"{'edited, and the result holds that one' if what == 'reference' else 'used'}.",
+                      file=sys.stderr)
 
 
 def parser_exit(argv: list[str]) -> int | None:

@@ -82,6 +82,7 @@ class ImageInfo:
     bits: int  # 8 or 16 per channel
     alpha: bool
     format: str
+    frames: int = 1  # an animation's frames or a multi-page file's pages: the first is the one edited
 
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray | Image.Image
@@ -354,7 +355,15 @@ def probe_image(path: Path, what: str = "image") -> ImageInfo:
     with open_regular(path, what) as f, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with _open_pil(f, f"{path} ({what})") as im:
-            return ImageInfo(im.width, im.height, _bits(im), _has_alpha(im), im.format or "")
+            return ImageInfo(im.width, im.height, _bits(im), _has_alpha(im), im.format or "", _frames(im))
+
+
+def _frames(im: Image.Image) -> int:
+    """How many frames or pages the file holds (PIL walks their headers); 1 where that cannot be told."""
+    try:
+        return max(1, int(getattr(im, "n_frames", 1)))
+    except Exception:  # a damaged later frame: the first is still what is edited
+        return 1
 
 
 def load_photo(source: ImageSource) -> Photo:
