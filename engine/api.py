@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.errors import EXIT_USAGE, FATError
+from engine.errors import EXIT_USAGE, FATError, arg_ref, option_ref
 from engine.face.frame import FaceFrame, frame_faces
 from engine.io.files import atomic_write, atomic_write_json
 from engine.io.images import Photo, kept_monochrome, load_photo, save_photo
@@ -157,8 +157,8 @@ def edit(reference, guide=None, options: EditOptions | None = None, *, mask=None
         return edit_strengths(reference, [options.strength], options, mask=mask, backbone=backbone, bank=bank,
                               guide=guide, progress=progress, cancel=cancel, log=log, stage=stage)[0]
     if guide is None:
-        raise FATError("a guide image is needed (--guide): the face whose attribute to transfer, or an attribute "
-                       "(--attribute) to take from an attribute bank.", EXIT_USAGE)
+        raise FATError(f"a guide image is needed ({arg_ref('guide')}): the face whose attribute to transfer, or an "
+                       f"attribute ({option_ref('attribute')}) to take from an attribute bank.", EXIT_USAGE)
     spec, recipe = backbone_recipe(options, backbone)
     log = log or (lambda _m: None)
     stage = stage or (lambda _m: None)
@@ -216,7 +216,7 @@ def edit_strengths(reference, strengths: list[float], options: EditOptions | Non
     backbone, options = loaded_or_named(backbone, options, values)
     options = edit_options(options, values, mask is not None)
     if options.attribute is None:
-        raise FATError("an attribute edit needs --attribute (smiling, mouth_open, ...).", EXIT_USAGE)
+        raise FATError(f"an attribute edit needs {option_ref('attribute')} (smiling, mouth_open, ...).", EXIT_USAGE)
     check_attribute_request(options, guide)
     if not len(strengths):  # an empty list returned nothing and said nothing (a user trial)
         raise FATError("edit_strengths needs at least one strength, e.g. [0.5, 1.0].", EXIT_USAGE)

@@ -33,7 +33,7 @@ EXIT_SOME_FAILED = 7  # a batch ran, but some of its images failed (listed in it
 EXIT_INTERNAL = 70  # a bug: please report
 
 
-AUDIENCES = ("cli", "gimp", "recipe")
+AUDIENCES = ("cli", "gimp", "recipe", "api")
 _REF = re.compile("\x1e([a-z_]+)(?:=([^\x1f]*))?\x1f")
 
 
@@ -43,8 +43,21 @@ def option_ref(name: str, value: object = None) -> str:
 
 
 # the edit's two images as each audience knows them (image_ref): a GIMP user never meets the word "reference"
-IMAGE_WORDS = {"reference": {"cli": "reference photo", "gimp": "selected layer", "recipe": "photo"},
-               "guide": {"cli": "guide photo", "gimp": "guide layer or file", "recipe": "guide photo"}}
+IMAGE_WORDS = {"reference": {"cli": "reference photo", "gimp": "selected layer", "recipe": "photo", "api": "reference"},
+               "guide": {"cli": "guide photo", "gimp": "guide layer or file", "recipe": "guide photo",
+                         "api": "guide"}}
+
+
+# arguments that are not edit options, as each audience gives them (arg_ref)
+ARG_WORDS = {"guide": {"cli": "--guide", "gimp": "Guide", "recipe": "guide", "api": "guide="},
+             "mask": {"cli": "--mask", "gimp": "a selection", "recipe": "mask", "api": "mask="}}
+
+
+def arg_ref(name: str) -> str:
+    """A guide or mask argument inside a message, worded per audience when the message is shown."""
+    if name not in ARG_WORDS:
+        raise ValueError(f"arg_ref: {name!r} is not one of {', '.join(ARG_WORDS)}")
+    return f"\x1earg_{name}\x1f"
 
 
 def image_ref(role: str) -> str:
@@ -56,11 +69,14 @@ def image_ref(role: str) -> str:
 
 def _option_words(name: str, value: str | None, audience: str) -> str:
     """`--flag value` for the command line; `Label: Choice label` for GIMP when the dialog shows the option;
-    `name = 'value'` for a batch recipe. An `image_` name is an image_ref (no option's name starts so)."""
+    `name = 'value'` for a batch recipe; `name=value` for the Python API's keywords. An `image_` name is an image_ref
+    (no option's name starts so)."""
     from engine.options import schema  # late: engine.options imports this module
 
     if name.startswith("image_") and name[6:] in IMAGE_WORDS:
         return IMAGE_WORDS[name[6:]][audience]
+    if name.startswith("arg_") and name[4:] in ARG_WORDS:
+        return ARG_WORDS[name[4:]][audience]
     record = next((o for o in schema() if o["name"] == name), None)
     if record is None:
         raise ValueError(f"option_ref: no option {name!r} in the schema")
@@ -69,12 +85,14 @@ def _option_words(name: str, value: str | None, audience: str) -> str:
         return label if value is None else f"{label}: {record['labels'].get(value, value)}"
     if audience == "recipe":  # a batch recipe's key (engine/batch/recipe.py): the option's own name
         return name if value is None else f"{name} = {value!r}"
+    if audience == "api":  # engine.edit's keyword
+        return name if value is None else f"{name}={value}"
     flag = record["flag"] or "--" + name.replace("_", "-")
     return flag if value is None else f"{flag} {value}"
 
 
 def render(text: str, audience: str = "cli") -> str:
-    """A message with its option references worded for `audience` ("cli" or "gimp")."""
+    """A message with its option references worded for `audience` (one of AUDIENCES)."""
     if audience not in AUDIENCES:
         raise ValueError(f"audience {audience!r}: one of {', '.join(AUDIENCES)}")
     return _REF.sub(lambda m: _option_words(m.group(1), m.group(2), audience), text)
@@ -88,12 +106,13 @@ class FATError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+        self.audience = "cli"  # how str() words it: engine.edit sets "api" (keywords, not flags)
 
     def for_audience(self, audience: str) -> str:
         return render(self.message, audience)
 
     def __str__(self) -> str:
-        return render(self.message)
+        return render(self.message, self.audience)
 
 
 def log_dir() -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bank.attributes import ATTRIBUTES
-from engine.errors import EXIT_USAGE, FATError, option_ref
+from engine.errors import EXIT_USAGE, FATError, arg_ref, option_ref
 from engine.face.regions import REGIONS, WARPS
 from engine.objective.recipes import check_overrides
 
@@ -142,7 +142,8 @@ class EditOptions:
         for f in fields(self):
             setattr(self, f.name, _checked(f, getattr(self, f.name)))
         if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
-            raise FATError(f"--box {' '.join(f'{v:g}' for v in self.box)}: needs left < right and top < bottom.",
+            raise FATError(f"{option_ref('box', ' '.join(f'{v:g}' for v in self.box))}: needs left < right and top < "
+                           "bottom.",
                            EXIT_USAGE)
         if self.attribute is None and self.strength < 0:
             raise FATError(f"{option_ref('strength')} {self.strength:g}: must be between 0 and 2 for a guide edit; "
@@ -156,9 +157,9 @@ class EditOptions:
         if has_mask and self.region == "auto":
             self.region = "selection"
         if has_mask != REGIONS[self.edit_region].user_mask:
-            raise FATError(f"region {self.region!r} needs a mask image (--mask, or a GIMP selection)." if not has_mask
-                           else f"a mask image is the edit region itself; drop --region {self.region} (or use "
-                                "--region selection).", EXIT_USAGE)
+            raise FATError(f"region {self.region!r} needs a mask image ({arg_ref('mask')})." if not has_mask
+                           else f"a mask image is the edit region itself; drop {option_ref('region', self.region)} (or "
+                                f"use {option_ref('region', 'selection')}).", EXIT_USAGE)
         return self
 
     def to_dict(self) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import EXIT_NO_FACE, EXIT_USAGE, FATError, describe_failure, image_ref, option_ref, render
+from engine.errors import EXIT_NO_FACE, EXIT_USAGE, FATError, arg_ref, describe_failure, image_ref, option_ref, render
 from engine.face.detect import choose_face
 from engine.models.backbone import install_hint
 from engine.options import EditOptions
@@ -77,3 +77,31 @@ def test_a_missing_vggface_says_how_to_get_its_weights():
 def test_an_internal_error_stays_one_line_in_both_audiences():
     code, message = describe_failure(RuntimeError("boom"), audience="gimp")
     assert code == 70 and "internal error (RuntimeError: boom)" in message and "\n" not in message
+
+
+def test_the_python_api_names_its_keywords_not_the_command_lines_flags(tmp_path):
+    """A script calling engine.edit(..., strength=9) was told "--strength 9.0" (a user trial): the public API's
+    errors name its keywords. The same errors on the command line keep the flags."""
+    import engine
+    from engine.api import edit as internal_edit
+    from tests.conftest import EXAMPLES
+
+    ref, guide = str(EXAMPLES / "biden_1.jpg"), str(EXAMPLES / "obama_1.jpg")
+    cases = [(lambda: engine.edit(ref, guide=guide, strength=9), "strength 9"),
+             (lambda: engine.edit(ref), "a guide image is needed (guide=)"),
+             (lambda: engine.edit(ref, guide=guide, attribute="smiling"), "(guide=) or an attribute (attribute)"),
+             (lambda: engine.edit(ref, guide=guide, overrides={"nope": 1.0}), "overrides nope: unknown name"),
+             (lambda: engine.edit(ref, guide=guide, box=(5, 5, 1, 1)), "box=5 5 1 1: needs left < right"),
+             (lambda: engine.edit(ref, guide=guide, region="selection"), "needs a mask image (mask=)"),
+             (lambda: engine.edit_strengths(ref, [9.0], attribute="smiling"), "strength 9")]
+    for call, words in cases:
+        with pytest.raises(FATError) as info:
+            call()
+        assert words in str(info.value) and "--" not in str(info.value), str(info.value)
+        assert info.value.exit_code == EXIT_USAGE
+    with pytest.raises(FATError) as info:  # inside the engine (the CLI, GIMP's bridge, batches): its own wording
+        internal_edit(ref, guide=guide, overrides={"nope": 1.0})
+    assert str(info.value).startswith("--set nope: unknown name")
+    assert render(arg_ref("mask"), "gimp") == "a selection" and render(arg_ref("guide")) == "--guide"
+    with pytest.raises(ValueError):
+        arg_ref("reference")

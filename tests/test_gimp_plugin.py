@@ -85,7 +85,8 @@ def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank,
         "edit16": {**pair, "precision16": True},
         # a black-and-white photo (Image > Mode > Grayscale) with the bank's colour examples: the menu entry is
         # active, the result is a gray layer, and no colour comes in
-        "gray": {**pair, "grayscale": True, "guide-source": "attribute", "attribute": "smiling", "region": "auto"},
+        "gray": {**pair, "grayscale": True, "guide-source": "attribute", "attribute": "smiling", "strength": -0.5,
+                 "region": "auto"},
         "noface": {"reference": str(blank), "guide": str(guide)},
         "on_top": {**pair, "guide_above": True},
         "selection": {**pair, "select": box, "region": "selection"},
@@ -212,8 +213,8 @@ def check_grayscale_image(case: dict, tmp_path: Path) -> None:
     gray = tmp_path / "gray.png"
     Image.fromarray(photo[..., 0]).save(gray)  # GIMP's gray pixels, saved as a gray file
     out = tmp_path / "cli-gray.png"
-    assert cli_main(["edit", str(gray), "--attribute", "smiling", "-o", str(out), "--quiet", "--backbone",
-                     SETTINGS["backbone"], "--iterations", str(SETTINGS["iterations"]),
+    assert cli_main(["edit", str(gray), "--attribute", "smiling", "--strength", "-0.5", "-o", str(out), "--quiet",
+                     "--backbone", SETTINGS["backbone"], "--iterations", str(SETTINGS["iterations"]),
                      "--seed", str(SETTINGS["seed"])]) == 0
     cli = np.asarray(Image.open(out)).astype(int)
     assert cli.ndim == 2  # a gray file stays gray

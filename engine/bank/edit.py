@@ -25,7 +25,7 @@ from engine.bank.shade import lip_in, lip_shade, shaded
 from engine.bank.shape import INNER_LIPS, bent_to_mean_shape, closed_to, mean_shape
 from engine.bank.store import Bank, check_backbone, load_bank
 from engine.bank.where import default_bank
-from engine.errors import EXIT_USAGE, FATError, image_ref
+from engine.errors import EXIT_USAGE, FATError, arg_ref, image_ref, option_ref
 from engine.face.detect import Face
 from engine.face.frame import AlignedFace, FaceFrame, align_face, region_points, reshaped_frame, to_crop
 from engine.face.masks import lookup_region, region_mask, soften_user_mask, unbent_part, user_mask
@@ -472,4 +472,5 @@ class AttributeEditor:
 
 def check_attribute_request(options: EditOptions, guide) -> None:
     if guide is not None:
-        raise FATError("give either a guide photo (--guide) or an attribute (--attribute), not both.", EXIT_USAGE)
+        raise FATError(f"give either a guide photo ({arg_ref('guide')}) or an attribute ({option_ref('attribute')}), "
+                       "not both.", EXIT_USAGE)

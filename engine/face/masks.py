@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from engine.errors import EXIT_INPUT, EXIT_USAGE, FATError
+from engine.errors import EXIT_INPUT, EXIT_USAGE, FATError, arg_ref
 from engine.face.detect import eye_distance
 from engine.face.regions import BROWS, JAW, PARTS, REGIONS, Region
 
@@ -31,7 +31,7 @@ def region_mask(landmarks: np.ndarray, region: str | Region, size: tuple[int, in
     """Feathered mask (h, w) of a landmark region for landmarks given in the same pixel frame."""
     spec = lookup_region(region) if isinstance(region, str) else region
     if spec.user_mask:
-        raise FATError(f"region {spec.label!r} is the user's own mask: give --mask (or a GIMP selection).",
+        raise FATError(f"region {spec.label!r} is the user's own mask: give {arg_ref('mask')}.",
                        EXIT_USAGE)
     iod = eye_distance(landmarks)
     hulls = []

@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError
+from engine.errors import EXIT_BACKBONE, EXIT_USAGE, FATError, option_ref
+
+SET = option_ref("overrides")  # --set on the command line, overrides= in the Python API
 
 LAYER_TABLES = ("identity_layers", "attribute_layers")
 WHOLE_NUMBERS = ("colour_lowpass", "fuse", "stall_evaluations")
@@ -112,18 +114,18 @@ def check_overrides(overrides: dict[str, float]) -> None:
     for name, value in overrides.items():
         table, dot, key = name.partition(".")
         if dot and table not in LAYER_TABLES or not dot and name not in known or dot and not key:
-            raise FATError(f"--set {name}: unknown name; known: {', '.join(known)}, or "
+            raise FATError(f"{SET} {name}: unknown name; known: {', '.join(known)}, or "
                            f"identity_layers.LAYER / attribute_layers.LAYER.", EXIT_USAGE)
         if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= MAX_NUMBER:
-            raise FATError(f"--set {name}={value}: must be a number between 0 and {MAX_NUMBER:g}.", EXIT_USAGE)
+            raise FATError(f"{SET} {name}={value}: must be a number between 0 and {MAX_NUMBER:g}.", EXIT_USAGE)
         if name in WHOLE_NUMBERS and (value < 1 or value != int(value)):
-            raise FATError(f"--set {name}={value}: must be a whole number >= 1.", EXIT_USAGE)
+            raise FATError(f"{SET} {name}={value}: must be a whole number >= 1.", EXIT_USAGE)
         if name in ("luma_grid", "chroma_grid") and value > 1:
-            raise FATError(f"--set {name}={value}: a grid is a fraction of the network input (0..1).", EXIT_USAGE)
+            raise FATError(f"{SET} {name}={value}: a grid is a fraction of the network input (0..1).", EXIT_USAGE)
         if name == "luma_grid" and value == 0:
-            raise FATError("--set luma_grid=0: the brightness grid must be > 0.", EXIT_USAGE)
+            raise FATError(f"{SET} luma_grid=0: the brightness grid must be > 0.", EXIT_USAGE)
         if name in ("band_fine", "band_coarse") and not 0 < value <= 0.5:
-            raise FATError(f"--set {name}={value}: a blur scale is a fraction of the crop width (above 0, at most "
+            raise FATError(f"{SET} {name}={value}: a blur scale is a fraction of the crop width (above 0, at most "
                            "0.5).", EXIT_USAGE)
 
 
@@ -137,7 +139,7 @@ def with_overrides(recipe: Recipe, overrides: dict[str, float]) -> Recipe:
         table, dot, key = name.partition(".")
         if dot:
             if key not in tables[table]:
-                raise FATError(f"--set {name}: this backbone's recipe has no layer {key!r} in {table}; it has "
+                raise FATError(f"{SET} {name}: this backbone's recipe has no layer {key!r} in {table}; it has "
                                f"{', '.join(tables[table])}.", EXIT_USAGE)
             tables[table][key] = float(value)
         elif name in weights:
