@@ -62,6 +62,26 @@ def mnemonic(label: str) -> str | None:
     return label[label.index("_") + 1].lower() if "_" in label else None
 
 
+def test_the_preselected_guide_beside_the_photo_is_never_a_result_of_the_plugin():
+    """A GIMP trial: after one edit, the dialog preselected that result (just above the photo) as the guide, so OK
+    would have taken the person's own edited face as the guide. The nearest other layer is taken, above first."""
+    from tests.conftest import load_module
+
+    neighbours = load_module("neighbours", PROJECT / "plugin" / "face-attribute-transfer" / "neighbours.py")
+    pick = neighbours.neighbour_index
+    stack = ["biden_1.jpg (+1 smiling transfer) #1", "biden_1.jpg (mouth preview)", "obama", "biden_1.jpg",
+             "biden_1.jpg (+1 smiling transfer)", "Background"]
+    assert pick(stack, 3) == 2  # above, past two results
+    assert pick(["biden_1.jpg (mouth transfer)", "biden_1.jpg", "obama"], 1) == 2  # below, past the result above
+    assert pick(["obama", "photo", "photo (mouth transfer)"], 1) == 0
+    assert pick(["photo (mouth transfer)", "photo"], 1) is None  # nothing but results: no preselection
+    assert pick([None, "photo", "guide"], 1) == 2  # (not a layer)
+    assert pick(["photo"], 0) is None
+    # the same pattern names results (result_name drops an earlier result's suffix)
+    assert neighbours.RESULT_NAME.sub("", "photo (-0.5 smiling transfer) #2") == "photo"
+    assert not neighbours.RESULT_NAME.search("holiday (2019)")
+
+
 @pytest.mark.slow
 def test_plugin_in_headless_gimp_matches_the_cli(gimp, models_dir, default_bank, tmp_path, monkeypatch):
     scratch = tmp_path

@@ -12,7 +12,6 @@
 
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -36,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import engine_process  # noqa: E402  (beside this file: the gi-free subprocess part)
 from advice_memory import fresh_advice  # noqa: E402  (beside this file, gi-free: advice said once)
+from neighbours import RESULT_NAME, neighbour_index  # noqa: E402  (beside this file, gi-free: the guide beside)
 
 
 def engine_command():
@@ -364,8 +364,8 @@ def remembered_guide(text):
 
 
 def neighbour_guide(image, layer):
-    """A sensible guide to preselect: the active layer of another open image, else the layer above (or below)
-    the photo in its own stack."""
+    """A sensible guide to preselect: the active layer of another open image, else the nearest layer above (or
+    below) the photo in its own stack that is not one of this plug-in's results (neighbours.py)."""
     for other in Gimp.get_images():
         if other.get_id() != image.get_id():
             selected = other.get_selected_layers() or other.get_layers()
@@ -374,10 +374,10 @@ def neighbour_guide(image, layer):
     parent = layer.get_parent()
     siblings = parent.get_children() if parent else image.get_layers()
     index = next((i for i, s in enumerate(siblings) if s.get_id() == layer.get_id()), None)
-    for i in (index - 1, index + 1) if index is not None else ():
-        if 0 <= i < len(siblings) and isinstance(siblings[i], Gimp.Layer):
-            return siblings[i]
-    return None
+    if index is None:
+        return None
+    found = neighbour_index([s.get_name() if isinstance(s, Gimp.Layer) else None for s in siblings], index)
+    return None if found is None else siblings[found]
 
 
 def preselect_guide(config, image, layer, run_mode):
@@ -432,16 +432,13 @@ def guide_pixels(guide, workdir):
 
 # ---- the result ----
 
-SUFFIX = re.compile(r" \([^()]* (transfer|preview)\)( #\d+)?$")
-
-
 def result_name(layer, options):
     """'<photo> (<region> transfer)', or '<photo> (<signed strength> <attribute> transfer)' for an attribute-bank
     edit (a smile added, +1, and one taken away, -1, are told apart in the Layers dock, whose default width shows
     about 15 characters: the sign comes first), from the photo's own name
     (a result's suffix is not repeated; a label's own parenthesis, 'Smile (mouth and cheeks)', is left out, or the
     names nested)."""
-    base = SUFFIX.sub("", layer.get_name())
+    base = RESULT_NAME.sub("", layer.get_name())
     attribute = options.get("attribute")
     if attribute:
         label = SCHEMA["attribute"]["labels"].get(attribute, attribute)
