@@ -31,7 +31,7 @@ from engine.face.frame import AlignedFace, FaceFrame, align_face, region_points,
 from engine.face.masks import lookup_region, region_mask, soften_user_mask, unbent_part, user_mask
 from engine.face.regions import Region
 from engine.io.files import sha256_file
-from engine.io.images import LUMA, Photo, from_array, load_photo
+from engine.io.images import Photo, from_array, load_photo, luma
 from engine.objective.composite import frame_start, start_image
 from engine.objective.optimise import CancelToken, Problem, Progress, solve
 from engine.objective.recipes import Recipe
@@ -153,10 +153,9 @@ def same_photo(bank: Bank, crop: np.ndarray, identity: np.ndarray, identity_laye
         return same
     d_id = identity_distances(bank.features[identity_layer], identity)
     h, w = bank.crops.shape[1:3]
-    luma = np.asarray(LUMA, np.float32)
-    small = cv2.resize(np.asarray(crop, np.float32), (w, h), interpolation=cv2.INTER_AREA) @ luma
+    small = luma(cv2.resize(np.asarray(crop, np.float32), (w, h), interpolation=cv2.INTER_AREA))
     for i in np.argsort(d_id)[:SAME_PHOTO_CANDIDATES]:
-        same[i] = float(np.abs(small - bank.crops[i].astype(np.float32) @ luma).mean()) < SAME_PHOTO
+        same[i] = float(np.abs(small - luma(bank.crops[i])).mean()) < SAME_PHOTO
     return same
 
 

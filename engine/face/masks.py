@@ -107,7 +107,7 @@ def user_mask(path_or_array, size: tuple[int, int]) -> np.ndarray:
     array with NaN or inf are errors. Files are read like photos (size limits, truncation, EXIF
     orientation); arrays as engine.io.images.mask_channels says.
     """
-    from engine.io.images import mask_channels
+    from engine.io.images import luma, mask_channels
 
     colour, alpha = mask_channels(path_or_array)
     flat = colour.reshape(-1, colour.shape[-1]) if colour.ndim == 3 else colour.reshape(-1, 1)
@@ -115,7 +115,7 @@ def user_mask(path_or_array, size: tuple[int, int]) -> np.ndarray:
     if uniform and alpha is not None and alpha.min() != alpha.max():
         m = alpha  # a uniform layer: its shape is in the alpha
     else:
-        m = colour @ np.float32([0.299, 0.587, 0.114]) if colour.ndim == 3 else colour
+        m = luma(colour) if colour.ndim == 3 else colour
         if alpha is not None and alpha.max() == 0:
             m = np.zeros_like(m)  # fully transparent: nothing painted
     h, w = size

@@ -425,22 +425,25 @@ def monochrome(rgb: np.ndarray, rows: int = 512) -> bool:
     return True
 
 
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """H x W x 3 (0..255) -> H x W gray by LUMA, the one gray every black-and-white rule here uses."""
+    return np.asarray(rgb, np.float32) @ np.asarray(LUMA, np.float32)
+
+
 def kept_monochrome(photo: Photo, image: np.ndarray) -> np.ndarray:
     """The edited image, whose change is made gray (its luma) where the photo is black and white: a bank example's
     or a guide's colour pixels tinted a B&W portrait's lips pink (a user trial). Pixels the edit left alone stay
     byte for byte; elsewhere in a colour photo nothing changes."""
     if not (photo.gray or monochrome(photo.rgb)):
         return image
-    change = image - photo.rgb
-    luma = change @ np.asarray(LUMA, np.float32)
-    return photo.rgb + luma[..., None]
+    return photo.rgb + luma(image - photo.rgb)[..., None]
 
 
 def to_native(photo: Photo, rgb: np.ndarray | None = None, gray: bool = False) -> np.ndarray:
     """H x W x 3/4 array in the photo's own dtype (RGB[A]); with `gray`, H x W x 1/2 (its luma[, alpha])."""
     rgb = photo.rgb if rgb is None else rgb
     if gray:
-        rgb = (rgb @ np.asarray(LUMA, np.float32))[..., None]
+        rgb = luma(rgb)[..., None]
     info = np.iinfo(photo.dtype)
     out = np.clip(np.rint(rgb * photo.scale), 0, info.max).astype(photo.dtype)
     if photo.alpha is not None:

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from engine.face.masks import face_interior, region_mask
+from engine.io.images import luma
 from engine.objective.recipes import Recipe
 
 Stats = tuple[np.ndarray, np.ndarray]  # (guide's, reference's) pixels that colour statistics are taken over
@@ -91,9 +92,9 @@ def folds_only(guide: np.ndarray, reference: np.ndarray, own: np.ndarray, mask: 
     g = colour_match(guide, reference, mask, recipe, stats)
 
     def band(x: np.ndarray) -> np.ndarray:
-        luma = x @ np.array([0.299, 0.587, 0.114], np.float32)
-        return (cv2.GaussianBlur(luma, (0, 0), recipe.band_fine * w)
-                - cv2.GaussianBlur(luma, (0, 0), recipe.band_coarse * w))
+        gray = luma(x)
+        return (cv2.GaussianBlur(gray, (0, 0), recipe.band_fine * w)
+                - cv2.GaussianBlur(gray, (0, 0), recipe.band_coarse * w))
 
     folds = band(g) - band(reference)
     if guide_face is not None:
